@@ -1,0 +1,34 @@
+"""Errors a user sees: each names what was wrong, where, and what was expected."""
+
+from __future__ import annotations
+
+import os
+
+
+class BalloonreplayError(Exception):
+    """Base class for errors the CLI reports as one clear line and a non-zero exit."""
+
+
+class ConfigError(BalloonreplayError):
+    """An invalid configuration value; `key` names the offending setting."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"config: {key}: {message}")
+
+
+class TraceError(BalloonreplayError):
+    """Bad trace input.
+
+    `where` is a human-readable position such as ``line 12`` or ``byte offset 4096``;
+    `expected` says what the reader wanted to find there.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, where: str | None, expected: str):
+        self.path = None if path is None else os.fspath(path)
+        self.where = where
+        self.expected = expected
+        parts = [self.path or "<trace>"]
+        if where:
+            parts.append(where)
+        super().__init__(": ".join(parts) + f": {expected}")

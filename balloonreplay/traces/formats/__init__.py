@@ -1,0 +1,180 @@
+"""Trace-format plug-ins.
+
+A format is a class registered in the entry-point group ``balloonreplay.trace_formats``
+(built-ins register through the same group in pyproject.toml). It has:
+
+- ``name`` and ``description``;
+- ``Options``: a dataclass of reader options with documented defaults; users overlay
+  them as ``key=value`` strings (CLI ``--opt``) or a mapping (config);
+- ``sniff(path) -> bool`` (optional): whether a file looks like this format;
+- ``read(path, options) -> Iterator[pyarrow.RecordBatch]``: canonical batches (see
+  ``balloonreplay.traces.schema``), streamed, with raw (not yet dense) page numbers;
+- ``write(batches, path, options)`` (optional).
+
+Readers raise ``TraceError`` naming the file, the line or byte offset and what was
+expected. Dense remapping, time-order checks and the LRU filter are done once for every
+format by ``balloonreplay.traces.ingest``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from balloonreplay.errors import BalloonreplayError, TraceError
+from balloonreplay.traces.schema import TraceMetadata
+
+ENTRY_POINT_GROUP = "balloonreplay.trace_formats"
+
+
+@dataclasses.dataclass
+class NoOptions:
+    pass
+
+
+class TraceFormat:
+    """Base class of trace-format plug-ins."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+
+    def sniff(self, path: str | os.PathLike) -> bool:
+        return False
+
+    def read(self, path: str | os.PathLike, options: Any) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def read_metadata(self, path: str | os.PathLike, options: Any) -> TraceMetadata:
+        """What the source itself says about the trace (page size, per-VM memory, ...)."""
+        return TraceMetadata(source=self.name, parameters=dataclasses.asdict(options))
+
+    @property
+    def can_write(self) -> bool:
+        return type(self).write is not TraceFormat.write
+
+    def write(
+        self, batches: Iterable[pa.RecordBatch], path: str | os.PathLike, options: Any
+    ) -> None:
+        raise BalloonreplayError(f"format {self.name!r} has no writer")
+
+    def make_options(self, overrides: Mapping[str, Any] | Iterable[str] | None = None) -> Any:
+        return parse_options(self.Options, overrides, context=f"format {self.name!r}")
+
+
+def _coerce(value: Any, default: Any, annotation: Any, key: str, context: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    kind = type(default) if default is not None else None
+    if annotation in (bool, "bool") or kind is bool:
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise BalloonreplayError(f"{context}: option {key!r} expects true or false, got {value!r}")
+    text_annotation = str(annotation)
+    try:
+        if kind is int or text_annotation.startswith("int"):
+            return int(value, 0)
+        if kind is float or text_annotation.startswith("float"):
+            return float(value)
+    except ValueError:
+        raise BalloonreplayError(
+            f"{context}: option {key!r} expects a number, got {value!r}"
+        ) from None
+    if value.lower() in ("none", "null") and default is None:
+        return None
+    if "int" in text_annotation and "None" in text_annotation:
+        try:
+            return int(value, 0)
+        except ValueError:
+            raise BalloonreplayError(
+                f"{context}: option {key!r} expects a whole number, got {value!r}"
+            ) from None
+    if "float" in text_annotation and "None" in text_annotation:
+        try:
+            return float(value)
+        except ValueError:
+            raise BalloonreplayError(
+                f"{context}: option {key!r} expects a number, got {value!r}"
+            ) from None
+    return value
+
+
+def parse_options(
+    options_class: type, overrides: Mapping[str, Any] | Iterable[str] | None, context: str
+) -> Any:
+    """Overlay ``key=value`` strings or a mapping on the dataclass's documented defaults."""
+    if overrides is None:
+        overrides = {}
+    if not isinstance(overrides, Mapping):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise BalloonreplayError(f"{context}: expected key=value, got {item!r}")
+            key, value = item.split("=", 1)
+            pairs[key.strip().replace("-", "_")] = value.strip()
+        overrides = pairs
+    fields = {f.name: f for f in dataclasses.fields(options_class)}
+    values = {}
+    for key, value in overrides.items():
+        key = key.replace("-", "_")
+        if key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise BalloonreplayError(f"{context}: unknown option {key!r} (known: {known})")
+        f = fields[key]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        values[key] = _coerce(value, default, f.type, key, context)
+    return options_class(**values)
+
+
+def describe_options(options_class: type) -> list[tuple[str, Any, str]]:
+    """(name, default, help) for each option; help comes from field metadata."""
+    rows = []
+    for f in dataclasses.fields(options_class):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        rows.append((f.name, default, f.metadata.get("help", "")))
+    return rows
+
+
+def option(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def available_formats() -> dict[str, type[TraceFormat]]:
+    """Every installed format plug-in, by name."""
+    found = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep
+    return dict(sorted(found.items()))
+
+
+def get_format(name: str) -> TraceFormat:
+    eps = available_formats()
+    if name not in eps:
+        raise BalloonreplayError(
+            f"unknown trace format {name!r} (installed: {', '.join(eps) or 'none'})"
+        )
+    cls = eps[name].load()
+    instance = cls()
+    if not instance.name:
+        instance.name = name
+    return instance
+
+
+def sniff_format(path: str | os.PathLike) -> TraceFormat:
+    """The first installed format whose sniff() accepts `path`."""
+    for name in available_formats():
+        fmt = get_format(name)
+        try:
+            if fmt.sniff(path):
+                return fmt
+        except OSError as exc:
+            raise TraceError(path, None, f"cannot read file ({exc})") from None
+    raise TraceError(path, None, "could not recognise the format; name it with --format")

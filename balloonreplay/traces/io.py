@@ -1,0 +1,140 @@
+"""Reading and writing canonical traces as Parquet, streaming, with atomic output.
+
+A failed write never leaves a file under the final name: data goes to a hidden
+temporary file beside it and is renamed into place only when the writer closes
+cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from balloonreplay.errors import TraceError
+from balloonreplay.traces.schema import (
+    CANONICAL_SCHEMA,
+    METADATA_KEY,
+    TraceMetadata,
+    conform_batch,
+)
+
+DEFAULT_BATCH_ROWS = 1 << 20
+ROW_GROUP_ROWS = 1 << 20
+
+
+@contextmanager
+def atomic_path(final_path: str | os.PathLike, suffix: str = ""):
+    """Yield a temporary path beside `final_path`; rename it into place on success."""
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{final_path.name}.", suffix=suffix + ".tmp", dir=final_path.parent
+    )
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final_path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class TraceWriter:
+    """Streams canonical record batches into a Parquet file, atomically.
+
+    Metadata may be completed up to `close()` (ingest learns the distinct page counts
+    only at the end).
+    """
+
+    def __init__(self, path: str | os.PathLike, metadata: TraceMetadata | None = None):
+        self.path = Path(path)
+        self.metadata = metadata or TraceMetadata()
+        self.rows = 0
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        self._writer = pq.ParquetWriter(
+            self._tmp, CANONICAL_SCHEMA, compression="zstd", write_statistics=True
+        )
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        if batch.schema != CANONICAL_SCHEMA:
+            batch = conform_batch(batch, self.path)
+        self._writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        self._writer.add_key_value_metadata({METADATA_KEY.decode(): self.metadata.to_json()})
+        self._writer.close()
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException) -> None:
+        self._writer.close()
+        try:
+            self._ctx.__exit__(type(exc), exc, exc.__traceback__)
+        except BaseException:
+            pass
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.abort(exc)
+
+
+def write_trace(
+    batches: Iterable[pa.RecordBatch], path: str | os.PathLike, metadata: TraceMetadata | None = None
+) -> int:
+    """Write batches to `path` atomically; return the number of rows written."""
+    with TraceWriter(path, metadata) as writer:
+        for batch in batches:
+            writer.write(batch)
+    return writer.rows
+
+
+class Trace:
+    """A canonical trace on disk: metadata plus streaming access to its rows."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise TraceError(self.path, None, "file not found")
+        try:
+            self._file = pq.ParquetFile(self.path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise TraceError(self.path, None, f"expected a Parquet file ({exc})") from None
+        kv = self._file.metadata.metadata or {}
+        self.metadata = (
+            TraceMetadata.from_json(kv[METADATA_KEY]) if METADATA_KEY in kv else TraceMetadata()
+        )
+        # Check the columns up front so a bad file fails before any work is done.
+        conform_batch(self._file.schema_arrow.empty_table(), self.path)
+
+    @property
+    def num_rows(self) -> int:
+        return self._file.metadata.num_rows
+
+    def iter_batches(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        for batch in self._file.iter_batches(batch_size=batch_rows):
+            yield conform_batch(batch, self.path)
+
+    def read_table(self) -> pa.Table:
+        """The whole trace in memory; for tests and small traces only."""
+        return pa.Table.from_batches(list(self.iter_batches()), schema=CANONICAL_SCHEMA)
+
+
+def open_trace(path: str | os.PathLike) -> Trace:
+    return Trace(path)

@@ -1,0 +1,58 @@
+"""Memory sizes as users write them: ``512MiB``, ``2GiB``, ``4096`` (bytes) or ``1000p`` (pages)."""
+
+from __future__ import annotations
+
+import re
+
+PAGE_SIZE_BYTES = 4096  # x86 base page
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size_pages(text: str | int, page_size_bytes: int = PAGE_SIZE_BYTES) -> int:
+    """Return a size in pages. A bare integer is pages; strings take a unit or a ``p`` suffix."""
+    if isinstance(text, bool):
+        raise ValueError(f"expected a memory size, got {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"memory size must not be negative, got {text}")
+        return text
+    match = _SIZE_RE.match(str(text))
+    if not match:
+        raise ValueError(
+            f"expected a memory size like 512MiB, 2GiB or 1000p (pages), got {text!r}"
+        )
+    number, unit = match.groups()
+    unit = unit.lower()
+    if unit in ("p", "pages", "page"):
+        if "." in number:
+            raise ValueError(f"a page count must be a whole number, got {text!r}")
+        return int(number)
+    if unit not in _UNITS:
+        raise ValueError(f"unknown size unit {unit!r} in {text!r} (use B, KiB, MiB, GiB, TiB or p)")
+    size_bytes = float(number) * _UNITS[unit]
+    return int(size_bytes // page_size_bytes)
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError("unreachable")
