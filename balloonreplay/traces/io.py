@@ -37,6 +37,9 @@ def atomic_path(final_path: str | os.PathLike, suffix: str = ""):
         prefix=f".{final_path.name}.", suffix=suffix + ".tmp", dir=final_path.parent
     )
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would surprise users sharing results
     try:
         yield Path(tmp)
         os.replace(tmp, final_path)
@@ -96,7 +99,9 @@ class TraceWriter:
 
 
 def write_trace(
-    batches: Iterable[pa.RecordBatch], path: str | os.PathLike, metadata: TraceMetadata | None = None
+    batches: Iterable[pa.RecordBatch],
+    path: str | os.PathLike,
+    metadata: TraceMetadata | None = None,
 ) -> int:
     """Write batches to `path` atomically; return the number of rows written."""
     with TraceWriter(path, metadata) as writer:

@@ -49,16 +49,17 @@ class TraceMetadata:
     config_pages: list[int] | None = None
     vm_names: list[str] | None = None
     vm_images: list[str] | None = None
-    # Filled at ingest: pages are dense 0..distinct_pages[v]-1 per VM when `dense` is true.
+    # Filled at ingest: when `dense`, every page id of VM v is < pages_per_vm[v] (the size of
+    # its dense id space, i.e. the remapping table), so kernels index arrays by page.
     dense: bool = False
-    distinct_pages: list[int] | None = None
+    pages_per_vm: list[int] | None = None
     accesses: int | None = None
     lru_filter_pages: int | None = None
     version: int = METADATA_VERSION
 
     @property
     def num_vms(self) -> int | None:
-        for per_vm in (self.distinct_pages, self.config_pages, self.vm_names):
+        for per_vm in (self.pages_per_vm, self.config_pages, self.vm_names):
             if per_vm is not None:
                 return len(per_vm)
         return None
@@ -101,7 +102,9 @@ def make_batch(
     """Build a canonical batch from numpy arrays (or sequences). Missing optional columns
     become all-null content and all-false file_backed."""
     n = len(page)
-    vm_arr = pa.array(np.asarray(vm, dtype=np.uint16) if not np.isscalar(vm) else np.full(n, vm, np.uint16))
+    vm_arr = pa.array(
+        np.asarray(vm, dtype=np.uint16) if not np.isscalar(vm) else np.full(n, vm, np.uint16)
+    )
     arrays = [
         vm_arr,
         pa.array(np.asarray(t_ns, dtype=np.uint64)),

@@ -161,8 +161,13 @@ def get_format(name: str) -> TraceFormat:
         raise BalloonreplayError(
             f"unknown trace format {name!r} (installed: {', '.join(eps) or 'none'})"
         )
-    cls = eps[name].load()
-    instance = cls()
+    try:
+        cls = eps[name].load()
+        instance = cls()
+    except Exception as exc:  # a broken third-party plug-in must not look like our bug
+        raise BalloonreplayError(
+            f"trace format plug-in {name!r} ({eps[name].value}) failed to load: {exc}"
+        ) from exc
     if not instance.name:
         instance.name = name
     return instance
@@ -170,8 +175,14 @@ def get_format(name: str) -> TraceFormat:
 
 def sniff_format(path: str | os.PathLike) -> TraceFormat:
     """The first installed format whose sniff() accepts `path`."""
+    import warnings
+
     for name in available_formats():
-        fmt = get_format(name)
+        try:
+            fmt = get_format(name)
+        except BalloonreplayError as exc:
+            warnings.warn(str(exc), stacklevel=2)
+            continue
         try:
             if fmt.sniff(path):
                 return fmt

@@ -1,0 +1,196 @@
+"""Turn any source of canonical batches into a dense, checked canonical trace on disk.
+
+Every format and every generator goes through `write_canonical`, so these rules hold
+for all traces: time never goes backwards within a VM, pages are densely remapped per
+VM (the engine indexes arrays by page), the optional exact LRU filter is applied, the
+trace is not empty, and the output appears under its final name only when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from balloonreplay.errors import TraceError
+from balloonreplay.traces.formats import TraceFormat, get_format, sniff_format
+from balloonreplay.traces.io import TraceWriter
+from balloonreplay.traces.remap import LruFilter, PageRemapper, rows_by_vm
+from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch
+
+
+class _TimeOrderCheck:
+    """Raises when a VM's access time goes backwards, naming the access."""
+
+    def __init__(self, source_path) -> None:
+        self.source_path = source_path
+        self.last_t_ns: dict[int, int] = {}
+
+    def check(self, vm_ids: np.ndarray, t_ns: np.ndarray, first_row: int) -> None:
+        for vm, rows in rows_by_vm(vm_ids):
+            times = t_ns[rows]
+            previous = self.last_t_ns.get(vm)
+            if previous is not None and times[0] < previous:
+                self._fail(vm, first_row + int(rows[0]), previous, int(times[0]))
+            backwards = np.flatnonzero(times[1:] < times[:-1])
+            if backwards.size:
+                k = int(backwards[0])
+                self._fail(vm, first_row + int(rows[k + 1]), int(times[k]), int(times[k + 1]))
+            self.last_t_ns[vm] = int(times[-1])
+
+    def _fail(self, vm: int, row: int, previous: int, got: int) -> None:
+        raise TraceError(
+            self.source_path,
+            f"access #{row} (0-based, VM {vm})",
+            f"expected t_ns >= {previous} (time must not go backwards within a VM), got {got}",
+        )
+
+
+def canonical_batches(
+    batches: Iterable[pa.RecordBatch],
+    *,
+    source_path=None,
+    lru_filter_pages: int | None = None,
+    stats: dict | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Check, remap and filter a stream of canonical batches (raw pages in, dense out).
+
+    `stats`, if given, is filled with ``accesses_in``, ``accesses_out``, ``num_vms`` and
+    ``pages_per_vm`` when the stream is exhausted.
+    """
+    remapper = PageRemapper()
+    time_check = _TimeOrderCheck(source_path)
+    lru_filter = LruFilter(lru_filter_pages) if lru_filter_pages else None
+    rows_in = rows_out = 0
+    max_vm = -1
+    for batch in batches:
+        batch = conform_batch(batch, source_path)
+        n = batch.num_rows
+        if n == 0:
+            continue
+        vm_ids = batch.column("vm").to_numpy()
+        t_ns = batch.column("t_ns").to_numpy()
+        time_check.check(vm_ids, t_ns, rows_in)
+        dense_pages = remapper.remap(vm_ids, batch.column("page").to_numpy())
+        writes = batch.column("write").to_numpy(zero_copy_only=False)
+        columns = dict(zip(batch.schema.names, batch.columns, strict=True))
+        columns["page"] = pa.array(dense_pages)
+        if lru_filter is not None:
+            keep, writes = lru_filter.apply(vm_ids, dense_pages, writes)
+            columns["write"] = pa.array(writes)
+            out = pa.RecordBatch.from_arrays(
+                [columns[name] for name in CANONICAL_SCHEMA.names], schema=CANONICAL_SCHEMA
+            ).filter(pa.array(keep))
+        else:
+            out = pa.RecordBatch.from_arrays(
+                [columns[name] for name in CANONICAL_SCHEMA.names], schema=CANONICAL_SCHEMA
+            )
+        rows_in += n
+        rows_out += out.num_rows
+        max_vm = max(max_vm, int(vm_ids.max()))
+        yield out
+    if stats is not None:
+        stats.update(
+            accesses_in=rows_in,
+            accesses_out=rows_out,
+            num_vms=max_vm + 1,
+            pages_per_vm=remapper.pages_per_vm(max_vm + 1),
+        )
+
+
+def write_canonical(
+    batches: Iterable[pa.RecordBatch],
+    out_path: str | os.PathLike,
+    metadata: TraceMetadata,
+    *,
+    lru_filter_pages: int | None = None,
+    source_path=None,
+    progress=None,
+) -> TraceMetadata:
+    """Check, remap, filter and write `batches` to `out_path` atomically.
+
+    `progress` (e.g. a tqdm bar) is advanced by the number of input accesses.
+    Returns the metadata as written.
+    """
+    stats: dict[str, Any] = {}
+    with TraceWriter(out_path, metadata) as writer:
+        for input_rows, out_batch in _with_input_counts(
+            batches, source_path, lru_filter_pages, stats
+        ):
+            writer.write(out_batch)
+            if progress is not None:
+                progress.update(input_rows)
+        if stats.get("accesses_in", 0) == 0:
+            raise TraceError(source_path, None, "expected at least one access; the trace is empty")
+        num_vms = stats["num_vms"]
+        for name in ("config_pages", "vm_names", "vm_images"):
+            per_vm = getattr(metadata, name)
+            if per_vm is not None and len(per_vm) < num_vms:
+                raise TraceError(
+                    source_path,
+                    None,
+                    f"the trace has {num_vms} VMs but its metadata {name} lists {len(per_vm)}",
+                )
+        writer.metadata = metadata.overlay(
+            dense=True,
+            pages_per_vm=stats["pages_per_vm"],
+            accesses=stats["accesses_out"],
+            lru_filter_pages=lru_filter_pages,
+        )
+    return writer.metadata
+
+
+def _with_input_counts(batches, source_path, lru_filter_pages, stats):
+    """Pair each output batch with its input row count (for progress on input)."""
+    counts: list[int] = []
+
+    def counted():
+        for batch in batches:
+            counts.append(batch.num_rows)
+            yield batch
+
+    for out in canonical_batches(
+        counted(), source_path=source_path, lru_filter_pages=lru_filter_pages, stats=stats
+    ):
+        yield counts[-1], out
+        counts.clear()
+
+
+def ingest(
+    source_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    format_name: str | None = None,
+    options: Mapping[str, Any] | Iterable[str] | None = None,
+    lru_filter_pages: int | None = None,
+    metadata_overrides: Mapping[str, Any] | None = None,
+    progress=None,
+) -> TraceMetadata:
+    """Read `source_path` with a format plug-in (named, or sniffed) into a canonical trace."""
+    if not os.path.exists(source_path):
+        raise TraceError(source_path, None, "file not found")
+    fmt: TraceFormat = get_format(format_name) if format_name else sniff_format(source_path)
+    reader_options = fmt.make_options(options)
+    metadata = fmt.read_metadata(source_path, reader_options)
+    metadata = metadata.overlay(
+        source=metadata.source or fmt.name,
+        parameters={
+            **(metadata.parameters or {}),
+            "format": fmt.name,
+            "source_path": os.fspath(source_path),
+            "reader_options": dataclasses.asdict(reader_options),
+        },
+        **(metadata_overrides or {}),
+    )
+    return write_canonical(
+        fmt.read(source_path, reader_options),
+        out_path,
+        metadata,
+        lru_filter_pages=lru_filter_pages,
+        source_path=source_path,
+        progress=progress,
+    )

@@ -1,0 +1,105 @@
+"""The trace commands as a user runs them: clear errors, non-zero exits, no partial output."""
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from balloonreplay.cli import main
+from balloonreplay.traces.io import open_trace, write_trace
+from balloonreplay.traces.schema import TraceMetadata, make_batch
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def small_trace(path, n=500):
+    rng = np.random.default_rng(0)
+    vm = np.tile([0, 1], n // 2)
+    t = np.repeat(np.arange(n // 2), 2) * 100
+    content = rng.integers(0, 20, n)
+    write_trace(
+        [make_batch(vm, t, rng.integers(0, 40, n) << 12, rng.random(n) < 0.25, content)],
+        path,
+        TraceMetadata(config_pages=[32, 32], seed=5, source="test"),
+    )
+
+
+def test_formats_lists_the_canonical_format():
+    result = run("formats")
+    assert result.exit_code == 0
+    assert "parquet" in result.output
+
+
+def test_ingest_then_info(tmp_path):
+    small_trace(tmp_path / "raw.parquet")
+    result = run("ingest", tmp_path / "raw.parquet", "-o", tmp_path / "t.parquet", "-q")
+    assert result.exit_code == 0, result.output
+    trace = open_trace(tmp_path / "t.parquet")
+    assert trace.metadata.dense and trace.num_rows == 500
+    result = run("info", tmp_path / "t.parquet", "--json", "-q")
+    info = json.loads(result.output)
+    assert info["accesses"] == 500
+    assert [v["accesses"] for v in info["vms"]] == [250, 250]
+    assert all(v["distinct_pages"] <= 40 for v in info["vms"])
+    assert 0.15 < info["write_fraction"] < 0.35
+    assert info["duration_ns"] == 249 * 100
+
+
+def test_ingest_records_vm_memory_given_on_the_command_line(tmp_path):
+    small_trace(tmp_path / "raw.parquet")
+    result = run(
+        "ingest",
+        tmp_path / "raw.parquet",
+        "-o",
+        tmp_path / "t.parquet",
+        "--vm-mem",
+        "1MiB,64p",
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+    assert open_trace(tmp_path / "t.parquet").metadata.config_pages == [256, 64]
+
+
+def test_ingest_with_lru_filter_reports_reduction(tmp_path):
+    small_trace(tmp_path / "raw.parquet")
+    result = run(
+        "ingest", tmp_path / "raw.parquet", "-o", tmp_path / "t.parquet", "--lru-filter", "8"
+    )
+    assert result.exit_code == 0
+    assert "kept by the LRU filter" in result.output
+    assert open_trace(tmp_path / "t.parquet").metadata.lru_filter_pages == 8
+
+
+def test_unknown_format_is_a_clear_error(tmp_path):
+    small_trace(tmp_path / "raw.parquet")
+    result = run("ingest", tmp_path / "raw.parquet", "-o", tmp_path / "t.parquet", "-f", "nope")
+    assert result.exit_code == 1
+    assert "unknown trace format 'nope'" in result.output
+    assert not (tmp_path / "t.parquet").exists()
+
+
+def test_missing_file_and_bad_option(tmp_path):
+    result = run("ingest", tmp_path / "absent.csv", "-o", tmp_path / "t.parquet")
+    assert result.exit_code == 1 and "file not found" in result.output
+    small_trace(tmp_path / "raw.parquet")
+    result = run(
+        "ingest",
+        tmp_path / "raw.parquet",
+        "-o",
+        tmp_path / "t.parquet",
+        "-f",
+        "parquet",
+        "--opt",
+        "colour=blue",
+    )
+    assert result.exit_code == 1 and "unknown option 'colour'" in result.output
+
+
+def test_bad_vm_memory_size(tmp_path):
+    small_trace(tmp_path / "raw.parquet")
+    result = run(
+        "ingest", tmp_path / "raw.parquet", "-o", tmp_path / "t.parquet", "--vm-mem", "lots"
+    )
+    assert result.exit_code == 2 and "512MiB" in result.output
