@@ -175,3 +175,33 @@ def info_command(trace, as_json, quiet):
             f"{v.vm:<3d} {v.accesses:<13d} {v.distinct_pages:<15d} {v.config_pages!s:<13s} "
             f"{v.write_fraction:<11.3f} {v.duration_ns / 1e9:.3f}"
         )
+
+
+@main.command("mrc")
+@click.argument("trace", type=click.Path())
+@click.option(
+    "-o", "--output", required=True, type=click.Path(), help="miss-ratio curves (.parquet)"
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(),
+    default=None,
+    help="also draw the curves (.png or .pdf)",
+)
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+@reports_errors
+def mrc_command(trace, output, plot_path, quiet):
+    """Each VM's exact LRU miss-ratio curve over all memory sizes, in one pass."""
+    from balloonreplay.mrc import miss_ratio_curves, write_curves
+    from balloonreplay.traces.io import open_trace
+
+    with _progress(open_trace(trace).num_rows, "mrc", "acc", quiet) as bar:
+        curves = miss_ratio_curves(trace, progress=bar)
+    write_curves(curves, output, trace)
+    if plot_path:
+        from balloonreplay.plots import plot_miss_ratio_curves
+
+        plot_miss_ratio_curves(curves, plot_path)
+    if not quiet:
+        click.echo(f"{output}: {curves.vm.nunique()} VMs, {len(curves)} sizes", err=True)

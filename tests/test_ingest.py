@@ -8,26 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracles import lru_misses
 
 from balloonreplay.errors import TraceError
 from balloonreplay.traces.ingest import canonical_batches, ingest, write_canonical
 from balloonreplay.traces.io import open_trace, write_trace
 from balloonreplay.traces.schema import TraceMetadata, make_batch
-
-
-def lru_misses(pages, capacity_pages):
-    """An independent LRU: count misses of an access sequence."""
-    cache = OrderedDict()
-    misses = 0
-    for p in pages:
-        if p in cache:
-            cache.move_to_end(p)
-        else:
-            misses += 1
-            cache[p] = True
-            if len(cache) > capacity_pages:
-                cache.popitem(last=False)
-    return misses
 
 
 def naive_hit_drop(pages, capacity_pages):

@@ -1,0 +1,87 @@
+"""The one-pass miss-ratio curve equals single-size LRU replays at every size."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from oracles import lru_misses
+
+from balloonreplay.mrc import miss_ratio_curves
+from balloonreplay.traces.ingest import write_canonical
+from balloonreplay.traces.schema import TraceMetadata, make_batch
+
+
+def write(tmp_path, vms, pages, batch_rows=None):
+    n = len(pages)
+    batch = make_batch(vms, np.arange(n), pages, np.zeros(n, bool))
+    batches = (
+        [batch] if not batch_rows else [batch.slice(i, batch_rows) for i in range(0, n, batch_rows)]
+    )
+    path = tmp_path / "t.parquet"
+    write_canonical(batches, path, TraceMetadata())
+    return path
+
+
+@settings(max_examples=60)
+@given(
+    data=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 40)), min_size=1, max_size=300),
+    batch_rows=st.none() | st.integers(1, 64),
+)
+def test_curve_equals_repeated_lru_replays(tmp_path_factory, data, batch_rows):
+    tmp_path = tmp_path_factory.mktemp("mrc")
+    vms = [v for v, _ in data]
+    pages = [p for _, p in data]
+    curves = miss_ratio_curves(write(tmp_path, vms, pages, batch_rows))
+    for vm in sorted(set(vms)):
+        seq = [p for v, p in data if v == vm]
+        curve = curves[curves.vm == vm].set_index("size_pages")
+        assert list(curve.index) == list(range(len(set(seq)) + 1))
+        for size in curve.index:
+            assert curve.loc[size, "misses"] == lru_misses(seq, size)
+        assert curve.loc[len(set(seq)), "misses"] == len(set(seq))
+
+
+def test_renumbering_keeps_distances_right(tmp_path):
+    # a long trace over few pages forces many renumberings of the Fenwick positions
+    rng = np.random.default_rng(4)
+    pages = rng.integers(0, 30, 20000)
+    curves = miss_ratio_curves(write(tmp_path, np.zeros(20000), pages))
+    for size in (1, 5, 17, 29):
+        assert curves.loc[curves.size_pages == size, "misses"].item() == lru_misses(pages, size)
+
+
+def test_mrc_command_writes_curves_and_figure(tmp_path):
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from balloonreplay.cli import main
+
+    rng = np.random.default_rng(1)
+    path = write(tmp_path, np.zeros(2000), rng.integers(0, 50, 2000))
+    result = CliRunner().invoke(
+        main,
+        [
+            "mrc",
+            str(path),
+            "-o",
+            str(tmp_path / "m.parquet"),
+            "--plot",
+            str(tmp_path / "m.png"),
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    curves = pd.read_parquet(tmp_path / "m.parquet")
+    assert list(curves.columns) == ["vm", "size_pages", "misses", "miss_ratio"]
+    assert curves.misses.is_monotonic_decreasing
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mrc_refuses_a_trace_that_was_not_ingested(tmp_path):
+    import pytest
+
+    from balloonreplay.errors import TraceError
+    from balloonreplay.traces.io import write_trace
+
+    write_trace([make_batch([0], [0], [5], [False])], tmp_path / "raw.parquet")
+    with pytest.raises(TraceError, match="dense"):
+        miss_ratio_curves(tmp_path / "raw.parquet")
