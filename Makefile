@@ -3,10 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# snakefmt calls shfmt, and rules call balloonreplay: both live in the venv.
+export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.install-stamp
 CORES ?= all
 
-.PHONY: run test lint unit install clean
+.PHONY: run test lint unit test-cluster install clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
@@ -15,7 +17,7 @@ $(BIN)/python:
 # Reinstall only when the dependency pins or the package metadata change.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,slurm]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,7 +32,12 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint --cores 1 --workflow-profile profiles/default
 
 unit: $(STAMP)
-	bash scripts/run-pytest.sh $(PYTEST_ARGS)
+	bash scripts/run-pytest.sh -m "not slurm" $(PYTEST_ARGS)
+
+# Brings up a single-node SLURM on this machine (root, Debian) and runs the study through
+# Snakemake's SLURM executor; see the README's cluster section.
+test-cluster: $(STAMP)
+	bash scripts/run-pytest.sh -m slurm $(PYTEST_ARGS)
 
 test: lint unit
 

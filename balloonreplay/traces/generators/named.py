@@ -1,0 +1,71 @@
+"""Named workloads from an experiment config (``config/config.yaml``).
+
+A generated workload is configured as::
+
+    workloads:
+      zipf4:
+        generate:
+          spec: config/workloads/zipf4.yaml   # relative to the working directory
+          seed: 1
+          lru_filter_pages: 256               # optional
+
+The workflow validates the whole config against workflow/schemas/config.schema.yaml;
+this module checks only what ``balloonreplay generate --config`` needs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from balloonreplay.errors import ConfigError
+from balloonreplay.traces.generators.spec import WorkloadSpec, load_spec
+from balloonreplay.traces.generators.workload import check_seed
+
+
+@dataclass(frozen=True)
+class NamedWorkload:
+    spec: WorkloadSpec
+    seed: int
+    lru_filter_pages: int | None
+
+
+def load_named_workload(config_path: str | os.PathLike, name: str) -> NamedWorkload:
+    try:
+        config = yaml.safe_load(Path(config_path).read_text())
+    except OSError as exc:
+        raise ConfigError(str(config_path), f"cannot read config ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(config_path), f"expected a YAML mapping ({exc})") from None
+    workloads = (config or {}).get("workloads") if isinstance(config, dict) else None
+    if not isinstance(workloads, dict):
+        raise ConfigError("workloads", f"{config_path} has no workloads mapping")
+    if name not in workloads:
+        raise ConfigError(
+            f"workloads.{name}", f"no such workload (configured: {', '.join(workloads)})"
+        )
+    entry = workloads[name]
+    if not isinstance(entry, dict) or not isinstance(entry.get("generate"), dict):
+        raise ConfigError(
+            f"workloads.{name}.generate",
+            "missing: this workload is not generated (ingest it with `balloonreplay ingest`)",
+        )
+    generate = entry["generate"]
+    if "spec" not in generate:
+        raise ConfigError(f"workloads.{name}.generate.spec", "missing (a workload spec file)")
+    spec = load_spec(generate["spec"])
+    spec = WorkloadSpec(name, spec.vms, spec.images, spec.raw)
+    seed = generate.get("seed", 0)
+    try:
+        check_seed(seed)
+    except ConfigError as exc:
+        raise ConfigError(f"workloads.{name}.generate.seed", str(exc).split(": ", 2)[-1]) from None
+    lru = generate.get("lru_filter_pages")
+    if lru is not None and (isinstance(lru, bool) or not isinstance(lru, int) or lru < 1):
+        raise ConfigError(
+            f"workloads.{name}.generate.lru_filter_pages", f"expected an integer >= 1, got {lru!r}"
+        )
+    return NamedWorkload(spec, seed, lru)
