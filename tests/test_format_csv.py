@@ -1,0 +1,134 @@
+"""The csv format: documented columns, defaults, round trip, and errors naming the line."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from balloonreplay.errors import TraceError
+from balloonreplay.traces.formats import get_format
+from balloonreplay.traces.schema import CANONICAL_SCHEMA, make_batch
+
+CSV = get_format("csv")
+
+
+def read(path, **options) -> pa.Table:
+    return pa.Table.from_batches(
+        list(CSV.read(path, CSV.make_options(options))), schema=CANONICAL_SCHEMA
+    )
+
+
+def write_text(tmp_path, text, name="trace.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_all_columns(tmp_path):
+    path = write_text(
+        tmp_path,
+        "vm,t_ns,page,write,content,file_backed\n0,10,7,1,0,false\n3,20,8,false,,TRUE\n",
+    )
+    table = read(path)
+    assert table.to_pydict() == {
+        "vm": [0, 3],
+        "t_ns": [10, 20],
+        "page": [7, 8],
+        "write": [True, False],
+        "content": [0, None],
+        "file_backed": [False, True],
+    }
+
+
+def test_minimal_columns_take_vm_option_and_sequence_time(tmp_path):
+    path = write_text(tmp_path, "page,write\n5,0\n6,1\n5,0\n")
+    table = read(path, vm=4)
+    assert table["vm"].to_pylist() == [4, 4, 4]
+    assert table["t_ns"].to_pylist() == [0, 1, 2]
+    assert table["content"].null_count == 3
+    assert table["file_backed"].to_pylist() == [False] * 3
+
+
+def test_addr_and_op_columns(tmp_path):
+    path = write_text(tmp_path, "op,addr\nR,4095\nW,4096\nwrite,8192\nread,0\n")
+    table = read(path)
+    assert table["page"].to_pylist() == [0, 1, 2, 0]
+    assert table["write"].to_pylist() == [False, True, True, False]
+    assert read(path, page_size_bytes=8192)["page"].to_pylist() == [0, 0, 1, 0]
+
+
+def test_sequence_time_continues_across_batches(tmp_path):
+    rows = "".join(f"{i % 7},{i % 2}\n" for i in range(5000))
+    path = write_text(tmp_path, "page,write\n" + rows)
+    batches = list(CSV.read(path, CSV.make_options({"block_size_bytes": 1024})))
+    assert len(batches) > 5
+    t_ns = pa.Table.from_batches(batches)["t_ns"].to_numpy()
+    np.testing.assert_array_equal(t_ns, np.arange(5000))
+
+
+def test_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 3000
+    content = pa.array(rng.integers(0, 5, n).astype(np.uint64), mask=rng.random(n) < 0.3)
+    original = make_batch(
+        rng.integers(0, 3, n),
+        np.sort(rng.integers(0, 1 << 62, n).astype(np.uint64)),
+        rng.integers(0, 1 << 63, n).astype(np.uint64),
+        rng.random(n) < 0.4,
+        content=content,
+        file_backed=rng.random(n) < 0.2,
+    )
+    path = tmp_path / "rt.csv"
+    CSV.write([original.slice(0, 1000), original.slice(1000)], path)
+    assert path.read_text().splitlines()[0] == "vm,t_ns,page,write,content,file_backed"
+    assert read(path, block_size_bytes=4096).equals(pa.Table.from_batches([original]))
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "what"),
+    [
+        ("vm,t_ns,page\n0,1,2\n", "line 1", "exactly one of the columns write and op"),
+        ("t_ns,write\n0,1\n", "line 1", "exactly one of the columns page and addr"),
+        ("page,addr,write\n1,2,0\n", "line 1", "exactly one of the columns page and addr"),
+        ("page,write,tns\n1,0,5\n", "line 1", "unknown column 'tns'"),
+        ("page,write\n1,0\n2,yes\n", "line 3", "column 'write'"),
+        ("page,op\n1,R\n2,X\n", "line 3", "column 'op'"),
+        ("page,write\n1,0\n-2,1\n", "line 3", "column 'page': expected a whole number"),
+        ("page,write\n1,0\n\n2,1\n3\n", "line 4", "expected 2 comma-separated columns"),
+        ("page,write\n1,0\n2", "line 3", "expected 2 comma-separated columns"),  # truncated
+        ("vm,page,write\n70000,1,0\n", "line 2", "column 'vm'"),
+        ("page,write\n99999999999999999999999,0\n", "line 2", "column 'page'"),
+        ("page,write,content\n1,0,abc\n", "line 2", "column 'content'"),
+        ("page,write,file_backed\n1,0,\n", "line 2", "column 'file_backed'"),
+        ("t_ns,page,write\n1.5,1,0\n", "line 2", "column 't_ns'"),
+    ],
+)
+def test_bad_input_names_the_line(tmp_path, text, where, what):
+    path = write_text(tmp_path, text)
+    with pytest.raises(TraceError) as info:
+        read(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert where in message
+    assert what in message
+
+
+def test_bad_value_deep_in_a_multi_batch_file_names_its_line(tmp_path):
+    rows = ["1,0"] * 4000
+    rows[3210] = "1,maybe"
+    path = write_text(tmp_path, "page,write\n" + "\n".join(rows) + "\n")
+    with pytest.raises(TraceError, match="line 3212: column 'write'"):
+        read(path, block_size_bytes=2048)
+
+
+def test_binary_garbage_is_a_trace_error(tmp_path):
+    path = tmp_path / "garbage.csv"
+    path.write_bytes(bytes(range(256)) * 10)
+    with pytest.raises(TraceError, match="line 1: expected a CSV header"):
+        read(path)
+
+
+def test_invalid_utf8_in_a_row_names_the_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"vm,page,write\n0,1,0\n\x80\x81,1,0\n")
+    with pytest.raises(TraceError, match="line 3: expected UTF-8 CSV text"):
+        read(path)
