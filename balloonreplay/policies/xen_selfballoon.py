@@ -1,0 +1,125 @@
+"""Xen self-ballooning: each guest sizes its own balloon from its committed memory.
+
+Followed: Linux ``drivers/xen/xen-selfballoon.c`` (Dan Magenheimer, 2011; removed from
+the kernel with tmem in 5.x). Every ``selfballoon_interval`` (5 s) the guest computes
+
+    goal = Committed_AS + totalreserve_pages + selfballoon_reserved (10% of its RAM)
+
+and moves its current memory toward it: up by the whole gap (``selfballoon_uphysteresis``
+= 1), down by 1/8 of the gap (``selfballoon_downhysteresis`` = 8), never below a floor
+that is a piecewise-linear function of its memory (ending in a ~3% slope) unless
+``selfballoon_min_usable_mb`` is set. No host involvement: the host only sees balloons.
+
+Committed_AS is not in the snapshot; the guest's resident pages stand in for it (see the
+report), which makes never-touched memory the first to go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from balloonreplay.errors import ConfigError
+from balloonreplay.policies import Decision, HostPolicy, Snapshot
+from balloonreplay.policies._util import PeriodicTimer
+from balloonreplay.policies.host_swap import linux_watermarks_pages
+from balloonreplay.units import PAGE_SIZE_BYTES
+
+PAGES_PER_MIB = (1 << 20) // PAGE_SIZE_BYTES
+
+
+def selfballoon_floor_pages(total_pages: int, reserve_pages: int, min_usable_mb: int = 0) -> int:
+    """The floor xen-selfballoon.c puts under its target (``floor_pages``)."""
+    if min_usable_mb:
+        return reserve_pages + min_usable_mb * PAGES_PER_MIB
+    useful = total_pages - reserve_pages
+    mib = PAGES_PER_MIB
+    if useful < 16 * mib:
+        return total_pages  # not worth ballooning
+    if useful < 64 * mib:
+        return reserve_pages + 16 * mib + ((useful - 16 * mib) >> 1)
+    if useful < 512 * mib:
+        return reserve_pages + 40 * mib + ((useful - 40 * mib) >> 3)
+    return reserve_pages + 99 * mib + ((useful - 99 * mib) >> 5)
+
+
+class XenSelfBalloonPolicy(HostPolicy):
+    name = "xen-selfballoon"
+    description = "Xen self-ballooning: goal = committed + reserves; grow at once, shrink by 1/8"
+
+    @dataclass
+    class Params:
+        # xen-selfballoon.c defaults (sysfs tunables of the same names).
+        selfballoon_interval_s: float = 5.0
+        selfballoon_downhysteresis: int = 8
+        selfballoon_uphysteresis: int = 1
+        selfballoon_min_usable_mb: int = 0  # 0: the piecewise-linear floor
+        # selfballoon_reserved_mb defaults to 10% of the guest's RAM at start-up.
+        reserved_percent: float = 10.0
+        # Apply the floor. A floor sized for real guests (tens of MiB) swallows the
+        # kilobyte-sized memories of small test configurations; tests may turn it off.
+        floor: bool = True
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        p = self.params
+        if p.selfballoon_downhysteresis < 1 or p.selfballoon_uphysteresis < 1:
+            raise ConfigError("policy.selfballoon_downhysteresis", "hysteresis must be >= 1")
+        self._timer = PeriodicTimer(p.selfballoon_interval_s)
+        self.current_pages: np.ndarray | None = None  # each guest's target memory (totalram)
+
+    def _setup(self, snapshot: Snapshot) -> None:
+        config = snapshot.config_pages.astype(np.int64)
+        self.current_pages = config - snapshot.balloon_pages.astype(np.int64)
+        # totalreserve_pages: the zone high watermarks (mm/page_alloc.c) of the guest.
+        self.totalreserve = np.array([linux_watermarks_pages(int(c))[2] for c in config])
+        self.reserved = (config * self.params.reserved_percent / 100.0).astype(np.int64)
+        if self.params.floor:
+            self.floor = np.array(
+                [
+                    selfballoon_floor_pages(int(c), int(r), self.params.selfballoon_min_usable_mb)
+                    for c, r in zip(config, self.totalreserve, strict=True)
+                ]
+            )
+        else:
+            self.floor = np.ones_like(config)
+        self.floor = np.minimum(self.floor, config)
+
+    def start(self, snapshot: Snapshot) -> Decision:
+        self._setup(snapshot)
+        self._timer.due(snapshot.t_ns)
+        return Decision(
+            balloon_target_pages=np.zeros(snapshot.num_vms, dtype=np.int64),
+            allow_host_swap=True,
+        )
+
+    def goal_pages(self, snapshot: Snapshot) -> np.ndarray:
+        committed = snapshot.resident_pages.astype(np.int64)  # stands in for Committed_AS
+        return committed + self.totalreserve + self.reserved
+
+    def step(self, current: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """One run of selfballoon_process: the new target memory per guest."""
+        p = self.params
+        target = current.copy()
+        down = current > goal
+        up = current < goal
+        target[down] = current[down] - (current[down] - goal[down]) // p.selfballoon_downhysteresis
+        target[up] = current[up] + (goal[up] - current[up]) // p.selfballoon_uphysteresis
+        return np.maximum(target, self.floor)
+
+    def decide(self, snapshot: Snapshot) -> Decision | None:
+        if self.current_pages is None:
+            self._setup(snapshot)
+        steps = self._timer.due(snapshot.t_ns)
+        if not steps:
+            return None
+        config = snapshot.config_pages.astype(np.int64)
+        # The guest reads its current memory (totalram_pages) each time.
+        current = config - snapshot.balloon_pages.astype(np.int64)
+        goal = self.goal_pages(snapshot)
+        for _ in range(steps):  # an epoch longer than the interval holds several runs
+            current = self.step(current, goal)
+        current = np.minimum(current, config)
+        self.current_pages = current
+        return Decision(balloon_target_pages=np.clip(config - current, 0, config - 1))
