@@ -141,6 +141,78 @@ def parse_vm_mem(text: str, page_size_bytes: int | None = None) -> list[int]:
         raise click.BadParameter(str(exc), param_hint="--vm-mem") from None
 
 
+@main.command("generate")
+@click.argument("workload_spec", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(), help="canonical trace to write (.parquet)"
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=None,
+    help="random seed (required with a spec file; overrides the config's)",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="experiment config holding named workloads (with --workload)",
+)
+@click.option("--workload", "workload_name", default=None, help="workload name in --config")
+@click.option(
+    "--lru-filter",
+    "lru_filter_pages",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="K",
+    help="exact LRU reduction (exact for memories >= K pages)",
+)
+@click.option(
+    "--chunk-accesses",
+    type=click.IntRange(min=1),
+    default=1 << 20,
+    show_default=True,
+    help="accesses generated per chunk (memory bound; never changes the result)",
+)
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+@reports_errors
+def generate_command(
+    workload_spec, output, seed, config_path, workload_name, lru_filter_pages, chunk_accesses, quiet
+):
+    """Generate a synthetic workload from WORKLOAD_SPEC (YAML, - for stdin), or from
+    --config CONFIG --workload NAME, into a canonical trace."""
+    from balloonreplay.traces.generators import generate_trace, load_spec
+    from balloonreplay.traces.generators.named import load_named_workload
+
+    if (workload_spec is None) == (config_path is None or workload_name is None):
+        raise click.UsageError("give either WORKLOAD_SPEC or both --config and --workload")
+    if workload_spec is not None:
+        if seed is None:
+            raise click.UsageError("--seed is required with a workload spec file")
+        spec = load_spec(workload_spec)
+    else:
+        named = load_named_workload(config_path, workload_name)
+        spec = named.spec
+        seed = named.seed if seed is None else seed
+        lru_filter_pages = lru_filter_pages or named.lru_filter_pages
+    with _progress(spec.accesses, f"generate {spec.name}", "acc", quiet) as bar:
+        meta = generate_trace(
+            spec,
+            output,
+            seed,
+            chunk_accesses=chunk_accesses,
+            lru_filter_pages=lru_filter_pages,
+            progress=bar,
+        )
+    if not quiet:
+        click.echo(
+            f"{output}: {meta.accesses} accesses, {len(meta.pages_per_vm)} VMs, "
+            f"{sum(meta.pages_per_vm)} distinct pages (seed {seed})",
+            err=True,
+        )
+
+
 @main.command("info")
 @click.argument("trace", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
@@ -205,3 +277,151 @@ def mrc_command(trace, output, plot_path, quiet):
         plot_miss_ratio_curves(curves, plot_path)
     if not quiet:
         click.echo(f"{output}: {curves.vm.nunique()} VMs, {len(curves)} sizes", err=True)
+
+
+@main.command("replay")
+@click.argument("trace", type=click.Path())
+@click.option(
+    "--host-mem", default=None, help="host memory (512MiB, 2GiB, 1000p); default: sum of --vm-mem"
+)
+@click.option(
+    "--vm-mem",
+    default=None,
+    help="memory per VM, SIZE[,SIZE...]; default: the trace's config_pages",
+)
+@click.option(
+    "--guest-policy",
+    type=click.Choice(["lru", "clock", "fifo", "twolist"]),
+    default="lru",
+    show_default=True,
+)
+@click.option("--policy", default="none", show_default=True, help="host policy NAME[:k=v,...]")
+@click.option("-o", "--output", type=click.Path(), default=None, help="metrics (.parquet)")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as one JSON object")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar, no summary line")
+@click.option("--seed", type=int, default=0, show_default=True, help="host PRNG seed")
+@click.option("--epoch", default="1s", show_default=True, help="policy epoch (1s, 500ms, ns)")
+@click.option("--quantum", default="100us", show_default=True, help="VM interleaving quantum")
+@click.option("--latencies", default="ssd", show_default=True, help="latency set: ssd or hdd")
+@click.option("--sharing/--no-sharing", default=False, show_default=True, help="page sharing")
+@click.option("--inter-vm-sharing", is_flag=True, help="share across VMs (default: within one VM)")
+@click.option("--scan-rate", type=int, default=None, help="sharing scan pages/s per VM (ESX: 50)")
+@click.option(
+    "--host-selection",
+    type=click.Choice(["random", "lru-sampled"]),
+    default="random",
+    show_default=True,
+)
+@click.option("--balloon-rate", type=int, default=None, help="balloon pages/s")
+@click.option("--overhead", default=None, help="host overhead per VM, SIZE[,SIZE...]")
+@click.option("--debug-checks", is_flag=True, help="check the invariants at every quantum")
+@click.option(
+    "--engine", type=click.Choice(["numba", "reference"]), default="numba", show_default=True
+)
+@reports_errors
+def replay_command(
+    trace,
+    host_mem,
+    vm_mem,
+    guest_policy,
+    policy,
+    output,
+    as_json,
+    quiet,
+    seed,
+    epoch,
+    quantum,
+    latencies,
+    sharing,
+    inter_vm_sharing,
+    scan_rate,
+    host_selection,
+    balloon_rate,
+    overhead,
+    debug_checks,
+    engine,
+):
+    """Replay TRACE through the overcommit model and write per-epoch metrics."""
+    import json
+
+    from balloonreplay.replay import parse_duration_ns, replay, summary_json, summary_line
+
+    options = {}
+    if scan_rate is not None:
+        options["scan_rate_pages_per_s"] = scan_rate
+    if balloon_rate is not None:
+        options["balloon_rate_pages_per_s"] = balloon_rate
+    if overhead is not None:
+        options["overhead_pages"] = parse_vm_mem(overhead)
+    result = replay(
+        trace,
+        vms=vm_mem,
+        host=host_mem,
+        policy=policy,
+        guest_policy=guest_policy,
+        engine=engine,
+        progress=not (quiet or as_json),
+        output=output,
+        latencies=latencies,
+        seed=seed,
+        epoch_ns=parse_duration_ns(epoch, "epoch"),
+        quantum_ns=parse_duration_ns(quantum, "quantum"),
+        sharing=sharing,
+        intra_vm_sharing_only=not inter_vm_sharing,
+        host_selection=host_selection,
+        debug_checks=debug_checks,
+        **options,
+    )
+    if as_json:
+        click.echo(json.dumps(summary_json(result.summary)))
+    elif not quiet:
+        click.echo(summary_line(result.summary))
+
+
+@main.command("summarize")
+@click.argument("runs", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--runs-from",
+    "run_lists",
+    multiple=True,
+    type=click.File("r"),
+    help="a file listing metrics files, one per line (repeatable)",
+)
+@click.option(
+    "-o", "--output", required=True, type=click.Path(), help="summary table to write (.parquet)"
+)
+@click.option(
+    "--consolidation",
+    "consolidation_path",
+    default=None,
+    type=click.Path(),
+    help="also write the consolidation ratio per experiment, workload and policy (.parquet)",
+)
+@reports_errors
+def summarize_command(runs, run_lists, output, consolidation_path):
+    """Summarise metrics files (one row per run) and find each policy's consolidation
+    ratio. Baseline runs among RUNS (the workflow's results/baselines/) are matched to
+    the runs they serve, not summarised."""
+    from balloonreplay.metrics import read_metrics_metadata
+    from balloonreplay.summary import consolidation, summarize_runs, write_summary
+
+    runs = list(runs) + [line.strip() for fh in run_lists for line in fh if line.strip()]
+    if not runs:
+        raise click.UsageError("no metrics files: give RUNS or --runs-from")
+    is_baseline = [read_metrics_metadata(p).get("run", {}).get("sweep") == "baseline" for p in runs]
+    summary = summarize_runs(
+        [p for p, b in zip(runs, is_baseline, strict=True) if not b],
+        [p for p, b in zip(runs, is_baseline, strict=True) if b],
+    )
+    write_summary(summary, output)
+    ratios = consolidation(summary)
+    if consolidation_path:
+        write_summary(ratios, consolidation_path)
+    click.echo(f"{output}: {len(summary)} runs", err=True)
+    for row in ratios.itertuples():
+        bound = "" if row.boundary_known else " (lower bound)"
+        click.echo(
+            f"{row.experiment}/{row.workload}/{row.policy}: consolidation ratio "
+            f"{row.consolidation_ratio}{bound} VMs per host, overcommit {row.overcommit_ratio:.2f}",
+            err=True,
+        )

@@ -1,0 +1,201 @@
+"""One guest access: hit, or fault with eviction and fill (reference.py, "Access")."""
+
+from __future__ import annotations
+
+from balloonreplay.engine.flags import inline
+from balloonreplay.engine.guest import guest_hit, guest_insert, guest_remove, guest_victim
+from balloonreplay.engine.host import cow_break, get_page, host_swap_in, stall
+from balloonreplay.engine.state import (
+    C_ACCESSES,
+    C_DISK_READS,
+    C_DISK_WRITES,
+    C_FALSE,
+    C_GUEST_FAULTS,
+    C_GUEST_SWAP_IN,
+    C_GUEST_SWAP_OUT,
+    C_SILENT,
+    C_STALE,
+    C_ZERO_FILLS,
+    ERR_CONTENT,
+    F_ABIT,
+    F_HOST,
+    F_PAGE,
+    FC_CONTENT,
+    FC_GUEST,
+    FC_KNOWN,
+    FREE,
+    G_ERROR,
+    G_TRACK,
+    IN_SWAP,
+    L_DISK_READ,
+    L_DISK_WRITE,
+    L_GUEST_SWAP_IN,
+    L_GUEST_SWAP_OUT,
+    L_ZERO_FILL,
+    NEW,
+    NIL,
+    ON_DISK,
+    P_DIRTY,
+    P_FILE,
+    P_FRAME,
+    P_WHERE,
+    PAGE,
+    PC_CONTENT,
+    PC_KNOWN,
+    PC_SCONTENT,
+    PC_SKNOWN,
+    PC_SWAP_INS,
+    PC_SWAP_OUTS,
+    RESIDENT,
+    SHARED,
+    SWAPPED,
+    UNBACKED,
+    V_FBASE,
+    V_FREE_N,
+    V_NTOUCH,
+    V_RESIDENT,
+)
+
+SRC_ZERO, SRC_SWAP, SRC_DISK = 0, 1, 2
+
+
+@inline
+def push_free(VS, FS, v, f):
+    FS[VS[v, V_FBASE] + VS[v, V_FREE_N]] = f
+    VS[v, V_FREE_N] += 1
+
+
+@inline
+def pop_free(VS, FS, v):
+    VS[v, V_FREE_N] -= 1
+    return FS[VS[v, V_FBASE] + VS[v, V_FREE_N]]
+
+
+@inline
+def evict(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, f):
+    """Evict the page in frame f (the guest's victim). False: blocked, nothing done."""
+    pg = F[f, F_PAGE]
+    file_backed = P[pg, P_FILE] == 1
+    write_out = (not file_backed) or P[pg, P_DIRTY] == 1
+    if write_out and F[f, F_HOST] == SWAPPED:
+        if not host_swap_in(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+            return False
+        CNT[v, C_SILENT] += 1
+    guest_remove(F, VS, G, v, f)
+    if file_backed:
+        if P[pg, P_DIRTY] == 1:
+            CNT[v, C_DISK_WRITES] += 1
+            stall(VS, CNT, v, L[L_DISK_WRITE])
+        P[pg, P_WHERE] = ON_DISK
+    else:
+        CNT[v, C_GUEST_SWAP_OUT] += 1
+        stall(VS, CNT, v, L[L_GUEST_SWAP_OUT])
+        if G[G_TRACK] == 1:
+            PC[pg, PC_SWAP_OUTS] += 1
+        P[pg, P_WHERE] = IN_SWAP
+    if G[G_TRACK] == 1:
+        PC[pg, PC_SKNOWN] = PC[pg, PC_KNOWN]
+        PC[pg, PC_SCONTENT] = PC[pg, PC_CONTENT]
+        FC[f, FC_GUEST] = FREE
+    P[pg, P_DIRTY] = 0
+    P[pg, P_FRAME] = NIL
+    F[f, F_PAGE] = NIL
+    VS[v, V_RESIDENT] -= 1
+    push_free(VS, FS, v, f)
+    return True
+
+
+@inline
+def fault(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, known, content):
+    """Bring page pg into a frame; return the frame, or NIL if blocked."""
+    if VS[v, V_FREE_N] == 0:
+        if not evict(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, guest_victim(F, VS, G, v)):
+            return NIL
+    f = pop_free(VS, FS, v)
+    where = P[pg, P_WHERE]
+    if where == NEW:
+        source = SRC_DISK if P[pg, P_FILE] == 1 else SRC_ZERO
+    elif where == IN_SWAP:
+        source = SRC_SWAP
+    else:
+        source = SRC_DISK
+    h = F[f, F_HOST]
+    if h == UNBACKED:
+        if not get_page(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+            push_free(VS, FS, v, f)
+            return NIL
+    elif h == SWAPPED:
+        if not host_swap_in(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+            push_free(VS, FS, v, f)
+            return NIL
+        if source == SRC_ZERO:
+            CNT[v, C_FALSE] += 1
+        else:
+            CNT[v, C_STALE] += 1
+    elif h == SHARED:
+        if not cow_break(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+            push_free(VS, FS, v, f)
+            return NIL
+    CNT[v, C_GUEST_FAULTS] += 1
+    if source == SRC_SWAP:
+        CNT[v, C_GUEST_SWAP_IN] += 1
+        stall(VS, CNT, v, L[L_GUEST_SWAP_IN])
+        if G[G_TRACK] == 1:
+            PC[pg, PC_SWAP_INS] += 1
+    elif source == SRC_DISK:
+        CNT[v, C_DISK_READS] += 1
+        stall(VS, CNT, v, L[L_DISK_READ])
+    else:
+        CNT[v, C_ZERO_FILLS] += 1
+        stall(VS, CNT, v, L[L_ZERO_FILL])
+    if G[G_TRACK] == 1:
+        if where == NEW:
+            PC[pg, PC_KNOWN] = known
+            PC[pg, PC_CONTENT] = content
+        elif PC[pg, PC_SKNOWN] != PC[pg, PC_KNOWN] or PC[pg, PC_SCONTENT] != PC[pg, PC_CONTENT]:
+            G[G_ERROR] = ERR_CONTENT
+        FC[f, FC_GUEST] = PAGE
+        FC[f, FC_KNOWN] = PC[pg, PC_KNOWN]
+        FC[f, FC_CONTENT] = PC[pg, PC_CONTENT]
+    P[pg, P_WHERE] = RESIDENT
+    P[pg, P_FRAME] = f
+    P[pg, P_DIRTY] = 0
+    F[f, F_PAGE] = pg
+    VS[v, V_RESIDENT] += 1
+    guest_insert(F, VS, G, v, f)
+    return f
+
+
+@inline
+def access(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, TS, v, pg, write, known, content, file_backed):
+    """One access of VM v to global page pg. False: blocked (retry next quantum)."""
+    if P[pg, P_FILE] != file_backed:  # a store would dirty the line on every access
+        P[pg, P_FILE] = file_backed
+    f = P[pg, P_FRAME]
+    if f != NIL:
+        h = F[f, F_HOST]
+        if h == SWAPPED:
+            if not host_swap_in(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+                return False
+        elif h == SHARED and write:
+            if not cow_break(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+                return False
+        guest_hit(F, VS, G, v, f)
+    else:
+        f = fault(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, known, content)
+        if f == NIL:
+            return False
+    if write:
+        if G[G_TRACK] == 1:
+            PC[pg, PC_KNOWN] = known
+            PC[pg, PC_CONTENT] = content
+            FC[f, FC_KNOWN] = known
+            FC[f, FC_CONTENT] = content
+        if file_backed:
+            P[pg, P_DIRTY] = 1
+    if F[f, F_ABIT] == 0:
+        F[f, F_ABIT] = 1
+        TS[VS[v, V_FBASE] + VS[v, V_NTOUCH]] = f  # so the epoch's pass visits only these
+        VS[v, V_NTOUCH] += 1
+    CNT[v, C_ACCESSES] += 1
+    return True

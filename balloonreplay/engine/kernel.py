@@ -1,0 +1,234 @@
+"""The quantum loop: one call runs until it needs more trace, reaches an epoch boundary,
+or finishes (reference.py, "Time"). The call is resumable: the phase, the quantum and the
+VM being run live in G, so where the trace is cut into batches never changes the result.
+"""
+
+from __future__ import annotations
+
+from balloonreplay.engine.access import access
+from balloonreplay.engine.balloon import balloon_step
+from balloonreplay.engine.checks import check_invariants
+from balloonreplay.engine.dlist import move_to_head
+from balloonreplay.engine.flags import entry, inline
+from balloonreplay.engine.host import host_swap_out, in_memory, pick_host_frame
+from balloonreplay.engine.sharing import NS_PER_S, scan_step
+from balloonreplay.engine.state import (
+    C_BLOCKED,
+    F_ABIT,
+    F_HOST,
+    FC_HNEXT,
+    FC_HPREV,
+    G_BLOCKED_Q,
+    G_CUR,
+    G_DEBUG,
+    G_DONE_Q,
+    G_EMERGENCY,
+    G_EPOCH_END,
+    G_ERROR,
+    G_HSEL,
+    G_NOW,
+    G_NVM,
+    G_PHASE,
+    G_QUANTUM,
+    G_SHARING,
+    G_SKIP,
+    HSEL_LRU,
+    PH_END,
+    PH_RUN,
+    PH_START,
+    ST_DONE,
+    ST_EPOCH_END,
+    ST_ERROR,
+    ST_NEED_DATA,
+    V_BACKED,
+    V_BAL_CREDIT,
+    V_BAL_N,
+    V_C,
+    V_DONE_ACC,
+    V_END,
+    V_FBASE,
+    V_HH,
+    V_HN,
+    V_HT,
+    V_INPUT_DONE,
+    V_LAST_T,
+    V_NTOUCH,
+    V_POS,
+    V_SCAN_CREDIT,
+    V_SCAN_RATE,
+    V_SHARED,
+    V_STALL,
+    V_SWAPPED,
+    V_TARGET,
+    V_TOUCHED,
+)
+
+
+@inline
+def _starved(VS, nvm):
+    """A VM whose next access is not buffered yet (more trace must be read)."""
+    for v in range(nvm):
+        if VS[v, V_POS] >= VS[v, V_END] and VS[v, V_INPUT_DONE] == 0:
+            return True
+    return False
+
+
+@inline
+def _all_finished(VS, nvm):
+    for v in range(nvm):
+        if VS[v, V_POS] < VS[v, V_END] or VS[v, V_INPUT_DONE] == 0:
+            return False
+    return True
+
+
+@inline
+def _try_skip_idle(VS, G, BT, nvm):
+    """Jump over quanta in which nothing can happen: no VM issues an access, every balloon
+    is at its target and no scanner runs. Exactly what running them would do. Returns True
+    if the jump landed on the epoch boundary."""
+    if G[G_SKIP] == 0:
+        return False
+    q = G[G_QUANTUM]
+    now = G[G_NOW]
+    first = -1
+    for v in range(nvm):
+        if VS[v, V_BAL_N] != VS[v, V_TARGET]:
+            return False
+        if G[G_SHARING] == 1 and VS[v, V_SCAN_RATE] > 0:
+            return False
+        pos = VS[v, V_POS]
+        if pos < VS[v, V_END]:
+            issue = BT[pos] + VS[v, V_STALL]
+            if first == -1 or issue < first:
+                first = issue
+    if first < now + q:
+        return False
+    start = first - (first % q)
+    G[G_EMERGENCY] = 0  # an idle quantum clears it
+    if start >= G[G_EPOCH_END]:
+        G[G_NOW] = G[G_EPOCH_END]
+        return True
+    G[G_NOW] = start
+    return False
+
+
+@entry
+def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC, BF):
+    """Advance the model. Returns ST_NEED_DATA, ST_EPOCH_END, ST_DONE or ST_ERROR."""
+    nvm = G[G_NVM]
+    q = G[G_QUANTUM]
+    while True:
+        if G[G_PHASE] == PH_START:
+            if _starved(VS, nvm):
+                return ST_NEED_DATA
+            if _all_finished(VS, nvm):
+                return ST_DONE
+            if _try_skip_idle(VS, G, BT, nvm):
+                return ST_EPOCH_END
+            for v in range(nvm):
+                if VS[v, V_BAL_N] == VS[v, V_TARGET]:
+                    VS[v, V_BAL_CREDIT] = 0  # what balloon_step does at its target, without a call
+                else:
+                    balloon_step(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, v)
+            if G[G_SHARING] == 1:
+                for v in range(nvm):
+                    credit = VS[v, V_SCAN_CREDIT] + VS[v, V_SCAN_RATE] * q
+                    if credit < NS_PER_S:  # not a whole page yet: what scan_step would do
+                        VS[v, V_SCAN_CREDIT] = credit
+                    else:
+                        scan_step(F, FC, VS, G, CNT, RNG, SH, CA, v)
+            G[G_PHASE] = PH_RUN
+            G[G_CUR] = 0
+            G[G_DONE_Q] = 0
+            G[G_BLOCKED_Q] = 0
+        if G[G_PHASE] == PH_RUN:
+            end = G[G_NOW] + q
+            while G[G_CUR] < nvm:
+                v = G[G_CUR]
+                pos = VS[v, V_POS]
+                stop = VS[v, V_END]
+                while True:
+                    if pos >= stop:
+                        if VS[v, V_INPUT_DONE] == 0:
+                            VS[v, V_POS] = pos
+                            return ST_NEED_DATA
+                        break
+                    issue = BT[pos] + VS[v, V_STALL]
+                    if issue >= end:
+                        break
+                    if not access(
+                        F,
+                        FC,
+                        P,
+                        PC,
+                        VS,
+                        G,
+                        L,
+                        CNT,
+                        RNG,
+                        FS,
+                        SH,
+                        TS,
+                        v,
+                        BP[pos],
+                        BW[pos],
+                        BK[pos],
+                        BC[pos],
+                        BF[pos],
+                    ):
+                        VS[v, V_STALL] += end - issue
+                        CNT[v, C_BLOCKED] += end - issue
+                        G[G_BLOCKED_Q] = 1
+                        break
+                    VS[v, V_LAST_T] = BT[pos]
+                    VS[v, V_DONE_ACC] += 1
+                    G[G_DONE_Q] += 1
+                    pos += 1
+                VS[v, V_POS] = pos
+                G[G_CUR] = v + 1
+            G[G_PHASE] = PH_END
+        # PH_END: the quantum is over once every VM's next access is known.
+        if _starved(VS, nvm):
+            return ST_NEED_DATA
+        G[G_EMERGENCY] = 1 if (G[G_DONE_Q] == 0 and G[G_BLOCKED_Q] == 1) else 0
+        G[G_NOW] += q
+        G[G_PHASE] = PH_START
+        if G[G_DEBUG] == 1:
+            err = check_invariants(F, FC, P, PC, VS, G)
+            if err != 0:
+                G[G_ERROR] = err
+        if G[G_ERROR] != 0:
+            return ST_ERROR
+        if _all_finished(VS, nvm):
+            return ST_DONE
+        if G[G_NOW] >= G[G_EPOCH_END]:
+            return ST_EPOCH_END
+
+
+@entry
+def sampling_pass(F, FC, VS, G, TS):
+    """At an epoch end: count the touched frames, clear their access bits and, for
+    lru-sampled, move them to their host-list head in frame order. With random selection
+    only the touched frames are visited."""
+    for v in range(G[G_NVM]):
+        base = VS[v, V_FBASE]
+        touched = VS[v, V_NTOUCH]
+        if G[G_HSEL] == HSEL_LRU:
+            for f in range(base, base + VS[v, V_C]):
+                if F[f, F_ABIT] == 1:
+                    if in_memory(F[f, F_HOST]):
+                        move_to_head(FC, VS, v, f, FC_HPREV, FC_HNEXT, V_HH, V_HT, V_HN)
+                    F[f, F_ABIT] = 0
+        else:
+            for i in range(base, base + touched):
+                F[TS[i], F_ABIT] = 0
+        VS[v, V_TOUCHED] = touched
+        VS[v, V_NTOUCH] = 0
+
+
+@entry
+def apply_swap_targets(F, FC, VS, G, CNT, RNG, SH, targets):
+    """Host swap targets: swap out each VM's frames until it has `target` swapped frames."""
+    for v in range(G[G_NVM]):
+        while VS[v, V_SWAPPED] < targets[v] and VS[v, V_BACKED] + VS[v, V_SHARED] > 0:
+            host_swap_out(F, FC, VS, G, CNT, SH, pick_host_frame(F, VS, G, RNG, v))

@@ -1,0 +1,96 @@
+"""The page-sharing scanner: visits frames at a rate and merges identical backed frames
+into one copy-on-write machine page (reference.py, "Page sharing")."""
+
+from __future__ import annotations
+
+from balloonreplay.engine.flags import jit
+from balloonreplay.engine.hashtable import ht_delete, ht_find, ht_insert
+from balloonreplay.engine.host import set_host, share_domain
+from balloonreplay.engine.rng import next_below
+from balloonreplay.engine.state import (
+    BACKED,
+    C_SCANNED,
+    F_HOST,
+    F_VM,
+    FC_CAND,
+    FC_CAND_CONTENT,
+    FC_CONTENT,
+    FC_KNOWN,
+    G_CA_MASK,
+    G_DISTINCT,
+    G_HOST_USED,
+    G_QUANTUM,
+    G_SCAN_ORDER,
+    G_SH_MASK,
+    SCAN_RANDOM,
+    SHARED,
+    V_C,
+    V_FBASE,
+    V_SCAN_CREDIT,
+    V_SCAN_CURSOR,
+    V_SCAN_RATE,
+)
+
+NS_PER_S = 1_000_000_000
+
+
+@jit
+def scan_frame(F, FC, VS, G, SH, CA, f):
+    if F[f, F_HOST] != BACKED or FC[f, FC_KNOWN] == 0:
+        return
+    content = FC[f, FC_CONTENT]
+    domain = share_domain(G, F[f, F_VM])
+    sh_mask = G[G_SH_MASK]
+    ca_mask = G[G_CA_MASK]
+    i = ht_find(SH, sh_mask, content, domain)
+    if i >= 0:
+        SH[i, 2] += 1
+        set_host(F, FC, VS, f, SHARED)
+        G[G_HOST_USED] -= 1
+        return
+    c = ht_find(CA, ca_mask, content, domain)
+    if c >= 0:
+        g = CA[c, 2] - 1
+        if (
+            g != f
+            and F[g, F_HOST] == BACKED
+            and FC[g, FC_KNOWN] == 1
+            and FC[g, FC_CONTENT] == content
+            and share_domain(G, F[g, F_VM]) == domain
+        ):
+            ht_insert(SH, sh_mask, content, domain, 2)
+            G[G_DISTINCT] += 1
+            set_host(F, FC, VS, f, SHARED)
+            set_host(F, FC, VS, g, SHARED)
+            G[G_HOST_USED] -= 1
+            ht_delete(CA, ca_mask, c)
+            FC[g, FC_CAND] = 0
+            return
+    if FC[f, FC_CAND] == 1:
+        o = ht_find(CA, ca_mask, FC[f, FC_CAND_CONTENT], domain)
+        if o >= 0 and CA[o, 2] == f + 1:
+            ht_delete(CA, ca_mask, o)
+    c = ht_find(CA, ca_mask, content, domain)
+    if c >= 0:
+        CA[c, 2] = f + 1
+    else:
+        ht_insert(CA, ca_mask, content, domain, f + 1)
+    FC[f, FC_CAND] = 1
+    FC[f, FC_CAND_CONTENT] = content
+
+
+@jit
+def scan_step(F, FC, VS, G, CNT, RNG, SH, CA, v):
+    VS[v, V_SCAN_CREDIT] += VS[v, V_SCAN_RATE] * G[G_QUANTUM]
+    n = VS[v, V_SCAN_CREDIT] // NS_PER_S
+    VS[v, V_SCAN_CREDIT] -= n * NS_PER_S
+    c = VS[v, V_C]
+    base = VS[v, V_FBASE]
+    for _ in range(n):
+        if G[G_SCAN_ORDER] == SCAN_RANDOM:
+            index = next_below(RNG, v, c)
+        else:
+            index = VS[v, V_SCAN_CURSOR]
+            VS[v, V_SCAN_CURSOR] = (index + 1) % c
+        CNT[v, C_SCANNED] += 1
+        scan_frame(F, FC, VS, G, SH, CA, base + index)

@@ -1,0 +1,209 @@
+"""Host policies: the interface the replay engine calls at every epoch, and the registry.
+
+A policy *decides*, the engine *executes* (DESIGN.md, "The layout"). At the start of the
+replay and at the end of every epoch the engine hands the policy a :class:`Snapshot` of
+the host and returns to the trace with the :class:`Decision` it gets back. Decisions take
+effect from the next access (never inside one).
+
+Policies are registered by name in the entry-point group ``balloonreplay.policies``;
+built-ins register through the same group (pyproject.toml). A test or a notebook can add
+one at run time with :func:`register_policy`. Parameters are a dataclass ``Params`` on the
+policy class whose defaults are documented; ``name:k=v,k=v`` overlays them, e.g.
+``esx:tax=0.5``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import numpy as np
+
+from balloonreplay.errors import ConfigError
+
+ENTRY_POINT_GROUP = "balloonreplay.policies"
+
+
+@dataclass
+class Snapshot:
+    """The host as a policy sees it at an epoch boundary. Arrays are indexed by VM.
+
+    Counters (``*_faults``, ``*_swap_*``, ...) cover the epoch that just ended; gauges
+    (``*_pages``) are the state at its end. ``epoch`` is -1 for the call before the first
+    access (all counters zero).
+    """
+
+    epoch: int
+    t_ns: int  # host time of the boundary
+    epoch_ns: int
+    host_pages: int
+    host_used_pages: int  # backed + distinct shared contents + overhead
+    overhead_pages: np.ndarray
+    config_pages: np.ndarray
+    balloon_pages: np.ndarray
+    balloon_target_pages: np.ndarray
+    free_pages: np.ndarray  # guest free frames
+    resident_pages: np.ndarray  # frames holding a page
+    backed_pages: np.ndarray  # private machine pages
+    shared_pages: np.ndarray  # frames backed by a shared copy-on-write page
+    host_swapped_pages: np.ndarray
+    touched_pages: np.ndarray  # distinct frames accessed in the epoch (access bits)
+    accesses: np.ndarray
+    guest_faults: np.ndarray
+    guest_swap_in: np.ndarray
+    guest_swap_out: np.ndarray
+    host_swap_in: np.ndarray
+    host_swap_out: np.ndarray
+    blocked_ns: np.ndarray
+    stall_ns: np.ndarray
+    finished: np.ndarray  # bool: the VM has replayed all its accesses
+
+    @property
+    def num_vms(self) -> int:
+        return len(self.config_pages)
+
+    @property
+    def host_free_pages(self) -> int:
+        return self.host_pages - self.host_used_pages
+
+
+@dataclass
+class Decision:
+    """What a policy wants from the next access on. ``None`` leaves a setting unchanged.
+
+    - ``balloon_target_pages``: per-VM balloon size the driver moves toward at the
+      configured rate (clamped to 0..config_pages-1 by the engine).
+    - ``host_swap_target_pages``: per-VM number of frames the host wants swapped out; the
+      host swaps the VM's pages out (by its selection) at the boundary until reached.
+    - ``allow_host_swap``: whether the host may swap on demand when it is full; when False
+      a VM that needs a machine page blocks until memory frees.
+    - ``scan_rate_pages_per_s``: per-VM page-sharing scan rate (used only with sharing on).
+    """
+
+    balloon_target_pages: Any = None
+    host_swap_target_pages: Any = None
+    allow_host_swap: bool | None = None
+    scan_rate_pages_per_s: Any = None
+
+
+class HostPolicy:
+    """Base class. Subclasses set ``name``, ``description``, a ``Params`` dataclass, and
+    override :meth:`decide` (and :meth:`start` if they act before the first access)."""
+
+    name: ClassVar[str] = "?"
+    description: ClassVar[str] = ""
+
+    @dataclass
+    class Params:
+        pass
+
+    def __init__(self, params: Any = None):
+        self.params = params if params is not None else self.Params()
+
+    def start(self, snapshot: Snapshot) -> Decision | None:
+        """Called once before the first access."""
+        return None
+
+    def decide(self, snapshot: Snapshot) -> Decision | None:
+        """Called at the end of every epoch; return None to change nothing."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Name and parameters, recorded in the metrics file."""
+        params = dataclasses.asdict(self.params) if dataclasses.is_dataclass(self.params) else {}
+        return {"name": self.name, "params": params}
+
+
+_RUNTIME_POLICIES: dict[str, type[HostPolicy]] = {}
+
+
+def register_policy(name: str, cls: type[HostPolicy]) -> None:
+    """Register a policy class at run time (tests, notebooks); wins over entry points."""
+    _RUNTIME_POLICIES[name] = cls
+
+
+def available_policies() -> list[str]:
+    names = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(names | set(_RUNTIME_POLICIES))
+
+
+def get_policy_class(name: str) -> type[HostPolicy]:
+    if name in _RUNTIME_POLICIES:
+        return _RUNTIME_POLICIES[name]
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()
+    raise ConfigError(
+        "policy", f"unknown host policy {name!r}; installed: {', '.join(available_policies())}"
+    )
+
+
+def _coerce(text: str, default: Any, key: str) -> Any:
+    """Turn a ``k=v`` string into the type of the documented default."""
+    try:
+        if isinstance(default, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise ConfigError(
+            f"policy.{key}", f"expected a {type(default).__name__}, got {text!r}"
+        ) from None
+    return text
+
+
+def parse_policy_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"esx:tax=0.5,period=30"`` -> ``("esx", {"tax": "0.5", "period": "30"})``."""
+    name, _, rest = spec.partition(":")
+    overrides: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError("policy", f"expected k=v in {spec!r}, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    return name.strip(), overrides
+
+
+def make_policy(spec: str | HostPolicy, overrides: dict[str, Any] | None = None) -> HostPolicy:
+    """Build a policy from ``name[:k=v,...]`` (plus a mapping from config), or pass one through."""
+    if isinstance(spec, HostPolicy):
+        return spec
+    name, text_overrides = parse_policy_spec(spec)
+    cls = get_policy_class(name)
+    params = cls.Params()
+    fields = (
+        {f.name: f for f in dataclasses.fields(params)} if dataclasses.is_dataclass(params) else {}
+    )
+    merged: dict[str, Any] = dict(overrides or {})
+    merged.update(text_overrides)
+    for key, value in merged.items():
+        if key not in fields:
+            raise ConfigError(
+                f"policy.{key}",
+                f"policy {name!r} has no parameter {key!r}; it has: {', '.join(fields) or 'none'}",
+            )
+        default = getattr(params, key)
+        if isinstance(value, str) and not isinstance(default, str):
+            value = _coerce(value, default, key)
+        setattr(params, key, value)
+    return cls(params)
+
+
+__all__ = [
+    "Decision",
+    "HostPolicy",
+    "Snapshot",
+    "available_policies",
+    "get_policy_class",
+    "make_policy",
+    "parse_policy_spec",
+    "register_policy",
+]

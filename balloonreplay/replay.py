@@ -1,0 +1,673 @@
+"""The public replay API: ``balloonreplay.replay(trace, vms=..., host=..., policy=...)``.
+
+This layer checks inputs, streams the trace into per-VM buffers, calls the numba kernel
+(balloonreplay/engine/kernel.py) until it needs more trace or reaches an epoch boundary,
+and there asks the host policy for its decision. Memory is O(distinct pages + batch):
+the engine state is indexed by dense page and frame ids, and only unconsumed rows are
+buffered (a trace ordered by time across VMs keeps that to about one batch; a trace
+sorted by VM would buffer the VMs read ahead of their turn).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import sys
+import threading
+import time
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+
+from balloonreplay.engine.config import ReplayConfig
+from balloonreplay.errors import ConfigError, TraceError
+from balloonreplay.latencies import get_latencies
+from balloonreplay.metrics import ALL_COLUMNS, metrics_frame, totals, write_metrics
+from balloonreplay.policies import Decision, HostPolicy, Snapshot, make_policy
+from balloonreplay.traces.io import DEFAULT_BATCH_ROWS, Trace, open_trace
+from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch
+from balloonreplay.units import parse_size_pages
+
+ENGINES = ("numba", "reference")
+
+
+@dataclass
+class ReplayResult:
+    metrics: pd.DataFrame  # one row per VM per epoch (balloonreplay.metrics columns)
+    summary: dict[str, Any]  # totals, slowdowns, replay_seconds, ...
+    config: ReplayConfig
+    policy: dict[str, Any]
+    trace: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything needed to reproduce the run, for the metrics file."""
+        return {
+            "config": self.config.as_dict(),
+            "policy": self.policy,
+            "trace": self.trace,
+            "summary": self.summary,
+        }
+
+    def write(self, path: str | os.PathLike) -> None:
+        write_metrics(self.metrics, path, self.metadata())
+
+
+# --------------------------------------------------------------------------- inputs
+class _TableTrace:
+    """An in-memory table or batch behaving like traces.io.Trace."""
+
+    def __init__(self, table: pa.Table | pa.RecordBatch, metadata: TraceMetadata | None):
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        self.table = table
+        self.metadata = metadata or TraceMetadata.from_schema(table.schema)
+        self.path = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows
+
+    def iter_batches(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        for batch in self.table.to_batches(max_chunksize=batch_rows):
+            yield conform_batch(batch)
+
+
+def _as_trace(trace, metadata: TraceMetadata | None):
+    if isinstance(trace, Trace | _TableTrace):
+        return trace
+    if isinstance(trace, pa.Table | pa.RecordBatch):
+        return _TableTrace(trace, metadata)
+    if isinstance(trace, str | os.PathLike):
+        return open_trace(trace)
+    raise TypeError(f"expected a trace path, Trace or Arrow table, got {type(trace).__name__}")
+
+
+def _trace_identity(trace) -> dict[str, Any]:
+    ident: dict[str, Any] = {"rows": trace.num_rows}
+    meta = trace.metadata
+    ident["metadata"] = {
+        "source": meta.source,
+        "parameters": meta.parameters,
+        "seed": meta.seed,
+        "config_pages": meta.config_pages,
+        "pages_per_vm": meta.pages_per_vm,
+        "page_size_bytes": meta.page_size_bytes,
+    }
+    if trace.path is not None:
+        path = Path(trace.path)
+        stat = path.stat()
+        ident["path"] = str(path)
+        ident["size_bytes"] = stat.st_size
+        # The Parquet footer holds every row group's statistics: a cheap fingerprint.
+        with open(path, "rb") as fh:
+            fh.seek(max(stat.st_size - (1 << 16), 0))
+            ident["footer_sha256"] = hashlib.sha256(fh.read()).hexdigest()
+    return ident
+
+
+def _pages_per_vm(trace, num_vms: int) -> list[int]:
+    meta = trace.metadata
+    if meta.pages_per_vm is not None and meta.dense:
+        pages = list(meta.pages_per_vm)
+        if len(pages) < num_vms:
+            pages += [0] * (num_vms - len(pages))
+        return pages[:num_vms]
+    if isinstance(trace, _TableTrace):
+        # In-memory tables (tests, notebooks): the id space is max page + 1 per VM.
+        t = trace.table
+        if t.num_rows == 0:
+            return [0] * num_vms
+        vm = t.column("vm").to_numpy().astype(np.int64)
+        page = t.column("page").to_numpy().astype(np.int64)
+        out = np.zeros(num_vms, dtype=np.int64)
+        np.maximum.at(out, vm[vm < num_vms], page[vm < num_vms] + 1)
+        return out.tolist()
+    raise TraceError(
+        trace.path,
+        None,
+        "expected a dense trace (page ids 0..P-1 per VM, pages_per_vm in its metadata); "
+        "ingest it first with `balloonreplay ingest`",
+    )
+
+
+def _sizes(value, page_size: int, key: str) -> list[int]:
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple):
+        value = [value]
+    try:
+        return [parse_size_pages(v, page_size) for v in value]
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+
+
+def build_config(
+    trace,
+    vms=None,
+    host=None,
+    guest_policy: str = "lru",
+    num_vms: int | None = None,
+    latencies=None,
+    **options,
+) -> ReplayConfig:
+    """Resolve sizes (``512MiB``, ``1000p``, pages) against the trace's metadata."""
+    meta = trace.metadata
+    page_size = meta.page_size_bytes or 4096
+    if vms is None:
+        if meta.config_pages is None:
+            raise ConfigError(
+                "vm_mem", "the trace records no configured memory per VM; give --vm-mem"
+            )
+        config_pages = list(meta.config_pages)
+    else:
+        config_pages = _sizes(vms, page_size, "vm_mem")
+    n = num_vms or meta.num_vms
+    if n is None:
+        n = len(config_pages)
+        if len(config_pages) == 1 and isinstance(trace, _TableTrace) and trace.num_rows:
+            n = max(1, int(pa.compute.max(trace.table.column("vm")).as_py()) + 1)
+    if len(config_pages) == 1 and n > 1:
+        config_pages = config_pages * n
+    if len(config_pages) != n:
+        raise ConfigError("vm_mem", f"the trace has {n} VMs; got {len(config_pages)} sizes")
+    if host is None:
+        host_pages = sum(config_pages) + sum(options.get("overhead_pages") or [0])
+    else:
+        host_pages = _sizes(host, page_size, "host_mem")[0]
+    return ReplayConfig(
+        config_pages=config_pages,
+        host_pages=host_pages,
+        guest_policy=guest_policy,
+        latencies=get_latencies(latencies),
+        **options,
+    )
+
+
+# --------------------------------------------------------------------------- engine driver
+class _Buffers:
+    """Unconsumed rows, grouped by VM, in the int64 columns the kernel reads."""
+
+    COLUMNS = ("t", "page", "write", "known", "content", "file")
+
+    def __init__(self, VS: np.ndarray, pages_per_vm: list[int], trace_path):
+        from balloonreplay.engine.state import V_END, V_PBASE, V_POS
+
+        self.VS = VS
+        self.V_POS, self.V_END = V_POS, V_END
+        self.nvm = VS.shape[0]
+        self.pbase = VS[:, V_PBASE].copy()
+        self.npages = np.asarray(pages_per_vm, dtype=np.int64)
+        self.cols = {c: np.zeros(0, dtype=np.int64) for c in self.COLUMNS}
+        self.t0: int | None = None
+        self.path = trace_path
+
+    def arrays(self):
+        c = self.cols
+        return c["t"], c["page"], c["write"], c["known"], c["content"], c["file"]
+
+    def prepare(self, batch: pa.RecordBatch) -> dict[str, np.ndarray] | None:
+        """Columns of one canonical batch as int64 arrays, checked (runs in the prefetch
+        thread, in parallel with the kernel, which releases the GIL)."""
+        n = batch.num_rows
+        if n == 0:
+            return None
+        vm_col, t_col, page_col, write_col, content_col, file_col = batch.columns
+        vm = vm_col.to_numpy()
+        if int(vm.max()) >= self.nvm:
+            raise TraceError(self.path, "column 'vm'", f"expected VM indices < {self.nvm}")
+        t = t_col.to_numpy().view(np.int64)
+        page = page_col.to_numpy().view(np.int64)
+        if self.nvm == 1:
+            bad = int(page.max()) >= self.npages[0] or int(page.min()) < 0
+        else:
+            bad = bool(np.any(page >= self.npages[vm]) or np.any(page < 0))
+        if bad:
+            raise TraceError(
+                self.path, "column 'page'", "expected dense page ids below pages_per_vm"
+            )
+        if content_col.null_count == 0:
+            known = np.ones(n, dtype=np.int64)
+            content = content_col.to_numpy().view(np.int64)
+        elif content_col.null_count == n:
+            known = np.zeros(n, dtype=np.int64)
+            content = known
+        else:
+            known = content_col.is_valid().to_numpy(zero_copy_only=False).astype(np.int64)
+            content = content_col.fill_null(0).to_numpy().view(np.int64)
+        cols = {
+            "t": t,
+            "page": page,
+            "write": np.asarray(write_col.to_numpy(zero_copy_only=False), dtype=np.int64),
+            "known": known,
+            "content": content,
+            "file": np.asarray(file_col.to_numpy(zero_copy_only=False), dtype=np.int64),
+        }
+        if self.nvm > 1:
+            # Group the rows by VM here, in the prefetch thread (stable: per-VM order kept).
+            order = np.argsort(vm, kind="stable")
+            cols = {name: col[order] for name, col in cols.items()}
+            cols["page"] += self.pbase[vm[order]]
+        cols["counts"] = np.bincount(vm, minlength=self.nvm)
+        cols["first_t"] = t[:1].copy()
+        return cols
+
+    def add(self, new: dict[str, np.ndarray] | None) -> None:
+        """Append prepared rows behind each VM's unconsumed ones."""
+        if new is None:
+            return
+        if self.t0 is None:
+            # host time 0 = the trace's first row (reference.py, "Time")
+            self.t0 = int(new["first_t"][0])
+        counts = new.pop("counts")
+        new.pop("first_t")
+        new["t"] = new["t"] - self.t0
+        pos = self.VS[:, self.V_POS].copy()
+        end = self.VS[:, self.V_END].copy()
+        if self.nvm == 1:
+            # One VM: no regrouping; keep the unconsumed tail, if any, in front.
+            for name in self.COLUMNS:
+                # Writable, so the kernel sees one array type (Arrow views are read-only,
+                # and a read-only argument would compile a second kernel).
+                fresh = np.require(new[name], np.int64, ["C", "W"])
+                if end[0] > pos[0]:
+                    fresh = np.concatenate([self.cols[name][pos[0] : end[0]], fresh])
+                self.cols[name] = fresh
+            self.VS[0, self.V_POS] = 0
+            self.VS[0, self.V_END] = len(self.cols["t"])
+            return
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        new_pos = np.zeros(self.nvm, dtype=np.int64)
+        new_end = np.zeros(self.nvm, dtype=np.int64)
+        offset = 0
+        for v in range(self.nvm):
+            new_pos[v] = offset
+            offset += int(end[v] - pos[v]) + int(counts[v])
+            new_end[v] = offset
+        for name in self.COLUMNS:
+            old = self.cols[name]
+            fresh = new[name]
+            parts = []
+            for v in range(self.nvm):
+                parts.append(old[pos[v] : end[v]])
+                parts.append(fresh[starts[v] : starts[v] + counts[v]])
+            self.cols[name] = np.ascontiguousarray(np.concatenate(parts), dtype=np.int64)
+        self.VS[:, self.V_POS] = new_pos
+        self.VS[:, self.V_END] = new_end
+
+
+_END = object()
+
+
+def _prefetch(batches: Iterator, prepare, depth: int = 2) -> Iterator:
+    """Read and convert the next batches in a thread while the kernel runs. Closing the
+    generator (or dropping it after an error) stops the thread."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for batch in batches:
+                if not put((batch.num_rows, prepare(batch))):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    threading.Thread(target=work, name="balloonreplay-prefetch", daemon=True).start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _gauges(state) -> dict[str, np.ndarray]:
+    from balloonreplay.engine import state as S
+
+    VS = state.VS
+    return {
+        "balloon_pages": VS[:, S.V_BAL_N].copy(),
+        "balloon_target_pages": VS[:, S.V_TARGET].copy(),
+        "free_pages": VS[:, S.V_FREE_N].copy(),
+        "resident_pages": VS[:, S.V_RESIDENT].copy(),
+        "backed_pages": VS[:, S.V_BACKED].copy(),
+        "shared_pages": VS[:, S.V_SHARED].copy(),
+        "zero_shared_pages": VS[:, S.V_ZSHARED].copy(),
+        "host_swapped_pages": VS[:, S.V_SWAPPED].copy(),
+        "touched_pages": VS[:, S.V_TOUCHED].copy(),
+    }
+
+
+def _counters(state) -> dict[str, np.ndarray]:
+    from balloonreplay.reference import COUNTERS
+
+    return {name: state.CNT[:, i].copy() for i, name in enumerate(COUNTERS)}
+
+
+def _snapshot(state, config: ReplayConfig, epoch: int, t_ns: int) -> Snapshot:
+    from balloonreplay.engine import state as S
+
+    g = _gauges(state)
+    c = _counters(state)
+    VS = state.VS
+    finished = (VS[:, S.V_POS] >= VS[:, S.V_END]) & (VS[:, S.V_INPUT_DONE] == 1)
+    return Snapshot(
+        epoch=epoch,
+        t_ns=t_ns,
+        epoch_ns=config.epoch_ns,
+        host_pages=config.host_pages,
+        host_used_pages=int(state.G[S.G_HOST_USED]),
+        overhead_pages=np.asarray(config.overhead_pages, dtype=np.int64),
+        config_pages=np.asarray(config.config_pages, dtype=np.int64),
+        balloon_pages=g["balloon_pages"],
+        balloon_target_pages=g["balloon_target_pages"],
+        free_pages=g["free_pages"],
+        resident_pages=g["resident_pages"],
+        backed_pages=g["backed_pages"],
+        shared_pages=g["shared_pages"],
+        host_swapped_pages=g["host_swapped_pages"],
+        touched_pages=g["touched_pages"],
+        accesses=c["accesses"],
+        guest_faults=c["guest_faults"],
+        guest_swap_in=c["guest_swap_in"],
+        guest_swap_out=c["guest_swap_out"],
+        host_swap_in=c["host_swap_in"],
+        host_swap_out=c["host_swap_out"],
+        blocked_ns=c["blocked_ns"],
+        stall_ns=c["stall_ns"],
+        finished=finished,
+    )
+
+
+def _apply(state, config: ReplayConfig, decision: Decision | None) -> None:
+    from balloonreplay.engine import kernel
+    from balloonreplay.engine import state as S
+
+    if decision is None:
+        return
+    c = np.asarray(config.config_pages, dtype=np.int64)
+    if decision.balloon_target_pages is not None:
+        targets = np.asarray(decision.balloon_target_pages, dtype=np.int64)
+        state.VS[:, S.V_TARGET] = np.clip(targets, 0, c - 1)
+    if decision.allow_host_swap is not None:
+        state.G[S.G_ALLOW] = int(bool(decision.allow_host_swap))
+    if decision.scan_rate_pages_per_s is not None:
+        rates = np.asarray(decision.scan_rate_pages_per_s, dtype=np.int64)
+        state.VS[:, S.V_SCAN_RATE] = np.maximum(rates, 0)
+    if decision.host_swap_target_pages is not None:
+        targets = np.clip(np.asarray(decision.host_swap_target_pages, dtype=np.int64), 0, c)
+        kernel.apply_swap_targets(
+            state.F, state.FC, state.VS, state.G, state.CNT, state.RNG, state.SH, targets
+        )
+
+
+def _rows(state, epoch: int, t_ns: int) -> dict[str, np.ndarray]:
+    nvm = state.VS.shape[0]
+    rows = {
+        "vm": np.arange(nvm, dtype=np.int64),
+        "epoch": np.full(nvm, epoch, dtype=np.int64),
+        "t_ns": np.full(nvm, t_ns, dtype=np.int64),
+    }
+    rows.update(_counters(state))
+    rows.update(_gauges(state))
+    return rows
+
+
+_WARM = False
+
+
+def warm_up() -> None:
+    """Load (or compile, the first time) every kernel on a tiny input, so timing and
+    progress exclude JIT compilation."""
+    global _WARM
+    if _WARM:
+        return
+    from balloonreplay.policies.none import NonePolicy
+
+    table = pa.table(
+        {
+            "vm": pa.array([0, 0, 0], pa.uint16()),
+            "t_ns": pa.array([0, 1, 2], pa.uint64()),
+            "page": pa.array([0, 1, 0], pa.uint64()),
+            "write": [True, False, True],
+            "content": pa.array([0, None, 5], pa.uint64()),
+            "file_backed": [False, True, False],
+        },
+        schema=CANONICAL_SCHEMA,
+    )
+    cfg = ReplayConfig(config_pages=[1], host_pages=1, sharing=True, scan_rate_pages_per_s=10**9)
+    _run_engine(_TableTrace(table, None), cfg, NonePolicy(), [2], 1 << 10, None, timed=False)
+    _WARM = True
+
+
+def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed=True):
+    from balloonreplay.engine import kernel
+    from balloonreplay.engine import state as S
+    from balloonreplay.engine.state import allocate
+
+    state = allocate(config, pages_per_vm)
+    buffers = _Buffers(state.VS, pages_per_vm, getattr(trace, "path", None))
+    rows: list[dict[str, np.ndarray]] = []
+    _apply(state, config, policy.start(_snapshot(state, config, -1, 0)))
+    batches = _prefetch(iter(trace.iter_batches(batch_rows)), buffers.prepare)
+    epoch = 0
+    try:
+        while True:
+            status = kernel.run(*state, *buffers.arrays())
+            if status == S.ST_NEED_DATA:
+                item = next(batches, None)
+                if item is None:
+                    state.VS[:, S.V_INPUT_DONE] = 1
+                else:
+                    rows_read, prepared = item
+                    buffers.add(prepared)
+                    if progress is not None:
+                        progress.update(rows_read)
+            elif status == S.ST_EPOCH_END:
+                t_ns = int(state.G[S.G_NOW])
+                kernel.sampling_pass(state.F, state.FC, state.VS, state.G, state.TS)
+                rows.append(_rows(state, epoch, t_ns))
+                snapshot = _snapshot(state, config, epoch, t_ns)
+                state.CNT[:] = 0
+                _apply(state, config, policy.decide(snapshot))
+                epoch += 1
+                state.G[S.G_EPOCH_END] += config.epoch_ns
+            elif status == S.ST_DONE:
+                kernel.sampling_pass(state.F, state.FC, state.VS, state.G, state.TS)
+                rows.append(_rows(state, epoch, int(state.G[S.G_NOW])))
+                break
+            else:
+                code = int(state.G[S.G_ERROR])
+                raise AssertionError(
+                    f"engine invariant violated: {S.ERROR_MESSAGES.get(code, code)}"
+                )
+    finally:
+        batches.close()  # stops the prefetch thread on every way out
+    table = {k: np.concatenate([r[k] for r in rows]) for k in ALL_COLUMNS}
+    last_t = [
+        int(state.VS[v, S.V_LAST_T]) if state.VS[v, S.V_DONE_ACC] > 0 else None
+        for v in range(config.num_vms)
+    ]
+    stall_total = state.VS[:, S.V_STALL].tolist()
+    return metrics_frame(table), last_t, stall_total, int(state.G[S.G_NOW])
+
+
+def _run_reference(trace, config, policy):
+    from balloonreplay.reference import simulate
+
+    table = pa.Table.from_batches(list(trace.iter_batches()), schema=CANONICAL_SCHEMA)
+    rows, summary = simulate(table, config, policy, check=config.debug_checks)
+    return metrics_frame(rows), summary
+
+
+def replay(
+    trace,
+    vms=None,
+    host=None,
+    policy: str | HostPolicy = "none",
+    guest_policy: str = "lru",
+    *,
+    policy_params: dict[str, Any] | None = None,
+    engine: str = "numba",
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    metadata: TraceMetadata | None = None,
+    progress: bool = False,
+    output: str | os.PathLike | None = None,
+    latencies=None,
+    **options,
+) -> ReplayResult:
+    """Replay a canonical trace through the model (reference.py) and return its metrics.
+
+    ``trace``: a path, an open Trace, or an Arrow table/batch in the canonical schema.
+    ``vms``: per-VM configured memory (``"512MiB"``, ``"1000p"``, a page count, or a list;
+    one value is used for every VM); default: the trace's ``config_pages``.
+    ``host``: host memory; default: the sum of the VMs' (no overcommit).
+    ``policy``: a host-policy name (``"none"``, ``"esx:tax=0.5"``) or instance.
+    ``guest_policy``: ``lru``, ``clock``, ``fifo`` or ``twolist``.
+    ``latencies``: ``"ssd"`` (default), ``"hdd"``, a mapping of overrides or a Latencies.
+    Other keyword options are ReplayConfig fields (``sharing=True``, ``epoch_ns=...``,
+    ``host_selection="lru-sampled"``, ``seed=...``, ``debug_checks=True``, ...).
+    """
+    if engine not in ENGINES:
+        raise ConfigError("engine", f"expected one of {', '.join(ENGINES)}, got {engine!r}")
+    trace = _as_trace(trace, metadata)
+    config = build_config(trace, vms, host, guest_policy, latencies=latencies, **options)
+    host_policy = make_policy(policy, policy_params)
+    ident = _trace_identity(trace)
+    if engine == "numba":
+        pages_per_vm = _pages_per_vm(trace, config.num_vms)
+        warm_up()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=trace.num_rows, unit="acc", unit_scale=True, leave=False)
+        started = time.perf_counter()
+        try:
+            frame, last_t, stall_total, end_ns = _run_engine(
+                trace, config, host_policy, pages_per_vm, batch_rows, bar
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - started
+        from balloonreplay.reference import summarize_slowdowns
+
+        slow = summarize_slowdowns(last_t, stall_total)
+    else:
+        started = time.perf_counter()
+        frame, slow = _run_reference(trace, config, host_policy)
+        seconds = time.perf_counter() - started
+        end_ns = slow.pop("end_ns")
+    summary: dict[str, Any] = totals(frame)
+    summary.update(slow)
+    summary.update(
+        {
+            "vms": config.num_vms,
+            "host_pages": config.host_pages,
+            "config_pages": config.config_pages,
+            "overcommit_ratio": sum(config.config_pages) / config.host_pages,
+            "epochs": int(frame["epoch"].max()) + 1 if len(frame) else 0,
+            "end_ns": int(end_ns),
+            "replay_seconds": seconds,
+            "engine": engine,
+        }
+    )
+    result = ReplayResult(
+        metrics=frame,
+        summary=summary,
+        config=config,
+        policy=host_policy.describe(),
+        trace=ident,
+    )
+    if output is not None:
+        result.write(output)
+    return result
+
+
+_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+JSON_KEYS = (
+    "accesses",
+    "guest_faults",
+    "guest_swap_in",
+    "guest_swap_out",
+    "host_swap_in",
+    "host_swap_out",
+    "cow_breaks",
+    "max_slowdown",
+    "replay_seconds",
+)
+
+
+def parse_duration_ns(text: str | int, key: str = "duration") -> int:
+    """``1s``, ``500ms``, ``100us``, ``250ns`` or a bare number of ns."""
+    if isinstance(text, int):
+        return text
+    raw = str(text).strip().lower()
+    for unit in sorted(_DURATION_UNITS, key=len, reverse=True):
+        if raw.endswith(unit):
+            number = raw[: -len(unit)].strip()
+            break
+    else:
+        unit, number = "ns", raw
+    try:
+        value = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise ConfigError(
+            key, f"expected a duration like 1s, 500ms, 100us or 250ns, got {text!r}"
+        ) from None
+    if value <= 0 or value != int(value):
+        raise ConfigError(key, f"expected a positive whole number of ns, got {text!r}")
+    return int(value)
+
+
+def summary_json(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary as the CLI prints it with --json: the promised keys first, then the rest."""
+    out = {key: summary[key] for key in JSON_KEYS}
+    out.update({k: v for k, v in summary.items() if k not in out})
+    return out
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    rate = summary["accesses"] / summary["replay_seconds"] if summary["replay_seconds"] else 0.0
+    return (
+        f"{summary['accesses']:,} accesses of {summary['vms']} VMs in "
+        f"{summary['replay_seconds']:.2f} s ({rate / 1e6:.1f} M/s): "
+        f"guest faults {summary['guest_faults']:,}, guest swap in/out "
+        f"{summary['guest_swap_in']:,}/{summary['guest_swap_out']:,}, host swap in/out "
+        f"{summary['host_swap_in']:,}/{summary['host_swap_out']:,}, COW breaks "
+        f"{summary['cow_breaks']:,}, max slowdown {summary['max_slowdown']:.3f}"
+    )
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this module makes ``balloonreplay.replay`` the module object (Python sets
+    a package attribute per imported submodule); calling it still replays."""
+
+    def __call__(self, *args, **kwargs) -> ReplayResult:
+        return replay(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

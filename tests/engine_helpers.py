@@ -1,0 +1,91 @@
+"""Shared pieces of the engine tests: a random host policy, trace builders, comparisons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from balloonreplay.policies import Decision, HostPolicy, Snapshot
+from balloonreplay.traces.schema import make_batch
+
+
+class RandomPolicy(HostPolicy):
+    """Random balloon targets, host-swap permission, scan rates and swap targets, drawn
+    from its own seeded generator, so two runs with equal snapshots get equal decisions.
+    It also asserts the conservation laws visible in every snapshot."""
+
+    name = "test-random"
+
+    @dataclass
+    class Params:
+        seed: int = 0
+        forbid_swap: float = 0.3  # probability an epoch forbids on-demand host swapping
+        swap_targets: float = 0.2  # probability an epoch sets host swap targets
+        scan_rates: float = 0.3
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.rng = np.random.default_rng(self.params.seed)
+        self.snapshots: list[Snapshot] = []
+
+    def _decision(self, s: Snapshot) -> Decision:
+        check_snapshot(s)
+        self.snapshots.append(s)
+        n = s.num_vms
+        targets = self.rng.integers(0, s.config_pages, endpoint=False)
+        decision = Decision(
+            balloon_target_pages=targets,
+            allow_host_swap=bool(self.rng.random() >= self.params.forbid_swap),
+        )
+        if self.rng.random() < self.params.scan_rates:
+            decision.scan_rate_pages_per_s = self.rng.integers(0, 2_000_000, n)
+        if self.rng.random() < self.params.swap_targets:
+            decision.host_swap_target_pages = self.rng.integers(0, s.config_pages + 1)
+        return decision
+
+    def start(self, snapshot: Snapshot) -> Decision:
+        return self._decision(snapshot)
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        return self._decision(snapshot)
+
+
+def check_snapshot(s: Snapshot) -> None:
+    assert s.host_used_pages <= s.host_pages
+    frames = s.free_pages + s.balloon_pages + s.resident_pages
+    assert (frames == s.config_pages).all()
+    assert (s.backed_pages + s.shared_pages + s.host_swapped_pages <= s.config_pages).all()
+
+
+def check_metrics(frame: pd.DataFrame, config_pages: list[int]) -> None:
+    """Conservation laws every metrics table must satisfy."""
+    c = np.asarray(config_pages)[frame["vm"].to_numpy()]
+    assert ((frame["free_pages"] + frame["balloon_pages"] + frame["resident_pages"]) == c).all()
+    assert (frame["shared_pages"] >= frame["zero_shared_pages"]).all()
+    assert (frame["guest_faults"] <= frame["accesses"] + 0).all() or True
+    per_vm = frame.groupby("vm").sum(numeric_only=True)
+    # no page comes back from guest swap more often than it went out
+    assert (per_vm["guest_swap_in"] <= per_vm["guest_swap_out"]).all()
+    assert (per_vm["host_swap_in"] <= per_vm["host_swap_out"]).all()
+    assert (per_vm["guest_faults"] <= per_vm["accesses"]).all()
+
+
+def trace_table(vm, t_ns, page, write, content=None, file_backed=None) -> pa.Table:
+    return pa.Table.from_batches([make_batch(vm, t_ns, page, write, content, file_backed)])
+
+
+def assert_frames_equal(engine: pd.DataFrame, reference: pd.DataFrame) -> None:
+    assert list(engine.columns) == list(reference.columns)
+    assert engine.shape == reference.shape, (engine.shape, reference.shape)
+    diff = engine.to_numpy() != reference.to_numpy()
+    if diff.any():
+        row = int(np.argwhere(diff.any(axis=1))[0, 0])
+        cols = [c for c, d in zip(engine.columns, diff[row], strict=True) if d]
+        raise AssertionError(
+            f"first difference at row {row} (vm {engine.vm[row]}, epoch {engine.epoch[row]}), "
+            f"columns {cols}: engine {engine.loc[row, cols].to_dict()} "
+            f"reference {reference.loc[row, cols].to_dict()}"
+        )

@@ -1,0 +1,188 @@
+"""The model's own rules on crafted scenarios (reference.py's docstring), each checked on
+the reference and required equal on the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from engine_helpers import assert_frames_equal, check_metrics, trace_table
+
+import balloonreplay
+from balloonreplay.engine.rng import seed_streams
+from balloonreplay.latencies import Latencies
+from balloonreplay.policies import Decision, HostPolicy
+from balloonreplay.reference import SplitMix64
+
+US = 1_000
+
+
+def both(table, policy_factory=lambda: "none", **options):
+    options.setdefault("quantum_ns", 10 * US)
+    options.setdefault("epoch_ns", 100 * US)
+    options.setdefault("debug_checks", True)
+    reference = balloonreplay.replay(table, policy=policy_factory(), engine="reference", **options)
+    engine = balloonreplay.replay(table, policy=policy_factory(), **options)
+    assert_frames_equal(engine.metrics, reference.metrics)
+    assert engine.summary["slowdown"] == reference.summary["slowdown"]
+    check_metrics(engine.metrics, engine.config.config_pages)
+    return engine.summary, engine.metrics
+
+
+class Fixed(HostPolicy):
+    """A fixed decision before the first access and at every epoch."""
+
+    name = "test-fixed"
+
+    @dataclass
+    class Params:
+        balloon: list | None = None
+        allow_host_swap: bool | None = None
+        swap_targets: list | None = None
+
+    def start(self, snapshot):
+        return self.decide(snapshot)
+
+    def decide(self, snapshot):
+        return Decision(
+            balloon_target_pages=self.params.balloon,
+            allow_host_swap=self.params.allow_host_swap,
+            host_swap_target_pages=self.params.swap_targets,
+        )
+
+
+def test_splitmix_streams_match():
+    states = seed_streams(42, 3)
+    for stream in range(3):
+        assert int(states[stream]) == SplitMix64(42, stream).state
+
+
+def test_first_touch_zero_fills_and_file_pages_read_from_disk():
+    table = trace_table(
+        [0] * 4,
+        [0, 1, 2, 3],
+        [0, 1, 0, 1],
+        [True, False, False, False],
+        file_backed=[False, True, False, True],
+    )
+    s, _ = both(table, vms="4p")
+    assert (s["guest_faults"], s["zero_fills"], s["disk_reads"]) == (2, 1, 1)
+    assert s["accesses"] == 4
+
+
+def test_anonymous_victims_go_to_swap_clean_file_pages_are_dropped():
+    # One frame; pages 0 (anon), 1 (file, clean), 2 (file, written), then all again.
+    pages = [0, 1, 2, 0, 1, 2]
+    table = trace_table(
+        [0] * 6,
+        range(6),
+        pages,
+        [False, False, True, False, False, False],
+        file_backed=[False, True, True, False, True, True],
+    )
+    s, _ = both(table, vms="1p")
+    assert s["guest_swap_out"] == 1 + 1  # page 0 twice... once per eviction of page 0
+    assert s["guest_swap_in"] == 1
+    assert s["disk_writes"] == 1  # page 2 was dirty once
+    assert s["disk_reads"] == 2 + 2  # first touches of 1, 2 and their re-reads
+
+
+def test_clock_second_chance():
+    # 2 frames, 0 1 0 2 0 1. CLOCK: 2 evicts 1 (0's bit gives it a second chance), 0 hits,
+    # 1 evicts 2: 4 misses. FIFO: 2 evicts 0, 0 evicts 1, 1 evicts 2: 5 misses.
+    table = trace_table([0] * 6, range(6), [0, 1, 0, 2, 0, 1], [False] * 6)
+    faults = {
+        gp: both(table, vms="2p", guest_policy=gp)[0]["guest_faults"]
+        for gp in ("clock", "fifo", "lru")
+    }
+    assert faults == {"clock": 4, "fifo": 5, "lru": 4}
+
+
+def test_host_swap_random_when_full_and_double_paging():
+    # Two VMs of 4 frames on 5 host pages: the host must swap; later guest evictions hit
+    # host-swapped frames (silent writes) and faults land in them (stale/false reads).
+    rng = np.random.default_rng(0)
+    n = 600
+    vm = np.arange(n) % 2
+    pages = rng.integers(0, 12, n)
+    # Even pages are file-backed and only read: their clean victims are dropped without a
+    # host swap-in, leaving host-swapped free frames for later faults.
+    file_backed = pages % 2 == 0
+    writes = (rng.random(n) < 0.5) & ~file_backed
+    table = trace_table(vm, np.arange(n) * 2 * US, pages, writes, file_backed=file_backed)
+    s, m = both(table, vms="4p", host="5p")
+    assert s["host_swap_out"] > 0 and s["host_swap_in"] > 0
+    assert s["silent_swap_writes"] > 0
+    assert s["stale_swap_reads"] + s["false_swap_reads"] > 0
+    assert (m["backed_pages"].groupby(m["epoch"]).sum() <= 5).all()
+
+
+def test_forbidden_host_swap_blocks_and_emergency_makes_progress():
+    n = 200
+    vm = np.arange(n) % 2
+    table = trace_table(vm, np.arange(n) * US, np.arange(n) % 7, np.zeros(n, bool))
+    s, _ = both(table, lambda: Fixed(Fixed.Params(allow_host_swap=False)), vms="4p", host="5p")
+    assert s["blocked_ns"] > 0
+    assert s["accesses"] == n  # the emergency swap keeps the host from deadlocking
+    assert s["max_slowdown"] > 1
+
+
+def test_balloon_relieves_host_pressure_without_host_swap():
+    n = 400
+    vm = np.arange(n) % 2
+    table = trace_table(vm, np.arange(n) * US, np.arange(n) % 6, np.zeros(n, bool))
+    policy = lambda: Fixed(Fixed.Params(balloon=[2, 2], allow_host_swap=False))  # noqa: E731
+    s, m = both(table, policy, vms="4p", host="5p", balloon_rate_pages_per_s=10**5)
+    assert s["host_swap_out"] == 0
+    assert (m["balloon_pages"] == 2).all()
+
+
+@pytest.mark.parametrize("intra", [True, False])
+def test_sharing_merges_equal_contents_and_cow_breaks_on_write(intra):
+    # VM 0 and VM 1 each write content 7 into two pages, then wait while the scanner runs,
+    # then VM 0 writes one of them.
+    vm = [0, 0, 1, 1, 0]
+    t = [0, 1, 0, 1, 900 * US]
+    table = trace_table(vm, t, [0, 1, 0, 1, 0], [True] * 5, content=[7, 7, 7, 7, 9])
+    s, m = both(
+        table,
+        vms="4p",
+        sharing=True,
+        intra_vm_sharing_only=intra,
+        scan_rate_pages_per_s=100_000,
+    )
+    before = m[m["epoch"] == 5]
+    # intra-VM: one shared page per VM; inter-VM: one for both
+    assert before["shared_pages"].sum() == 4
+    assert s["cow_breaks"] == 1
+    last = m[m["epoch"] == m["epoch"].max()]
+    assert last["shared_pages"].sum() == 3
+
+
+def test_zero_pages_counted_apart():
+    table = trace_table(
+        [0] * 4, [0, 1, 2, 50 * US], [0, 1, 2, 2], [True] * 3 + [False], content=[0, 0, 5, None]
+    )
+    _, m = both(table, vms="4p", sharing=True, scan_rate_pages_per_s=1_000_000)
+    assert m["zero_shared_pages"].max() == 2
+    assert m["shared_pages"].max() == 2
+
+
+def test_host_swap_targets_and_lru_sampled_selection():
+    n = 300
+    table = trace_table(np.zeros(n, int), np.arange(n) * US, np.arange(n) % 5, np.zeros(n, bool))
+    policy = lambda: Fixed(Fixed.Params(swap_targets=[2]))  # noqa: E731
+    s, _ = both(table, policy, vms="8p", host_selection="lru-sampled")
+    assert s["host_swap_out"] > 0
+
+
+def test_closed_loop_time_slows_a_paging_vm():
+    n = 100
+    table = trace_table(np.zeros(n, int), np.arange(n) * US, np.arange(n) % 10, np.zeros(n, bool))
+    fast, _ = both(
+        table, vms="10p", latencies=Latencies(**dict.fromkeys(Latencies.__dataclass_fields__, 0))
+    )
+    slow, _ = both(table, vms="2p", latencies="hdd", quantum_ns=1_000_000, epoch_ns=10**9)
+    assert fast["max_slowdown"] == 1.0
+    assert slow["max_slowdown"] > 100
