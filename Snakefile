@@ -1,5 +1,7 @@
 # balloonreplay: the default study. `make run` runs it; `snakemake --cores N` does too.
-# Rules call the `balloonreplay` command (the installed package); no model logic here.
+# `snakemake --cores N paper` runs the paper study (config/paper.yaml) instead:
+# `snakemake --cores N --configfile config/paper.yaml` is the same thing.
+# Rules call the `balloonreplay` package or command; no model logic here.
 from snakemake.utils import min_version
 
 min_version("8.0")
@@ -8,11 +10,20 @@ min_version("8.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/traces.smk"
+include: "workflow/rules/capture.smk"
+include: "workflow/rules/replay.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:
     default_target: True
     input:
         all_traces(),
+        "results/summary.parquet",
+        "results/consolidation.parquet",
+        figure_files(),

@@ -51,7 +51,15 @@ def formats_command() -> None:
 def _progress(total: int | None, desc: str, unit: str, quiet: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=quiet, leave=False)
+    # disable=None: no bar when stderr is not a terminal (logs, CI), so logs stay readable.
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=True,
+        disable=True if quiet else None,
+        leave=False,
+    )
 
 
 @main.command("ingest")

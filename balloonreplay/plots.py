@@ -41,3 +41,420 @@ def plot_miss_ratio_curves(curves: pd.DataFrame, out_path: str | os.PathLike) ->
     ax.set_title("Exact LRU miss-ratio curves")
     save_figure(fig, out_path)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the study
+# Units: memory in MiB or GiB of 4 KiB pages, time in seconds, traffic in GiB.
+MIB = 2**20
+GIB = 2**30
+# ESX free-memory states (Waldspurger, OSDI 2002): high >= 6%, soft 4%, hard 2%, low 1%.
+ESX_FREE_THRESHOLDS_PERCENT = {"high": 6.0, "soft": 4.0, "hard": 2.0, "low": 1.0}
+DOUBLE_PAGING_EVENTS = {
+    "silent_swap_writes": "silent swap writes",
+    "stale_swap_reads": "stale swap reads",
+    "false_swap_reads": "false swap reads",
+}
+
+
+def policy_palette(names) -> dict[str, tuple]:
+    """One colour per policy display name, the same in every figure (known policies
+    first, in a fixed order, so adding a policy never recolours the others)."""
+    sns = _theme()
+    from balloonreplay.summary import POLICY_DISPLAY_NAMES
+
+    known = list(POLICY_DISPLAY_NAMES.values())
+    ordered = [n for n in known if n in set(names)] + sorted(set(names) - set(known))
+    colours = sns.color_palette("colorblind", n_colors=max(len(known) + 4, 10))
+    extra = [n for n in ordered if n not in known]
+    palette = {}
+    for name in ordered:
+        index = known.index(name) if name in known else len(known) + extra.index(name)
+        palette[name] = colours[index % len(colours)]
+    return palette
+
+
+def _ok(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary[summary.status == "ok"] if "status" in summary else summary
+
+
+def _finish(fig, out_path) -> None:
+    import matplotlib.pyplot as plt
+
+    save_figure(fig, out_path)
+    plt.close(fig)
+
+
+def _no_data(out_path, title: str, why: str) -> None:
+    """An explicit placeholder, so a study without the experiment still has every file."""
+    _theme()
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 2))
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True)
+    _finish(fig, out_path)
+
+
+def plot_swap_traffic(summary: pd.DataFrame, out_path: str | os.PathLike) -> None:
+    """Figure 1: guest and host swap traffic versus overcommit ratio, one line per policy."""
+    sns = _theme()
+    data = _ok(summary)
+    if data.empty:
+        return _no_data(out_path, "Swap traffic", "no completed runs")
+    long = data.melt(
+        id_vars=["policy_display", "overcommit_ratio", "workload"],
+        value_vars=["guest_swap_bytes", "host_swap_bytes"],
+        var_name="kind",
+        value_name="bytes",
+    )
+    # GiB for a real host, MiB for the scaled-down studies.
+    unit, scale = ("GiB", GIB) if long.bytes.max() >= GIB else ("MiB", MIB)
+    long["traffic"] = long.bytes / scale
+    long["kind"] = long.kind.map(
+        {"guest_swap_bytes": "guest swap (in guest)", "host_swap_bytes": "host swap (hypervisor)"}
+    )
+    palette = policy_palette(long.policy_display)
+    grid = sns.relplot(
+        data=long,
+        x="overcommit_ratio",
+        y="traffic",
+        hue="policy_display",
+        style="policy_display",
+        col="kind",
+        row="workload" if long.workload.nunique() > 1 else None,
+        kind="line",
+        markers=True,
+        dashes=False,
+        palette=palette,
+        hue_order=list(palette),
+        style_order=list(palette),
+        height=3,
+        aspect=1.2,
+        facet_kws={"sharey": False},
+    )
+    grid.set_axis_labels(
+        "overcommit ratio (Σ guest ÷ host memory)",
+        f"swap traffic ({unit}, reads + writes)",
+    )
+    grid.set_titles("{col_name}" if long.workload.nunique() == 1 else "{row_name}: {col_name}")
+    grid.legend.set_title("host policy")
+    grid.figure.suptitle("Swap traffic as the host is overcommitted", y=1.03)
+    _finish(grid.figure, out_path)
+
+
+def plot_consolidation(ratios: pd.DataFrame, out_path: str | os.PathLike) -> None:
+    """Figure 2: consolidation ratio per policy (most VMs per host within the SLO)."""
+    sns = _theme()
+    import matplotlib.pyplot as plt
+
+    if ratios.empty:
+        return _no_data(out_path, "Consolidation ratio", "no VM-count sweep on a fixed host")
+    data = ratios.sort_values("consolidation_ratio", ascending=False)
+    slo = float(data.slo_slowdown.iloc[0])
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(data) + 1.5))
+    sns.barplot(
+        data=data,
+        y="policy_display",
+        x="consolidation_ratio",
+        hue="policy_display",
+        palette=policy_palette(data.policy_display),
+        legend=False,
+        ax=ax,
+        orient="h",
+    )
+    for i, row in enumerate(data.itertuples()):
+        # Unknown boundary: bracketed by the first failing count, or only bounded below.
+        upper = getattr(row, "upper_bound", None)
+        if row.boundary_known:
+            count = f"{row.consolidation_ratio}"
+        elif upper is not None and upper == upper:  # not NaN
+            count = f"{row.consolidation_ratio}–{int(upper)}"
+        else:
+            count = f"≥ {row.consolidation_ratio}"
+        ax.text(
+            row.consolidation_ratio,
+            i,
+            f" {count} VMs ({row.overcommit_ratio:.2f}× overcommit)",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_xlabel("consolidation ratio (VMs per host)")
+    ax.set_ylabel("host policy")
+    ax.set_xlim(0, data.consolidation_ratio.max() * 1.6 + 1)
+    from balloonreplay.units import format_bytes
+
+    host = format_bytes(int(data.host_mem_bytes.iloc[0]))
+    ax.set_title(
+        f"VMs per {host} host with every VM's slowdown ≤ {slo:.2f}×\n"
+        "its slowdown on a dedicated host (SLO)"
+    )
+    _finish(fig, out_path)
+
+
+def host_used_pages(metrics: pd.DataFrame) -> pd.Series:
+    """Host machine pages in use per epoch: the engine's gauge when the metrics carry it,
+    else private backed pages plus the shared pages not saved by sharing (the summary's
+    lower bound on savings, so this is an upper bound on use)."""
+    if "host_used_pages" in metrics:
+        return metrics.groupby("epoch").host_used_pages.first()
+    from balloonreplay.summary import pages_saved_by_sharing
+
+    used = {}
+    for epoch, rows in metrics.groupby("epoch"):
+        saved, _ = pages_saved_by_sharing(rows)
+        used[epoch] = int(rows.backed_pages.sum() + rows.shared_pages.sum() - saved)
+    return pd.Series(used)
+
+
+def plot_timeline(
+    metrics: pd.DataFrame,
+    host_pages: int,
+    out_path: str | os.PathLike,
+    title: str = "",
+    page_size_bytes: int = 4096,
+) -> None:
+    """Figure 3: one run over time: host free memory with the ESX thresholds, balloon size
+    per VM, host-swapped pages per VM, shared pages (zero and other)."""
+    sns = _theme()
+    import matplotlib.pyplot as plt
+
+    if metrics.empty:
+        return _no_data(out_path, "Timeline", "the run has no metrics")
+    mib = page_size_bytes / MIB
+    data = metrics.assign(
+        time_s=metrics.t_ns / 1e9,
+        VM=metrics.vm.astype(str),
+        balloon_mib=metrics.balloon_pages * mib,
+        swapped_mib=metrics.host_swapped_pages * mib,
+    )
+    times = data.groupby("epoch").time_s.first()
+    free_percent = 100 * (host_pages - host_used_pages(metrics)) / host_pages
+    fig, axes = plt.subplots(4, 1, figsize=(6.5, 8), sharex=True)
+    ax = axes[0]
+    ax.plot(times.values, free_percent.reindex(times.index).values, color="black")
+    for (state, level), colour in zip(
+        ESX_FREE_THRESHOLDS_PERCENT.items(), sns.color_palette("colorblind", 4), strict=True
+    ):
+        ax.axhline(level, ls="--", lw=0.8, color=colour, label=f"{state} ({level:g}%)")
+    ax.set_ylabel("host free memory (%)")
+    ax.legend(title="ESX state", fontsize=7, loc="upper right", ncols=2)
+    sns.lineplot(
+        data=data, x="time_s", y="balloon_mib", hue="VM", ax=axes[1], drawstyle="steps-post"
+    )
+    axes[1].set_ylabel("balloon size (MiB)")
+    n_vms = data.VM.nunique()
+    # Beside the panel, not over the lines.
+    axes[1].legend(
+        title="VM",
+        ncols=1 + (n_vms - 1) // 12,
+        fontsize=6,
+        title_fontsize=7,
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+    )
+    sns.lineplot(
+        data=data,
+        x="time_s",
+        y="swapped_mib",
+        hue="VM",
+        ax=axes[2],
+        legend=False,
+        drawstyle="steps-post",
+    )
+    axes[2].set_ylabel("host-swapped (MiB)")
+    shared = data.groupby("epoch")[["shared_pages", "zero_shared_pages"]].sum()
+    axes[3].stackplot(
+        times.values,
+        shared.zero_shared_pages.values * mib,
+        (shared.shared_pages - shared.zero_shared_pages).values * mib,
+        labels=["zero pages", "other shared pages"],
+        colors=sns.color_palette("colorblind", 6)[4:6],
+    )
+    axes[3].set_ylabel("shared (MiB)")
+    if shared.shared_pages.sum() == 0:
+        # Content unknown (e.g. a memtrace capture) or sharing off: say so, not a blank axis.
+        axes[3].set_ylim(0, 1)
+        axes[3].text(
+            0.5, 0.5, "no shared pages", ha="center", va="center", transform=axes[3].transAxes
+        )
+    else:
+        axes[3].legend(fontsize=7, loc="upper left")
+    axes[3].set_xlabel("host time (s)")
+    fig.suptitle(title or "One run over time")
+    fig.tight_layout()
+    _finish(fig, out_path)
+
+
+def plot_sharing(summary: pd.DataFrame, out_path: str | os.PathLike) -> None:
+    """Figure 4 (the shape of Waldspurger's Fig. 4): memory shared and saved by page
+    sharing versus the number of VMs booted from one image."""
+    sns = _theme()
+    import matplotlib.pyplot as plt
+
+    data = _ok(summary).sort_values("n_vms")
+    if data.empty:
+        return _no_data(out_path, "Page sharing", "no sharing experiment")
+    mib = data.page_size_bytes / MIB
+    zero = data.zero_shared_pages_end * mib
+    other = (data.shared_pages_end - data.zero_shared_pages_end) * mib
+    colours = sns.color_palette("colorblind", 6)
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.bar(data.n_vms, zero, color=colours[4], label="shared: zero pages")
+    ax.bar(data.n_vms, other, bottom=zero, color=colours[5], label="shared: other pages")
+    exact = bool(data.sharing_saved_exact.all()) if "sharing_saved_exact" in data else True
+    ax.plot(
+        data.n_vms,
+        data.bytes_saved_by_sharing / MIB,
+        "o-",
+        color="black",
+        label="saved" + ("" if exact else " (lower bound)"),
+    )
+    ax.set_xlabel("VMs booted from one image")
+    ax.set_ylabel("guest memory (MiB)")
+    ax.set_xticks(sorted(data.n_vms.unique()))
+    ax.legend(fontsize=8)
+    ax.set_title("Memory shared and saved by page sharing")
+    _finish(fig, out_path)
+
+
+def plot_balloon_equivalence(
+    summary: pd.DataFrame, ballooned: str, configured: str, out_path: str | os.PathLike
+) -> None:
+    """Figure 5 (the shape of Waldspurger's Fig. 2): guest faults of a VM ballooned from M
+    down to M−B versus a VM configured with M−B, over B."""
+    sns = _theme()
+    import matplotlib.pyplot as plt
+
+    data = _ok(summary)
+    big = data[data.policy == ballooned]
+    small = data[data.policy == configured]
+    if big.empty or small.empty:
+        return _no_data(out_path, "Balloon equivalence", "no balloon-equivalence experiment")
+    full_bytes = big.configured_mem_bytes.max()
+    frames = [
+        big.assign(kind=f"ballooned from {full_bytes / MIB:g} MiB"),
+        small.assign(kind="configured with M − B"),
+    ]
+    long = pd.concat(frames)
+    long["balloon (MiB)"] = (full_bytes - long.host_mem_bytes) / MIB
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    sns.lineplot(
+        data=long.sort_values("balloon (MiB)"),
+        x="balloon (MiB)",
+        y="guest_faults",
+        hue="kind",
+        style="kind",
+        markers=True,
+        dashes=False,
+        ax=ax,
+    )
+    ax.set_xlabel("memory taken away B (MiB): balloon size, or less configured memory")
+    ax.set_ylabel("guest faults (count)")
+    ax.legend(title=None, fontsize=8)
+    ax.set_title("Balloon equivalence: ballooned M − B behaves like configured M − B")
+    _finish(fig, out_path)
+
+
+def plot_double_paging(summary: pd.DataFrame, out_path: str | os.PathLike) -> None:
+    """Figure 6: VSwapper's double-paging pathologies per policy, at one sweep point."""
+    sns = _theme()
+    import matplotlib.pyplot as plt
+
+    data = _ok(summary)
+    if data.empty:
+        return _no_data(out_path, "Double paging", "no completed runs")
+    long = data.melt(
+        id_vars=["policy_display"],
+        value_vars=list(DOUBLE_PAGING_EVENTS),
+        var_name="event",
+        value_name="events",
+    )
+    long["event"] = long.event.map(DOUBLE_PAGING_EVENTS)
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    order = list(policy_palette(long.policy_display))
+    sns.barplot(
+        data=long, x="policy_display", y="events", hue="event", order=order, ax=ax, errorbar=None
+    )
+    ax.set_xlabel("host policy")
+    ax.set_ylabel("events (count, all VMs)")
+    ax.tick_params(axis="x", rotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    ratio = data.overcommit_ratio.max()
+    ax.set_title(f"Double paging at {ratio:.2f}× overcommit")
+    ax.legend(title=None, fontsize=8)
+    _finish(fig, out_path)
+
+
+STUDY_FIGURES = (
+    "swap_traffic",
+    "consolidation",
+    "timeline",
+    "sharing",
+    "balloon_equivalence",
+    "double_paging",
+)
+
+
+def study_figures(
+    summary_path: str | os.PathLike,
+    consolidation_path: str | os.PathLike,
+    timeline_path: str | os.PathLike | None,
+    roles: dict,
+    out_dir: str | os.PathLike,
+    suffixes: tuple[str, ...] = (".png", ".pdf"),
+) -> list[str]:
+    """Draw the six study figures from the summary tables; ``roles`` (config ``figures:``)
+    names the experiment (and run) each figure draws. Returns the files written."""
+    from balloonreplay.metrics import read_metrics_metadata
+    from balloonreplay.summary import display_name
+
+    summary = pd.read_parquet(summary_path)
+    ratios = pd.read_parquet(consolidation_path)
+
+    def rows(experiment: str | None) -> pd.DataFrame:
+        if experiment is None or summary.empty:
+            return summary.iloc[:0]
+        return summary[summary.experiment == experiment]
+
+    overcommit = roles.get("overcommit")
+    if overcommit is None and not ratios.empty:
+        overcommit = ratios.experiment.iloc[0]
+    sweep = rows(overcommit)
+    at_vms = roles.get("double_paging_vms") or (int(sweep.n_vms.max()) if len(sweep) else 0)
+    balloon = roles.get("balloon_equivalence") or {}
+    draw = {
+        "swap_traffic": lambda out: plot_swap_traffic(sweep, out),
+        "consolidation": lambda out: plot_consolidation(
+            ratios[ratios.experiment == overcommit], out
+        ),
+        "sharing": lambda out: plot_sharing(rows(roles.get("sharing")), out),
+        "balloon_equivalence": lambda out: plot_balloon_equivalence(
+            rows(balloon.get("experiment")),
+            balloon.get("ballooned", "balloon"),
+            balloon.get("configured", "configured"),
+            out,
+        ),
+        "double_paging": lambda out: plot_double_paging(sweep[sweep.n_vms == at_vms], out),
+    }
+    if timeline_path is not None:
+        metrics = pd.read_parquet(timeline_path)
+        meta = read_metrics_metadata(timeline_path)
+        run = meta.get("run", {})
+        host_pages = int(meta.get("config", {}).get("host_pages") or run.get("host_pages") or 1)
+        title = (
+            f"{display_name(run.get('policy', '?'), run.get('policy_name'))}: "
+            f"{run.get('n_vms', '?')} VMs of {run.get('workload', '?')} on one host"
+        )
+        draw["timeline"] = lambda out: plot_timeline(metrics, host_pages, out, title)
+    else:
+        draw["timeline"] = lambda out: _no_data(out, "Timeline", "no run chosen (figures.timeline)")
+    written = []
+    os.makedirs(out_dir, exist_ok=True)
+    for name in STUDY_FIGURES:
+        for suffix in suffixes:
+            out = os.path.join(out_dir, name + suffix)
+            draw[name](out)
+            written.append(out)
+    return written

@@ -35,9 +35,7 @@ def parse_size_pages(text: str | int, page_size_bytes: int = PAGE_SIZE_BYTES) ->
         return text
     match = _SIZE_RE.match(str(text))
     if not match:
-        raise ValueError(
-            f"expected a memory size like 512MiB, 2GiB or 1000p (pages), got {text!r}"
-        )
+        raise ValueError(f"expected a memory size like 512MiB, 2GiB or 1000p (pages), got {text!r}")
     number, unit = match.groups()
     unit = unit.lower()
     if unit in ("p", "pages", "page"):

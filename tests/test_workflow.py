@@ -6,11 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from balloonreplay.metrics import METRIC_COLUMNS, read_metrics_metadata
+from balloonreplay.plots import STUDY_FIGURES
 from balloonreplay.traces.generators.workload import GENERATOR_SOURCE
 from balloonreplay.traces.io import open_trace
+from balloonreplay.units import parse_size_pages
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -33,7 +38,7 @@ def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.Complet
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
 
 
@@ -50,14 +55,102 @@ def test_tiny_config_runs_end_to_end(tmp_path):
         if "generate" in workload:
             assert trace.metadata.source == GENERATOR_SOURCE
             assert trace.metadata.seed == workload["generate"]["seed"]
-        settings = workload.get("generate") or workload["ingest"]
+        settings = workload.get("generate") or workload.get("ingest") or workload["capture"]
         assert trace.metadata.lru_filter_pages == settings.get("lru_filter_pages")
+        if "capture" in workload:
+            assert trace.metadata.source == "memtrace"
+            assert not (tmp_path / "traces" / f".capture-{name}").exists()  # scratch removed
     # The filtered trace is a reduction of the unfiltered one.
     full = open_trace(tmp_path / "traces" / "tiny.parquet").num_rows
     assert open_trace(tmp_path / "traces" / "tiny-filtered.parquet").num_rows < full
+    check_study_outputs(tmp_path, config)
+    # The study as a Snakemake report: every figure with its caption.
+    report = snakemake(tmp_path, TEST_CONFIG, "--report", "report.html")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (tmp_path / "report.html").stat().st_size > 10_000
     # Nothing left to do on a second run.
     again = snakemake(tmp_path, TEST_CONFIG, "--dry-run")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+# Columns of results/summary.parquet and results/consolidation.parquet that users and the
+# figures rely on (balloonreplay/summary.py documents them).
+SUMMARY_COLUMNS = {
+    "experiment",
+    "workload",
+    "policy",
+    "policy_display",
+    "point",
+    "n_vms",
+    "status",
+    "overcommit_ratio",
+    "host_mem_bytes",
+    "configured_mem_bytes",
+    "accesses",
+    "guest_faults",
+    "guest_swap_read_bytes",
+    "guest_swap_write_bytes",
+    "host_swap_read_bytes",
+    "host_swap_write_bytes",
+    "silent_swap_writes",
+    "stale_swap_reads",
+    "false_swap_reads",
+    "mean_slowdown",
+    "max_slowdown",
+    "max_relative_slowdown",
+    "blocked_s",
+    "pages_saved_by_sharing",
+    "within_slo",
+    "consolidation_ratio",
+}
+CONSOLIDATION_COLUMNS = {
+    "experiment",
+    "workload",
+    "policy",
+    "consolidation_ratio",
+    "overcommit_ratio",
+    "boundary_known",
+    "slo_slowdown",
+}
+
+
+def check_study_outputs(root: Path, config: dict) -> None:
+    """Runs, summary, consolidation ratios and figures of a finished study."""
+    runs = sorted((root / "results" / "runs").rglob("*.parquet"))
+    assert runs
+    for path in runs:
+        schema = pq.read_schema(path)
+        assert tuple(schema.names[: len(METRIC_COLUMNS)]) == METRIC_COLUMNS, path
+        run = read_metrics_metadata(path)["run"]
+        experiment, policy, point = path.relative_to(root / "results" / "runs").parts
+        assert (run["experiment"], run["policy"], run["point"]) == (
+            experiment,
+            policy,
+            point.removesuffix(".parquet"),
+        )
+        stem = point.removesuffix(".parquet")
+        assert (root / "logs" / "runs" / experiment / policy / f"{stem}.log").exists()
+        assert (
+            root / "logs" / "benchmarks" / "runs" / experiment / policy / f"{stem}.tsv"
+        ).exists()
+    summary = pd.read_parquet(root / "results" / "summary.parquet")
+    assert SUMMARY_COLUMNS <= set(summary.columns)
+    assert len(summary) == len(runs)
+    ratios = pd.read_parquet(root / "results" / "consolidation.parquet")
+    assert CONSOLIDATION_COLUMNS <= set(ratios.columns)
+    # static never overcommits: its ratio is host memory / VM memory, rounded down, and
+    # the search pinned every policy's boundary to one VM.
+    default = config["experiments"]["default"]
+    ratios = ratios[ratios.experiment == "default"].set_index("policy")
+    expected = parse_size_pages(default["host_mem"]) // parse_size_pages(default["vm_mem"])
+    assert ratios.loc["static", "consolidation_ratio"] == expected
+    assert ratios.boundary_known.all(), ratios
+    assert set(ratios.index) == set(default["policies"])
+    for name in STUDY_FIGURES:
+        png = (root / "results" / "figures" / f"{name}.png").read_bytes()
+        pdf = (root / "results" / "figures" / f"{name}.pdf").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000, name
+        assert pdf.startswith(b"%PDF") and len(pdf) > 2000, name
 
 
 def _bad_config(tmp_path: Path, mutate) -> Path:
@@ -76,6 +169,11 @@ def _bad_config(tmp_path: Path, mutate) -> Path:
         (lambda c: c["workloads"]["tiny"].update(colour="blue"), "colour"),
         (lambda c: c.update(hosts={}), "hosts"),
         (lambda c: c["experiments"]["default"]["workloads"].append("nope"), "nope"),
+        (lambda c: c["experiments"]["default"]["sweep"].update(host_mem=["1GiB"]), "sweep"),
+        (lambda c: c["experiments"]["default"].update(host_mem="lots"), "host_mem"),
+        (lambda c: c["experiments"]["default"]["policies"].append("static"), "labels"),
+        (lambda c: c["figures"].update(sharing="nope"), "figures.sharing"),
+        (lambda c: c["figures"]["timeline"].update(policy="mom"), "figures.timeline.policy"),
     ],
 )
 def test_invalid_config_fails_naming_the_key(tmp_path, mutate, named):

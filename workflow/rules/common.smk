@@ -1,5 +1,6 @@
 # Python glue for the workflow: config validation, wildcard constraints, input functions.
 # No rules here.
+import json
 import os
 import re
 import shlex
@@ -10,6 +11,7 @@ from snakemake.exceptions import WorkflowError
 
 from snakemake.utils import validate
 
+from balloonreplay import experiments as X
 from balloonreplay.errors import BalloonreplayError
 from balloonreplay.traces.generators import load_spec
 
@@ -18,6 +20,17 @@ validate(config, schema="../schemas/config.schema.yaml")
 WORKLOADS = config["workloads"]
 GENERATED = sorted(name for name, w in WORKLOADS.items() if "generate" in w)
 INGESTED = sorted(name for name, w in WORKLOADS.items() if "ingest" in w)
+CAPTURED = sorted(name for name, w in WORKLOADS.items() if "capture" in w)
+EXPERIMENTS = config["experiments"]
+FIGURE_ROLES = config.get("figures", {})
+FIGURES = (
+    "swap_traffic",
+    "consolidation",
+    "timeline",
+    "sharing",
+    "balloon_equivalence",
+    "double_paging",
+)
 
 # The CLI of the environment running Snakemake (make run does not activate .venv).
 BALLOONREPLAY = (
@@ -55,6 +68,38 @@ def _check_config():
             raise WorkflowError(
                 f"config: workloads.{name}.generate.spec: {exc}"
             ) from None
+    for exp_name, experiment in EXPERIMENTS.items():
+        labels = X.policy_labels(experiment)
+        if len(set(labels)) != len(labels):
+            raise WorkflowError(
+                f"config: experiments.{exp_name}.policies: labels must be unique, got "
+                f"{labels}; give variants a `label:`"
+            )
+        if experiment.get("vms") and "vms" in (experiment.get("sweep") or {}):
+            raise WorkflowError(
+                f"config: experiments.{exp_name}: give `vms` or `sweep.vms`, not both"
+            )
+    for role, value in FIGURE_ROLES.items():
+        name = value if isinstance(value, str) else value.get("experiment")
+        if isinstance(name, str) and name not in EXPERIMENTS:
+            raise WorkflowError(
+                f"config: figures.{role}: unknown experiment {name!r} "
+                f"(configured: {', '.join(EXPERIMENTS)})"
+            )
+    timeline = FIGURE_ROLES.get("timeline")
+    if timeline and timeline["policy"] not in X.policy_labels(
+        EXPERIMENTS[timeline["experiment"]]
+    ):
+        raise WorkflowError(
+            f"config: figures.timeline.policy: {timeline['policy']!r} is not a policy of "
+            f"experiment {timeline['experiment']!r}"
+        )
+    for name in CAPTURED:
+        stdin = WORKLOADS[name]["capture"].get("stdin")
+        if stdin and not os.path.exists(repo_path(stdin)):
+            raise WorkflowError(
+                f"config: workloads.{name}.capture.stdin: file not found: {stdin}"
+            )
     for name in INGESTED:
         if not os.path.exists(repo_path(WORKLOADS[name]["ingest"]["path"])):
             raise WorkflowError(
@@ -66,8 +111,17 @@ def _check_config():
 _check_config()
 
 
+POLICY_LABELS = sorted(
+    {label for e in EXPERIMENTS.values() for label in X.policy_labels(e)}
+)
+
+
 wildcard_constraints:
     workload=one_of(WORKLOADS),
+    experiment=one_of(EXPERIMENTS),
+    policy=one_of(POLICY_LABELS),
+    point="[^/]+",
+    round="[0-9]+",
 
 
 def all_traces():
@@ -75,7 +129,200 @@ def all_traces():
     return expand("traces/{workload}.parquet", workload=names)
 
 
+# --- experiments: runs, baselines and the search of the SLO boundary -------------------
+
+
+def run_path(run):
+    return f"results/runs/{run['experiment']}/{run['policy']}/{run['point']}.parquet"
+
+
+def baseline_path(run):
+    return f"results/baselines/{run['experiment']}/{run['baseline_point']}.parquet"
+
+
+def _grid(experiment):
+    return X.grid_runs(experiment, EXPERIMENTS[experiment])
+
+
+def _parse_vm_point(experiment, point):
+    """(workload, n_vms) of a point named by X.vm_point, else None."""
+    for workload in EXPERIMENTS[experiment]["workloads"]:
+        match = re.fullmatch(re.escape(workload) + r"-n([0-9]+)", point)
+        if match:
+            return workload, int(match.group(1))
+    return None
+
+
+def run_spec(wildcards):
+    """The run a replay job performs: a grid point, or a point the search added."""
+    for run in _grid(wildcards.experiment):
+        if run["policy"] == wildcards.policy and run["point"] == wildcards.point:
+            return run
+    parsed = _parse_vm_point(wildcards.experiment, wildcards.point)
+    if parsed is None or not X.refines(EXPERIMENTS[wildcards.experiment]):
+        raise WorkflowError(
+            f"no run {wildcards.point!r} in experiment {wildcards.experiment!r}"
+        )
+    workload, n_vms = parsed
+    return X.make_run(
+        wildcards.experiment,
+        EXPERIMENTS[wildcards.experiment],
+        workload,
+        wildcards.policy,
+        n_vms=n_vms,
+    )
+
+
+def baseline_spec(wildcards):
+    experiment = EXPERIMENTS[wildcards.experiment]
+    parsed = _parse_vm_point(wildcards.experiment, wildcards.point)
+    if parsed is not None:
+        return X.baseline_run(wildcards.experiment, experiment, *parsed)
+    if wildcards.point in experiment["workloads"]:
+        return X.baseline_run(wildcards.experiment, experiment, wildcards.point, None)
+    raise WorkflowError(
+        f"no baseline {wildcards.point!r} in experiment {wildcards.experiment!r}"
+    )
+
+
+def run_trace(wildcards):
+    return f"traces/{run_spec(wildcards)['workload']}.parquet"
+
+
+def baseline_trace(wildcards):
+    return f"traces/{baseline_spec(wildcards)['workload']}.parquet"
+
+
+def _max_rounds(experiment):
+    return int(EXPERIMENTS[experiment].get("refine", {}).get("max_rounds", 6))
+
+
+def searched_vms(experiment, workload, policy, rounds=None):
+    """VM counts evaluated after `rounds` rounds of the search (all rounds: None).
+
+    Round r's checkpoint reads the runs known before it and names the counts to add;
+    asking for its output makes Snakemake run the earlier rounds first.
+    """
+    exp = EXPERIMENTS[experiment]
+    counts = set(int(n) for n in exp["sweep"]["vms"])
+    last = _max_rounds(experiment) if rounds is None else rounds
+    for r in range(last):
+        out = checkpoints.refine_sweep.get(
+            experiment=experiment, policy=policy, workload=workload, round=r
+        ).output[0]
+        with open(out) as fh:
+            new = json.load(fh)["next_points"]
+        if not new:
+            break
+        counts |= set(new)
+    return sorted(counts)
+
+
+def round_inputs(wildcards):
+    """Runs and baselines known before this round of the search."""
+    exp = EXPERIMENTS[wildcards.experiment]
+    counts = searched_vms(
+        wildcards.experiment, wildcards.workload, wildcards.policy, int(wildcards.round)
+    )
+    runs = [
+        X.make_run(
+            wildcards.experiment, exp, wildcards.workload, wildcards.policy, n_vms=n
+        )
+        for n in counts
+    ]
+    return {
+        "runs": [run_path(r) for r in runs],
+        "baselines": [
+            baseline_path(b) for b in X.baseline_runs(wildcards.experiment, exp, runs)
+        ],
+    }
+
+
+def sweep_inputs(wildcards):
+    """Every run (and baseline) of one searched sweep, walking its rounds."""
+    exp = EXPERIMENTS[wildcards.experiment]
+    runs = [
+        X.make_run(
+            wildcards.experiment, exp, wildcards.workload, wildcards.policy, n_vms=n
+        )
+        for n in searched_vms(
+            wildcards.experiment, wildcards.workload, wildcards.policy
+        )
+    ]
+    return {
+        "runs": [run_path(r) for r in runs],
+        "baselines": [
+            baseline_path(b) for b in X.baseline_runs(wildcards.experiment, exp, runs)
+        ],
+    }
+
+
+def sweep_lists():
+    """One file per searched sweep listing its runs: each sweep walks its own rounds in its
+    own job, so the sweeps of all policies are searched in parallel."""
+    return [
+        f"results/sweeps/{name}/{policy}/{workload}.runs.txt"
+        for name, exp in EXPERIMENTS.items()
+        if X.refines(exp)
+        for workload in exp["workloads"]
+        for policy in X.policy_labels(exp)
+    ]
+
+
+def unsearched_files():
+    """Runs and baselines of experiments whose grid is not searched."""
+    files = []
+    for name, exp in EXPERIMENTS.items():
+        if not X.refines(exp):
+            runs = _grid(name)
+            files += [run_path(r) for r in runs]
+            files += [baseline_path(b) for b in X.baseline_runs(name, exp, runs)]
+    return files
+
+
+def max_points_per_round(wildcards):
+    return X.max_points_per_round(EXPERIMENTS[wildcards.experiment])
+
+
+def timeline_run():
+    """The metrics file the timeline figure draws (a run of the study)."""
+    role = FIGURE_ROLES.get("timeline")
+    if not role:
+        return []
+    exp = EXPERIMENTS[role["experiment"]]
+    workload = role.get("workload", exp["workloads"][0])
+    n_vms = role.get("vms")
+    if n_vms is None and X.sweep_kind(exp) == "vms":
+        n_vms = max(exp["sweep"]["vms"])
+    run = X.make_run(role["experiment"], exp, workload, role["policy"], n_vms=n_vms)
+    return [run_path(run)]
+
+
+def figure_files(suffixes=("png", "pdf")):
+    return expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=suffixes)
+
+
 # --- input functions and parameters --------------------------------------------------
+
+
+MEMTRACE = (
+    shutil.which("memtrace", path=os.path.dirname(sys.executable))
+    or shutil.which("memtrace")
+    or "memtrace"
+)
+
+
+def capture_stdin(wildcards):
+    """The capture's standard input file; the capture script reads `-` as none."""
+    stdin = WORKLOADS[wildcards.workload]["capture"].get("stdin")
+    return repo_path(stdin) if stdin else []
+
+
+def capture_command(wildcards):
+    settings = WORKLOADS[wildcards.workload]["capture"]
+    return " ".join(
+        shlex.quote(str(a)) for a in [settings["program"], *settings.get("args", [])]
+    )
 
 
 def generator_spec(wildcards):

@@ -1,0 +1,125 @@
+"""Experiments expanded into runs, and N VMs made from a trace of K (no engine needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from balloonreplay import experiments as X
+from balloonreplay.errors import ConfigError
+from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata
+
+EXPERIMENT = {
+    "workloads": ["w"],
+    "vm_mem": "4MiB",
+    "host_mem": "12MiB",
+    "sweep": {"vms": [2, 4]},
+    "policies": ["static", {"name": "esx", "label": "esx-notax", "params": {"tax": 0.0}}],
+    "clone": {"stagger_ns": 1000, "time_scale": 2},
+    "sharing": True,
+    "slo": {"slowdown": 1.2},
+}
+
+
+def two_vm_trace() -> tuple[pa.Table, TraceMetadata]:
+    table = pa.table(
+        {
+            "vm": pa.array([0, 1, 0, 1], pa.uint16()),
+            "t_ns": pa.array([0, 5, 10, 15], pa.uint64()),
+            "page": pa.array([0, 0, 1, 2], pa.uint64()),
+            "write": [True, False, False, True],
+            "content": pa.array([0, None, 7, 9], pa.uint64()),
+            "file_backed": [False, False, True, False],
+        },
+        schema=CANONICAL_SCHEMA,
+    )
+    meta = TraceMetadata(
+        config_pages=[100, 200], pages_per_vm=[2, 3], dense=True, vm_names=["a", "b"]
+    )
+    return table, meta
+
+
+def test_grid_runs_cover_policies_and_points():
+    runs = X.grid_runs("exp", EXPERIMENT)
+    assert [(r["policy"], r["point"]) for r in runs] == [
+        ("static", "w-n2"),
+        ("static", "w-n4"),
+        ("esx-notax", "w-n2"),
+        ("esx-notax", "w-n4"),
+    ]
+    esx = runs[2]
+    assert esx["policy_name"] == "esx" and esx["policy_params"] == {"tax": 0.0}
+    assert esx["host_mem"] == "12MiB" and esx["n_vms"] == 2 and esx["sweep"] == "vms"
+    assert esx["slo_slowdown"] == 1.2 and esx["sharing"] is True
+    assert X.refines(EXPERIMENT)
+    baselines = X.baseline_runs("exp", EXPERIMENT, runs)
+    assert [b["point"] for b in baselines] == ["w-n2", "w-n4"]
+    assert all(b["policy_name"] == "none" and b["host_mem"] is None for b in baselines)
+    assert esx["baseline_point"] == "w-n2"
+
+
+def test_host_sweep_points_and_no_search():
+    experiment = {"workloads": ["w"], "sweep": {"host_mem": ["1GiB", "1536MiB"]}, "vms": 3}
+    runs = X.grid_runs("h", experiment)
+    assert [r["point"] for r in runs] == ["w-n3-host1024MiB", "w-n3-host1536MiB"]
+    assert not X.refines(experiment)
+    with pytest.raises(ConfigError, match="no policy labelled"):
+        X.make_run("h", experiment, "w", "esx")
+
+
+def test_scaling_clones_vms_with_shifted_starts():
+    table, meta = two_vm_trace()
+    scaled, scaled_meta = X.scale_vms(table, meta, 5, stagger_ns=100, jitter_ns=10, seed=1)
+    data = scaled.to_pydict()
+    assert scaled.num_rows == 10
+    assert scaled_meta.config_pages == [100, 200, 100, 200, 100]
+    assert scaled_meta.pages_per_vm == [2, 3, 2, 3, 2]
+    assert np.all(np.diff(data["t_ns"]) >= 0)  # ordered by time across VMs
+    by_vm = {
+        v: [t for t, u in zip(data["t_ns"], data["vm"], strict=True) if u == v] for v in range(5)
+    }
+    assert by_vm[0] == [0, 10] and by_vm[1] == [5, 15]  # copy 0 is not shifted
+    assert 100 <= by_vm[2][0] < 110 and 200 <= by_vm[4][0] < 210  # copies 1 and 2 start later
+    assert by_vm[2][1] - by_vm[2][0] == 10  # a copy keeps its own spacing
+    # Copies keep content (same program, same image) and pages.
+    assert [p for p, u in zip(data["page"], data["vm"], strict=True) if u == 3] == [0, 2]
+    again, _ = X.scale_vms(table, meta, 5, stagger_ns=100, jitter_ns=10, seed=1)
+    assert again.equals(scaled)  # seeded
+
+
+def test_scaling_down_takes_the_first_vms_and_time_scale_stretches():
+    table, meta = two_vm_trace()
+    scaled, scaled_meta = X.scale_vms(table, meta, 1, time_scale=3)
+    assert scaled.column("vm").to_pylist() == [0, 0]
+    assert scaled.column("t_ns").to_pylist() == [0, 30]
+    assert scaled_meta.config_pages == [100]
+    same, same_meta = X.scale_vms(table, meta, None)
+    assert same.equals(table) and same_meta == meta
+
+
+def test_run_point_records_the_run_and_a_refusal(tmp_path):
+    from balloonreplay.metrics import METRIC_COLUMNS, read_metrics_metadata
+    from balloonreplay.summary import read_run, run_row
+    from balloonreplay.traces.io import write_trace
+
+    table, meta = two_vm_trace()
+    trace = tmp_path / "t.parquet"
+    write_trace(table.to_batches(), trace, meta)
+    experiment = {"workloads": ["t"], "vm_mem": "4p", "host_mem": "10p", "sweep": {"vms": [2, 3]}}
+    experiment["policies"] = ["static"]
+    fits = X.make_run("e", experiment, "t", "static", n_vms=2)
+    X.run_point(fits, trace, tmp_path / "fits.parquet")
+    metrics, metadata = read_run(tmp_path / "fits.parquet")
+    assert tuple(metrics.columns[: len(METRIC_COLUMNS)]) == METRIC_COLUMNS
+    assert metadata["run"]["point"] == "t-n2" and metadata["run"]["status"] == "ok"
+    assert metrics.accesses.sum() == 4
+    refused = X.make_run("e", experiment, "t", "static", n_vms=3)  # 12 pages > 10
+    X.run_point(refused, trace, tmp_path / "refused.parquet")
+    row = run_row(*read_run(tmp_path / "refused.parquet"))
+    assert row["status"] == "refused" and not row["within_slo"]
+    assert row["overcommit_ratio"] == pytest.approx(1.2)
+    assert (
+        "does not overcommit"
+        in read_metrics_metadata(tmp_path / "refused.parquet")["run"]["message"]
+    )
