@@ -85,3 +85,22 @@ def test_mrc_refuses_a_trace_that_was_not_ingested(tmp_path):
     write_trace([make_batch([0], [0], [5], [False])], tmp_path / "raw.parquet")
     with pytest.raises(TraceError, match="dense"):
         miss_ratio_curves(tmp_path / "raw.parquet")
+
+
+def test_curve_equals_single_size_engine_replays(tmp_path):
+    """Issue 4: the one-pass curve equals the engine's guest `lru` faults at each size."""
+    import balloonreplay
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    vms = rng.integers(0, 2, n)
+    pages = np.where(vms == 0, rng.zipf(1.4, n) % 60, rng.integers(0, 25, n))
+    path = write(tmp_path, vms, pages)
+    curves = miss_ratio_curves(path)
+    for size in (1, 4, 10, 24, 40):
+        result = balloonreplay.replay(path, vms=f"{size}p", guest_policy="lru")
+        faults = result.metrics.groupby("vm")["guest_faults"].sum()
+        for vm in (0, 1):
+            curve = curves[curves.vm == vm].set_index("size_pages")["misses"]
+            expected = curve.loc[min(size, curve.index.max())]
+            assert faults.loc[vm] == expected, (vm, size)
