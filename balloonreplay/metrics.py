@@ -52,6 +52,11 @@ EXTRA_COLUMNS = (
     "free_pages",  # guest free frames
     "host_swapped_pages",
     "touched_pages",  # distinct frames accessed in the epoch (access bits)
+    # Host-wide gauges, repeated on every VM's row of the epoch: machine pages in use
+    # (backed + distinct shared contents + overhead) and distinct shared contents, so
+    # free host memory and the memory saved by sharing are exact.
+    "host_used_pages",
+    "shared_contents",
 )
 ALL_COLUMNS = METRIC_COLUMNS + EXTRA_COLUMNS
 METADATA_KEY = "balloonreplay.replay"
@@ -67,6 +72,8 @@ GAUGE_COLUMNS = (
     "free_pages",
     "host_swapped_pages",
     "touched_pages",
+    "host_used_pages",
+    "shared_contents",
 )
 TOTAL_COLUMNS = tuple(c for c in ALL_COLUMNS if c not in ("vm", "epoch", "t_ns", *GAUGE_COLUMNS))
 

@@ -712,6 +712,8 @@ class ReferenceModel:
             row = {"vm": vm.index, "epoch": epoch, "t_ns": t_ns}
             row.update(vm.counters)
             row.update(self.gauges(vm))
+            row["host_used_pages"] = self.host_used
+            row["shared_contents"] = len(self.shared)
             self.rows.append(row)
 
     def reset_counters(self) -> None:

@@ -193,9 +193,20 @@ def build_config(
 
 # --------------------------------------------------------------------------- engine driver
 class _Buffers:
-    """Unconsumed rows, grouped by VM, in the int64 columns the kernel reads."""
+    """Unconsumed rows, grouped by VM, in the columns the kernel reads: int64 times, pages
+    and contents, uint8 flags. Every column is handed to the kernel read-only (Arrow's
+    zero-copy views are; the rest are marked so), which keeps one compiled kernel and
+    spares a copy of each batch."""
 
     COLUMNS = ("t", "page", "write", "known", "content", "file")
+    DTYPES = {
+        "t": np.int64,
+        "page": np.int64,
+        "write": np.uint8,
+        "known": np.uint8,
+        "content": np.int64,
+        "file": np.uint8,
+    }
 
     def __init__(self, VS: np.ndarray, pages_per_vm: list[int], trace_path):
         from balloonreplay.engine.state import V_END, V_PBASE, V_POS
@@ -205,7 +216,7 @@ class _Buffers:
         self.nvm = VS.shape[0]
         self.pbase = VS[:, V_PBASE].copy()
         self.npages = np.asarray(pages_per_vm, dtype=np.int64)
-        self.cols = {c: np.zeros(0, dtype=np.int64) for c in self.COLUMNS}
+        self.cols = {c: _readonly(np.zeros(0, dtype=self.DTYPES[c])) for c in self.COLUMNS}
         self.t0: int | None = None
         self.path = trace_path
 
@@ -214,15 +225,26 @@ class _Buffers:
         return c["t"], c["page"], c["write"], c["known"], c["content"], c["file"]
 
     def prepare(self, batch: pa.RecordBatch) -> dict[str, np.ndarray] | None:
-        """Columns of one canonical batch as int64 arrays, checked (runs in the prefetch
-        thread, in parallel with the kernel, which releases the GIL)."""
+        """Columns of one canonical batch as kernel arrays, checked and grouped by VM (runs
+        in the prefetch thread, in parallel with the kernel, which releases the GIL;
+        batches are prepared in order, so the first one fixes host time 0)."""
         n = batch.num_rows
         if n == 0:
             return None
-        vm_col, t_col, page_col, write_col, content_col, file_col = batch.columns
-        vm = vm_col.to_numpy()
-        if int(vm.max()) >= self.nvm:
-            raise TraceError(self.path, "column 'vm'", f"expected VM indices < {self.nvm}")
+        # A batch from _parquet_batches lacks the columns its file holds as constants.
+        names = batch.schema.names
+        vm_col = batch.column(names.index("vm")) if "vm" in names else None
+        t_col = batch.column(names.index("t_ns"))
+        page_col = batch.column(names.index("page"))
+        write_col = batch.column(names.index("write"))
+        content_col = batch.column(names.index("content")) if "content" in names else None
+        file_col = batch.column(names.index("file_backed")) if "file_backed" in names else None
+        if vm_col is None:
+            vm = np.zeros(n, dtype=np.uint16)
+        else:
+            vm = vm_col.to_numpy()
+            if int(vm.max()) >= self.nvm:
+                raise TraceError(self.path, "column 'vm'", f"expected VM indices < {self.nvm}")
         t = t_col.to_numpy().view(np.int64)
         page = page_col.to_numpy().view(np.int64)
         if self.nvm == 1:
@@ -233,22 +255,27 @@ class _Buffers:
             raise TraceError(
                 self.path, "column 'page'", "expected dense page ids below pages_per_vm"
             )
-        if content_col.null_count == 0:
-            known = np.ones(n, dtype=np.int64)
+        if content_col is None or content_col.null_count == n:
+            known = np.zeros(n, dtype=np.uint8)
+            content = np.zeros(n, dtype=np.int64)
+        elif content_col.null_count == 0:
+            known = np.ones(n, dtype=np.uint8)
             content = content_col.to_numpy().view(np.int64)
-        elif content_col.null_count == n:
-            known = np.zeros(n, dtype=np.int64)
-            content = known
         else:
-            known = content_col.is_valid().to_numpy(zero_copy_only=False).astype(np.int64)
+            known = content_col.is_valid().to_numpy(zero_copy_only=False).view(np.uint8)
             content = content_col.fill_null(0).to_numpy().view(np.int64)
+        if self.t0 is None:
+            # host time 0 = the trace's first row (reference.py, "Time")
+            self.t0 = int(t[0])
+        if self.t0 != 0:
+            t = t - self.t0
         cols = {
             "t": t,
             "page": page,
-            "write": np.asarray(write_col.to_numpy(zero_copy_only=False), dtype=np.int64),
+            "write": _flags(write_col),
             "known": known,
             "content": content,
-            "file": np.asarray(file_col.to_numpy(zero_copy_only=False), dtype=np.int64),
+            "file": np.zeros(n, dtype=np.uint8) if file_col is None else _flags(file_col),
         }
         if self.nvm > 1:
             # Group the rows by VM here, in the prefetch thread (stable: per-VM order kept).
@@ -256,30 +283,22 @@ class _Buffers:
             cols = {name: col[order] for name, col in cols.items()}
             cols["page"] += self.pbase[vm[order]]
         cols["counts"] = np.bincount(vm, minlength=self.nvm)
-        cols["first_t"] = t[:1].copy()
         return cols
 
     def add(self, new: dict[str, np.ndarray] | None) -> None:
         """Append prepared rows behind each VM's unconsumed ones."""
         if new is None:
             return
-        if self.t0 is None:
-            # host time 0 = the trace's first row (reference.py, "Time")
-            self.t0 = int(new["first_t"][0])
         counts = new.pop("counts")
-        new.pop("first_t")
-        new["t"] = new["t"] - self.t0
         pos = self.VS[:, self.V_POS].copy()
         end = self.VS[:, self.V_END].copy()
         if self.nvm == 1:
             # One VM: no regrouping; keep the unconsumed tail, if any, in front.
             for name in self.COLUMNS:
-                # Writable, so the kernel sees one array type (Arrow views are read-only,
-                # and a read-only argument would compile a second kernel).
-                fresh = np.require(new[name], np.int64, ["C", "W"])
+                fresh = new[name]
                 if end[0] > pos[0]:
                     fresh = np.concatenate([self.cols[name][pos[0] : end[0]], fresh])
-                self.cols[name] = fresh
+                self.cols[name] = _readonly(fresh)
             self.VS[0, self.V_POS] = 0
             self.VS[0, self.V_END] = len(self.cols["t"])
             return
@@ -298,9 +317,58 @@ class _Buffers:
             for v in range(self.nvm):
                 parts.append(old[pos[v] : end[v]])
                 parts.append(fresh[starts[v] : starts[v] + counts[v]])
-            self.cols[name] = np.ascontiguousarray(np.concatenate(parts), dtype=np.int64)
+            self.cols[name] = _readonly(np.concatenate(parts))
         self.VS[:, self.V_POS] = new_pos
         self.VS[:, self.V_END] = new_end
+
+
+def _flags(column: pa.Array) -> np.ndarray:
+    """A bool column as uint8 (Arrow packs bools in bits, so this unpacks a copy)."""
+    return column.to_numpy(zero_copy_only=False).view(np.uint8)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """One C-contiguous, read-only array type for every kernel argument (a writable one
+    would compile a second kernel)."""
+    a = np.ascontiguousarray(a)
+    a.flags.writeable = False
+    return a
+
+
+def _parquet_batches(trace, batch_rows: int, num_vms: int) -> Iterator[pa.RecordBatch] | None:
+    """Batches straight from a canonical Parquet file, without the columns its statistics
+    show to be constant (no content, no file-backed page, a single VM): what
+    ``trace.iter_batches`` yields, less the decoding and casting. None if the file is not
+    exactly canonical or lacks statistics (then the general path checks and casts)."""
+    import pyarrow.parquet as pq
+
+    if not isinstance(trace, Trace) or trace.path is None:
+        return None
+    try:
+        pf = pq.ParquetFile(trace.path)
+    except (pa.ArrowInvalid, OSError):
+        return None
+    if not pf.schema_arrow.remove_metadata().equals(CANONICAL_SCHEMA):
+        return None
+    meta = pf.metadata
+    index = {name: i for i, name in enumerate(CANONICAL_SCHEMA.names)}
+    constant = {"vm": num_vms == 1, "content": True, "file_backed": True}
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for name in CANONICAL_SCHEMA.names:
+            stats = group.column(index[name]).statistics
+            if stats is None or stats.null_count is None:
+                return None
+            if name != "content" and stats.null_count != 0:
+                return None  # the general path names the offending column
+            if name == "content":
+                constant["content"] &= stats.null_count == group.num_rows
+            elif name in constant and group.num_rows:
+                if not stats.has_min_max:
+                    return None
+                constant[name] &= stats.max == (False if name == "file_backed" else 0)
+    columns = [name for name in CANONICAL_SCHEMA.names if not constant.get(name, False)]
+    return pf.iter_batches(batch_size=batch_rows, columns=columns)
 
 
 _END = object()
@@ -431,7 +499,17 @@ def _rows(state, epoch: int, t_ns: int) -> dict[str, np.ndarray]:
         "t_ns": np.full(nvm, t_ns, dtype=np.int64),
     }
     rows.update(_counters(state))
-    rows.update(_gauges(state))
+    gauges = _gauges(state)
+    rows.update(gauges)
+    from balloonreplay.engine import state as S
+
+    host_used = int(state.G[S.G_HOST_USED])
+    # Machine pages = backed + distinct shared contents + overhead (the invariant).
+    overhead = int(state.G[S.G_OVERHEAD_TOTAL])
+    rows["host_used_pages"] = np.full(nvm, host_used, dtype=np.int64)
+    rows["shared_contents"] = np.full(
+        nvm, host_used - int(gauges["backed_pages"].sum()) - overhead, dtype=np.int64
+    )
     return rows
 
 
@@ -471,7 +549,10 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     buffers = _Buffers(state.VS, pages_per_vm, getattr(trace, "path", None))
     rows: list[dict[str, np.ndarray]] = []
     _apply(state, config, policy.start(_snapshot(state, config, -1, 0)))
-    batches = _prefetch(iter(trace.iter_batches(batch_rows)), buffers.prepare)
+    source = _parquet_batches(trace, batch_rows, config.num_vms)
+    if source is None:
+        source = iter(trace.iter_batches(batch_rows))
+    batches = _prefetch(source, buffers.prepare)
     epoch = 0
     try:
         while True:

@@ -11,11 +11,15 @@ from balloonreplay.engine.checks import check_invariants
 from balloonreplay.engine.dlist import move_to_head
 from balloonreplay.engine.flags import entry, inline
 from balloonreplay.engine.host import host_swap_out, in_memory, pick_host_frame
+from balloonreplay.engine.prefetch import prefetch_row
 from balloonreplay.engine.sharing import NS_PER_S, scan_step
 from balloonreplay.engine.state import (
     C_BLOCKED,
     F_ABIT,
     F_HOST,
+    F_NEXT,
+    F_PAGE,
+    F_PREV,
     FC_HNEXT,
     FC_HPREV,
     G_BLOCKED_Q,
@@ -25,6 +29,7 @@ from balloonreplay.engine.state import (
     G_EMERGENCY,
     G_EPOCH_END,
     G_ERROR,
+    G_GP,
     G_HSEL,
     G_NOW,
     G_NVM,
@@ -32,7 +37,12 @@ from balloonreplay.engine.state import (
     G_QUANTUM,
     G_SHARING,
     G_SKIP,
+    G_TRACK,
+    GP_FIFO,
+    GP_LRU,
     HSEL_LRU,
+    NIL,
+    P_FRAME,
     PH_END,
     PH_RUN,
     PH_START,
@@ -40,6 +50,7 @@ from balloonreplay.engine.state import (
     ST_EPOCH_END,
     ST_ERROR,
     ST_NEED_DATA,
+    V_AT,
     V_BACKED,
     V_BAL_CREDIT,
     V_BAL_N,
@@ -47,6 +58,7 @@ from balloonreplay.engine.state import (
     V_DONE_ACC,
     V_END,
     V_FBASE,
+    V_FREE_N,
     V_HH,
     V_HN,
     V_HT,
@@ -62,6 +74,10 @@ from balloonreplay.engine.state import (
     V_TARGET,
     V_TOUCHED,
 )
+
+# How far ahead (in accesses) the run loop prefetches a page row, its frame row and the
+# frame's list neighbours: each stage reads the row the previous one brought in.
+PF_PAGE, PF_FRAME, PF_LINKS = 16, 8, 4
 
 
 @inline
@@ -117,6 +133,8 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
     """Advance the model. Returns ST_NEED_DATA, ST_EPOCH_END, ST_DONE or ST_ERROR."""
     nvm = G[G_NVM]
     q = G[G_QUANTUM]
+    track = G[G_TRACK] == 1
+    tail_victim = G[G_GP] == GP_LRU or G[G_GP] == GP_FIFO
     while True:
         if G[G_PHASE] == PH_START:
             if _starved(VS, nvm):
@@ -156,6 +174,37 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
                     issue = BT[pos] + VS[v, V_STALL]
                     if issue >= end:
                         break
+                    if pos + PF_PAGE < stop:
+                        prefetch_row(P, BP[pos + PF_PAGE])
+                    if pos + PF_FRAME < stop:
+                        fa = P[BP[pos + PF_FRAME], P_FRAME]
+                        if fa != NIL:
+                            prefetch_row(F, fa)
+                    if pos + PF_LINKS < stop:
+                        pa = BP[pos + PF_LINKS]
+                        fa = P[pa, P_FRAME]
+                        if fa != NIL:
+                            na = F[fa, F_PREV]
+                            if na != NIL:
+                                prefetch_row(F, na)
+                            na = F[fa, F_NEXT]
+                            if na != NIL:
+                                prefetch_row(F, na)
+                            if track and BW[pos + PF_LINKS]:
+                                prefetch_row(FC, fa)
+                        if track:
+                            prefetch_row(PC, pa)
+                    if tail_victim and VS[v, V_FREE_N] == 0:
+                        # the next fault's victim: the page in the tail frame, and the
+                        # frame before it (the next tail)
+                        ta = VS[v, V_AT]
+                        if ta != NIL:
+                            pa = F[ta, F_PAGE]
+                            if pa != NIL:
+                                prefetch_row(P, pa)
+                            na = F[ta, F_PREV]
+                            if na != NIL:
+                                prefetch_row(F, na)
                     if not access(
                         F,
                         FC,
