@@ -644,7 +644,10 @@ def replay(
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=trace.num_rows, unit="acc", unit_scale=True, leave=False)
+            # disable=None: no bar when stderr is not a terminal, so job logs stay readable.
+            bar = tqdm(
+                total=trace.num_rows, unit="acc", unit_scale=True, leave=False, disable=None
+            )
         started = time.perf_counter()
         try:
             frame, last_t, stall_total, end_ns = _run_engine(
