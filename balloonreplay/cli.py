@@ -30,6 +30,17 @@ def main() -> None:
     """Replay guest page-access traces through a model of memory overcommitment."""
 
 
+# Shared by every command that writes a canonical trace (ingest, generate).
+lru_filter_option = click.option(
+    "--lru-filter",
+    "lru_filter_pages",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="K",
+    help="exact LRU reduction: keep what a K-page LRU needs (exact for memories >= K pages)",
+)
+
+
 @main.command("formats")
 @reports_errors
 def formats_command() -> None:
@@ -82,14 +93,7 @@ def _progress(total: int | None, desc: str, unit: str, quiet: bool):
 @click.option(
     "--opt", "options", multiple=True, metavar="KEY=VALUE", help="reader option, repeatable"
 )
-@click.option(
-    "--lru-filter",
-    "lru_filter_pages",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="K",
-    help="exact LRU reduction: keep what a K-page LRU needs (exact for memories >= K pages)",
-)
+@lru_filter_option
 @click.option(
     "--vm-mem",
     default=None,
@@ -168,14 +172,7 @@ def parse_vm_mem(text: str, page_size_bytes: int | None = None) -> list[int]:
     help="experiment config holding named workloads (with --workload)",
 )
 @click.option("--workload", "workload_name", default=None, help="workload name in --config")
-@click.option(
-    "--lru-filter",
-    "lru_filter_pages",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="K",
-    help="exact LRU reduction (exact for memories >= K pages)",
-)
+@lru_filter_option
 @click.option(
     "--chunk-accesses",
     type=click.IntRange(min=1),
