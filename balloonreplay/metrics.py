@@ -52,6 +52,9 @@ EXTRA_COLUMNS = (
     "free_pages",  # guest free frames
     "host_swapped_pages",
     "touched_pages",  # distinct frames accessed in the epoch (access bits)
+    "guest_frees",  # free events of the trace (pages the guest freed)
+    "reported_free_pages",  # free frames the host unbacked (free page reporting)
+    "free_backed_pages",  # guest free frames still backed or shared
     # Host-wide gauges, repeated on every VM's row of the epoch: machine pages in use
     # (backed + distinct shared contents + overhead) and distinct shared contents, so
     # free host memory and the memory saved by sharing are exact.
@@ -72,6 +75,7 @@ GAUGE_COLUMNS = (
     "free_pages",
     "host_swapped_pages",
     "touched_pages",
+    "free_backed_pages",
     "host_used_pages",
     "shared_contents",
 )

@@ -62,7 +62,28 @@ Access of VM v to page p (write w, content c, file flag):
    A write hit to a shared frame breaks COW first (before the policy records the hit, so
    a blocked access has not touched the policy). After a fault the frame is backed.
 3. A write updates the page (and frame) content and makes a file page dirty. The
-   frame's access bit is set; ``accesses`` counts.
+   frame's access bit is set (and, if the frame is in the VM's working-set sample, its
+   sample-touched flag); ``accesses`` counts.
+
+Free of page p by VM v (a trace row with ``free``; not an access, never blocks, no
+stall): ``guest_frees`` counts. If p is in frame f, f leaves the guest policy and is
+pushed on the free stack keeping its host state and (stale) content, so the next fault
+reuses it first: backed, it needs no machine page; host-swapped, reusing it is a false
+or stale swap read. p becomes new (its swap or disk copy is discarded; its next access
+is a first touch) and clean. A free of a page never touched changes nothing else.
+
+Free page reporting. A decision's ``unback_free_pages[v] = n`` unbacks the n frames at
+the bottom of v's free stack (the ones free longest), VM by VM in index order: a backed
+or shared frame releases its machine page or reference, a host-swapped one its swap
+slot; its content becomes unknown. ``reported_free_pages`` counts the frames that were
+not unbacked already. ``free_backed_pages`` (gauge) counts free frames backed or shared.
+
+Working-set sampling (ESX). A decision's ``sample_pages[v] = k`` ends v's current
+sample and draws a new one, VM by VM in index order: k draws of the VM's PRNG, frame
+next() % C each (with replacement; a frame drawn twice counts twice). A sampled frame
+becomes *sample-touched* at its first access after the draw. The snapshot reports
+``sampled_pages`` (k) and ``sampled_touched_pages`` (draws whose frame is touched);
+k = 0 ends the sample.
 
 COW break of frame f (share key k with refcount r): if r == 1 the machine page becomes
 private in place (no new page); otherwise f drops its reference and needs a machine page.
@@ -180,6 +201,8 @@ COUNTERS = (
     "scanned_pages",
     "balloon_inflated",
     "balloon_deflated",
+    "guest_frees",
+    "reported_free_pages",
 )
 GAUGES = (
     "balloon_pages",
@@ -191,6 +214,7 @@ GAUGES = (
     "zero_shared_pages",
     "host_swapped_pages",
     "touched_pages",
+    "free_backed_pages",
 )
 
 
@@ -220,6 +244,7 @@ class Access:
     write: bool
     content: int | None
     file_backed: bool
+    free: bool = False
 
 
 class Frame:
@@ -234,6 +259,8 @@ class Frame:
         self.host_swap_outs = 0
         self.host_swap_ins = 0
         self.candidate_key = None  # key this frame registered as sharing candidate
+        self.sampled = False  # in its VM's working-set sample
+        self.sample_touched = False  # accessed since the sample was drawn
 
 
 class Page:
@@ -335,6 +362,7 @@ class VM:
         self.scan_cursor = 0
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.touched_pages = 0
+        self.sample: list[Frame] = []  # working-set sample draws (frames may repeat)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
@@ -526,7 +554,27 @@ class ReferenceModel:
         vm.policy.insert(f)
         return f
 
+    def free(self, vm: VM, a: Access) -> None:
+        vm.count("guest_frees")
+        page = vm.pages.get(a.page)
+        if page is None:
+            return
+        f = page.frame
+        if f is not None:
+            vm.policy.remove(f)
+            f.guest = FREE
+            f.page = None
+            vm.free_stack.append(f)
+        page.where = NEW
+        page.frame = None
+        page.dirty = False
+        page.content = None
+        page.saved_content = None
+
     def access(self, vm: VM, a: Access) -> None:
+        if a.free:
+            self.free(vm, a)
+            return
         page = vm.pages.get(a.page)
         if page is None:
             page = vm.pages[a.page] = Page()
@@ -546,6 +594,8 @@ class ReferenceModel:
             if page.file_backed:
                 page.dirty = True
         f.accessed = True
+        if f.sampled:
+            f.sample_touched = True
         vm.count("accesses")
 
     # ----------------------------------------------------------------- balloon
@@ -652,6 +702,7 @@ class ReferenceModel:
             "zero_shared_pages": sum(1 for f in shared if f.content == 0),
             "host_swapped_pages": sum(1 for f in vm.frames if f.host == SWAPPED),
             "touched_pages": vm.touched_pages,
+            "free_backed_pages": sum(1 for f in vm.free_stack if f.host in (BACKED, SHARED)),
         }
 
     def snapshot(self, epoch: int, t_ns: int) -> Snapshot:
@@ -677,6 +728,11 @@ class ReferenceModel:
             shared_pages=per_vm(gauges, "shared_pages"),
             host_swapped_pages=per_vm(gauges, "host_swapped_pages"),
             touched_pages=per_vm(gauges, "touched_pages"),
+            free_backed_pages=per_vm(gauges, "free_backed_pages"),
+            sampled_pages=np.array([len(vm.sample) for vm in self.vms], dtype=np.int64),
+            sampled_touched_pages=np.array(
+                [sum(1 for f in vm.sample if f.sample_touched) for vm in self.vms], dtype=np.int64
+            ),
             accesses=per_vm(counters, "accesses"),
             guest_faults=per_vm(counters, "guest_faults"),
             guest_swap_in=per_vm(counters, "guest_swap_in"),
@@ -685,7 +741,9 @@ class ReferenceModel:
             host_swap_out=per_vm(counters, "host_swap_out"),
             blocked_ns=per_vm(counters, "blocked_ns"),
             stall_ns=per_vm(counters, "stall_ns"),
-            finished=np.array([vm.finished() for vm in self.vms], dtype=bool),
+            # Before the first access no VM counts as finished (the engine has read no
+            # trace yet), even one without accesses.
+            finished=np.array([vm.finished() and epoch >= 0 for vm in self.vms], dtype=bool),
         )
 
     def apply(self, decision: Decision | None) -> None:
@@ -706,6 +764,26 @@ class ReferenceModel:
                     sum(1 for f in vm.frames if f.host == SWAPPED) < target and vm.in_memory() > 0
                 ):
                     self.host_swap_out(self.pick_host_frame(vm))
+        if decision.unback_free_pages is not None:
+            for vm, n in zip(self.vms, decision.unback_free_pages, strict=True):
+                for f in vm.free_stack[: max(int(n), 0)]:
+                    if f.host == UNBACKED:
+                        continue
+                    if f.host in (BACKED, SHARED):
+                        self.release(f)
+                    f.host = UNBACKED
+                    f.content = None
+                    vm.count("reported_free_pages")
+        if decision.sample_pages is not None:
+            for vm, k in zip(self.vms, decision.sample_pages, strict=True):
+                for f in vm.sample:
+                    f.sampled = False
+                    f.sample_touched = False
+                vm.sample = [
+                    vm.frames[vm.rng.next() % vm.config_pages] for _ in range(max(int(k), 0))
+                ]
+                for f in vm.sample:
+                    f.sampled = True
 
     def emit_rows(self, epoch: int, t_ns: int) -> None:
         for vm in self.vms:
@@ -832,11 +910,19 @@ def accesses_from_table(table: pa.Table | pa.RecordBatch, num_vms: int) -> list[
     t0 = data["t_ns"][0]
     file_col = data.get("file_backed") or [False] * len(data["vm"])
     content_col = data.get("content") or [None] * len(data["vm"])
-    for vm, t, page, write, content, file_backed in zip(
-        data["vm"], data["t_ns"], data["page"], data["write"], content_col, file_col, strict=True
+    free_col = data.get("free") or [False] * len(data["vm"])
+    for vm, t, page, write, content, file_backed, free in zip(
+        data["vm"],
+        data["t_ns"],
+        data["page"],
+        data["write"],
+        content_col,
+        file_col,
+        free_col,
+        strict=True,
     ):
         per_vm[vm].append(
-            Access(int(t) - int(t0), int(page), bool(write), content, bool(file_backed))
+            Access(int(t) - int(t0), int(page), bool(write), content, bool(file_backed), bool(free))
         )
     return per_vm
 

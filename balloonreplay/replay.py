@@ -239,6 +239,7 @@ class _Buffers:
         write_col = batch.column(names.index("write"))
         content_col = batch.column(names.index("content")) if "content" in names else None
         file_col = batch.column(names.index("file_backed")) if "file_backed" in names else None
+        free_col = batch.column(names.index("free")) if "free" in names else None
         if vm_col is None:
             vm = np.zeros(n, dtype=np.uint16)
         else:
@@ -269,10 +270,16 @@ class _Buffers:
             self.t0 = int(t[0])
         if self.t0 != 0:
             t = t - self.t0
+        write = _flags(write_col)
+        if free_col is not None and free_col.true_count:
+            from balloonreplay.engine.state import FREE_OP
+
+            # The kernel reads a free as a third kind of row (FREE_OP in the write flag).
+            write = np.where(_flags(free_col) != 0, FREE_OP, write).astype(np.uint8)
         cols = {
             "t": t,
             "page": page,
-            "write": _flags(write_col),
+            "write": write,
             "known": known,
             "content": content,
             "file": np.zeros(n, dtype=np.uint8) if file_col is None else _flags(file_col),
@@ -337,7 +344,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 def _parquet_batches(trace, batch_rows: int, num_vms: int) -> Iterator[pa.RecordBatch] | None:
     """Batches straight from a canonical Parquet file, without the columns its statistics
-    show to be constant (no content, no file-backed page, a single VM): what
+    show to be constant (no content, no file-backed page, no free, a single VM): what
     ``trace.iter_batches`` yields, less the decoding and casting. None if the file is not
     exactly canonical or lacks statistics (then the general path checks and casts)."""
     import pyarrow.parquet as pq
@@ -352,7 +359,7 @@ def _parquet_batches(trace, batch_rows: int, num_vms: int) -> Iterator[pa.Record
         return None
     meta = pf.metadata
     index = {name: i for i, name in enumerate(CANONICAL_SCHEMA.names)}
-    constant = {"vm": num_vms == 1, "content": True, "file_backed": True}
+    constant = {"vm": num_vms == 1, "content": True, "file_backed": True, "free": True}
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         for name in CANONICAL_SCHEMA.names:
@@ -366,7 +373,7 @@ def _parquet_batches(trace, batch_rows: int, num_vms: int) -> Iterator[pa.Record
             elif name in constant and group.num_rows:
                 if not stats.has_min_max:
                     return None
-                constant[name] &= stats.max == (False if name == "file_backed" else 0)
+                constant[name] &= stats.max == (False if name in ("file_backed", "free") else 0)
     columns = [name for name in CANONICAL_SCHEMA.names if not constant.get(name, False)]
     return pf.iter_batches(batch_size=batch_rows, columns=columns)
 
@@ -425,7 +432,47 @@ def _gauges(state) -> dict[str, np.ndarray]:
         "zero_shared_pages": VS[:, S.V_ZSHARED].copy(),
         "host_swapped_pages": VS[:, S.V_SWAPPED].copy(),
         "touched_pages": VS[:, S.V_TOUCHED].copy(),
+        "free_backed_pages": _free_backed(state),
     }
+
+
+def _free_backed(state) -> np.ndarray:
+    from balloonreplay.engine import state as S
+
+    VS = state.VS
+    out = np.zeros(VS.shape[0], dtype=np.int64)
+    for v in range(VS.shape[0]):
+        base = int(VS[v, S.V_FBASE])
+        free = state.FS[base : base + int(VS[v, S.V_FREE_N])]
+        host = state.F[free, S.F_HOST]
+        out[v] = int(np.count_nonzero((host == S.BACKED) | (host == S.SHARED)))
+    return out
+
+
+class _Samples:
+    """Each VM's working-set sample (frame ids, draws may repeat), drawn by the kernel
+    with the VM's PRNG so the reference draws the same frames."""
+
+    def __init__(self, num_vms: int):
+        self.frames = [np.zeros(0, dtype=np.int64) for _ in range(num_vms)]
+
+    def redraw(self, state, sizes) -> None:
+        from balloonreplay.engine import kernel
+
+        for v, k in enumerate(np.asarray(sizes, dtype=np.int64)):
+            new = np.zeros(max(int(k), 0), dtype=np.int64)
+            kernel.draw_sample(state.F, state.VS, state.RNG, v, self.frames[v], new)
+            self.frames[v] = new
+
+    def counts(self, state) -> tuple[np.ndarray, np.ndarray]:
+        from balloonreplay.engine import state as S
+
+        sampled = np.array([len(f) for f in self.frames], dtype=np.int64)
+        touched = np.array(
+            [np.count_nonzero(state.F[f, S.F_ABIT] & S.ABIT_SAMPLE_TOUCHED) for f in self.frames],
+            dtype=np.int64,
+        )
+        return sampled, touched
 
 
 def _counters(state) -> dict[str, np.ndarray]:
@@ -434,10 +481,11 @@ def _counters(state) -> dict[str, np.ndarray]:
     return {name: state.CNT[:, i].copy() for i, name in enumerate(COUNTERS)}
 
 
-def _snapshot(state, config: ReplayConfig, epoch: int, t_ns: int) -> Snapshot:
+def _snapshot(state, config: ReplayConfig, epoch: int, t_ns: int, samples: _Samples) -> Snapshot:
     from balloonreplay.engine import state as S
 
     g = _gauges(state)
+    sampled, sampled_touched = samples.counts(state)
     c = _counters(state)
     VS = state.VS
     finished = (VS[:, S.V_POS] >= VS[:, S.V_END]) & (VS[:, S.V_INPUT_DONE] == 1)
@@ -457,6 +505,9 @@ def _snapshot(state, config: ReplayConfig, epoch: int, t_ns: int) -> Snapshot:
         shared_pages=g["shared_pages"],
         host_swapped_pages=g["host_swapped_pages"],
         touched_pages=g["touched_pages"],
+        free_backed_pages=g["free_backed_pages"],
+        sampled_pages=sampled,
+        sampled_touched_pages=sampled_touched,
         accesses=c["accesses"],
         guest_faults=c["guest_faults"],
         guest_swap_in=c["guest_swap_in"],
@@ -469,7 +520,7 @@ def _snapshot(state, config: ReplayConfig, epoch: int, t_ns: int) -> Snapshot:
     )
 
 
-def _apply(state, config: ReplayConfig, decision: Decision | None) -> None:
+def _apply(state, config: ReplayConfig, decision: Decision | None, samples: _Samples) -> None:
     from balloonreplay.engine import kernel
     from balloonreplay.engine import state as S
 
@@ -489,6 +540,13 @@ def _apply(state, config: ReplayConfig, decision: Decision | None) -> None:
         kernel.apply_swap_targets(
             state.F, state.FC, state.VS, state.G, state.CNT, state.RNG, state.SH, targets
         )
+    if decision.unback_free_pages is not None:
+        counts = np.maximum(np.asarray(decision.unback_free_pages, dtype=np.int64), 0)
+        kernel.unback_free(
+            state.F, state.FC, state.VS, state.G, state.CNT, state.SH, state.FS, counts
+        )
+    if decision.sample_pages is not None:
+        samples.redraw(state, decision.sample_pages)
 
 
 def _rows(state, epoch: int, t_ns: int) -> dict[str, np.ndarray]:
@@ -522,21 +580,28 @@ def warm_up() -> None:
     global _WARM
     if _WARM:
         return
-    from balloonreplay.policies.none import NonePolicy
+
+    class _EveryDecision(HostPolicy):
+        name = "warm-up"
+
+        def start(self, snapshot: Snapshot) -> Decision:
+            ones = np.ones(snapshot.num_vms, dtype=np.int64)
+            return Decision(unback_free_pages=ones, sample_pages=ones, host_swap_target_pages=ones)
 
     table = pa.table(
         {
-            "vm": pa.array([0, 0, 0], pa.uint16()),
-            "t_ns": pa.array([0, 1, 2], pa.uint64()),
-            "page": pa.array([0, 1, 0], pa.uint64()),
-            "write": [True, False, True],
-            "content": pa.array([0, None, 5], pa.uint64()),
-            "file_backed": [False, True, False],
+            "vm": pa.array([0, 0, 0, 0], pa.uint16()),
+            "t_ns": pa.array([0, 1, 2, 3], pa.uint64()),
+            "page": pa.array([0, 1, 0, 1], pa.uint64()),
+            "write": [True, False, True, False],
+            "content": pa.array([0, None, 5, None], pa.uint64()),
+            "file_backed": [False, True, False, False],
+            "free": [False, False, False, True],
         },
         schema=CANONICAL_SCHEMA,
     )
     cfg = ReplayConfig(config_pages=[1], host_pages=1, sharing=True, scan_rate_pages_per_s=10**9)
-    _run_engine(_TableTrace(table, None), cfg, NonePolicy(), [2], 1 << 10, None, timed=False)
+    _run_engine(_TableTrace(table, None), cfg, _EveryDecision(), [2], 1 << 10, None, timed=False)
     _WARM = True
 
 
@@ -548,7 +613,8 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     state = allocate(config, pages_per_vm)
     buffers = _Buffers(state.VS, pages_per_vm, getattr(trace, "path", None))
     rows: list[dict[str, np.ndarray]] = []
-    _apply(state, config, policy.start(_snapshot(state, config, -1, 0)))
+    samples = _Samples(config.num_vms)
+    _apply(state, config, policy.start(_snapshot(state, config, -1, 0, samples)), samples)
     source = _parquet_batches(trace, batch_rows, config.num_vms)
     if source is None:
         source = iter(trace.iter_batches(batch_rows))
@@ -570,9 +636,9 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
                 t_ns = int(state.G[S.G_NOW])
                 kernel.sampling_pass(state.F, state.FC, state.VS, state.G, state.TS)
                 rows.append(_rows(state, epoch, t_ns))
-                snapshot = _snapshot(state, config, epoch, t_ns)
+                snapshot = _snapshot(state, config, epoch, t_ns, samples)
                 state.CNT[:] = 0
-                _apply(state, config, policy.decide(snapshot))
+                _apply(state, config, policy.decide(snapshot), samples)
                 epoch += 1
                 state.G[S.G_EPOCH_END] += config.epoch_ns
             elif status == S.ST_DONE:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,8 @@ class RandomPolicy(HostPolicy):
         forbid_swap: float = 0.3  # probability an epoch forbids on-demand host swapping
         swap_targets: float = 0.2  # probability an epoch sets host swap targets
         scan_rates: float = 0.3
+        unback_free: float = 0.3  # probability an epoch unbacks free frames (page reporting)
+        sample: float = 0.3  # probability an epoch draws a new working-set sample
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -44,6 +47,10 @@ class RandomPolicy(HostPolicy):
             decision.scan_rate_pages_per_s = self.rng.integers(0, 2_000_000, n)
         if self.rng.random() < self.params.swap_targets:
             decision.host_swap_target_pages = self.rng.integers(0, s.config_pages + 1)
+        if self.rng.random() < self.params.unback_free:
+            decision.unback_free_pages = self.rng.integers(0, s.config_pages + 2)
+        if self.rng.random() < self.params.sample:
+            decision.sample_pages = self.rng.integers(0, 2 * s.config_pages + 1)
         return decision
 
     def start(self, snapshot: Snapshot) -> Decision:
@@ -58,6 +65,17 @@ def check_snapshot(s: Snapshot) -> None:
     frames = s.free_pages + s.balloon_pages + s.resident_pages
     assert (frames == s.config_pages).all()
     assert (s.backed_pages + s.shared_pages + s.host_swapped_pages <= s.config_pages).all()
+    assert (s.free_backed_pages <= s.free_pages).all()
+    assert (s.sampled_touched_pages <= s.sampled_pages).all()
+
+
+def assert_snapshots_equal(engine: list[Snapshot], reference: list[Snapshot]) -> None:
+    """What the policy saw, field by field (the metrics do not show every field)."""
+    assert len(engine) == len(reference)
+    for i, (a, b) in enumerate(zip(engine, reference, strict=True)):
+        for field in dataclasses.fields(Snapshot):
+            x, y = getattr(a, field.name), getattr(b, field.name)
+            assert np.array_equal(x, y), f"snapshot {i} ({a.epoch}): {field.name} {x} != {y}"
 
 
 def check_metrics(frame: pd.DataFrame, config_pages: list[int]) -> None:
@@ -73,8 +91,8 @@ def check_metrics(frame: pd.DataFrame, config_pages: list[int]) -> None:
     assert (per_vm["guest_faults"] <= per_vm["accesses"]).all()
 
 
-def trace_table(vm, t_ns, page, write, content=None, file_backed=None) -> pa.Table:
-    return pa.Table.from_batches([make_batch(vm, t_ns, page, write, content, file_backed)])
+def trace_table(vm, t_ns, page, write, content=None, file_backed=None, free=None) -> pa.Table:
+    return pa.Table.from_batches([make_batch(vm, t_ns, page, write, content, file_backed, free)])
 
 
 def assert_frames_equal(engine: pd.DataFrame, reference: pd.DataFrame) -> None:

@@ -9,7 +9,12 @@ import os
 import numpy as np
 import pyarrow as pa
 import pytest
-from engine_helpers import RandomPolicy, assert_frames_equal, check_metrics
+from engine_helpers import (
+    RandomPolicy,
+    assert_frames_equal,
+    assert_snapshots_equal,
+    check_metrics,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -59,7 +64,8 @@ def scenarios(draw):
     palette = [None, 0, 1, 2]
     content = [palette[k] for k in rng.integers(0, 4, n)]
     file_backed = rng.random(n) < draw(st.sampled_from([0.0, 0.3]))
-    batch = make_batch(vm, t, page, write, content, file_backed)
+    free = rng.random(n) < draw(st.sampled_from([0.0, 0.1, 0.25]))
+    batch = make_batch(vm, t, page, write, content, file_backed, free)
     lat = {name: int(rng.integers(0, 3 * QUANTUM_NS)) for name in Latencies.__dataclass_fields__}
     # Balloon work below one CPU (5M pages/s x 150 ns), so random targets that move every
     # epoch cannot starve a VM.
@@ -106,6 +112,7 @@ def run_both(table, options, policy_params, batch_rows):
     eng_policy = RandomPolicy(RandomPolicy.Params(**policy_params))
     reference = balloonreplay.replay(table, policy=ref_policy, engine="reference", **options)
     engine = balloonreplay.replay(table, policy=eng_policy, batch_rows=batch_rows, **options)
+    assert_snapshots_equal(eng_policy.snapshots, ref_policy.snapshots)
     return engine, reference
 
 
@@ -118,7 +125,8 @@ def test_engine_equals_reference(scenario):
     assert engine.summary["slowdown"] == reference.summary["slowdown"]
     assert engine.summary["end_ns"] == reference.summary["end_ns"]
     check_metrics(engine.metrics, engine.config.config_pages)
-    assert engine.metrics["accesses"].sum() == table.num_rows
+    rows = engine.metrics["accesses"].sum() + engine.metrics["guest_frees"].sum()
+    assert rows == table.num_rows
 
 
 def test_batch_size_does_not_change_results():

@@ -62,4 +62,4 @@ def test_parquet_fast_path_skips_constant_columns(tmp_path):
     assert names == ["t_ns", "page", "write"]
     path, _ = write(tmp_path, 2, "some", True)
     names = next(_parquet_batches(Trace(path), 1000, 2)).schema.names
-    assert names == ["vm", "t_ns", "page", "write", "content", "file_backed"]
+    assert names == ["vm", "t_ns", "page", "write", "content", "file_backed"]  # no free rows

@@ -26,7 +26,7 @@ def write_text(tmp_path, text, name="trace.csv"):
 def test_all_columns(tmp_path):
     path = write_text(
         tmp_path,
-        "vm,t_ns,page,write,content,file_backed\n0,10,7,1,0,false\n3,20,8,false,,TRUE\n",
+        "vm,t_ns,page,write,content,file_backed,free\n0,10,7,1,0,false,0\n3,20,8,false,,TRUE,1\n",
     )
     table = read(path)
     assert table.to_pydict() == {
@@ -36,6 +36,7 @@ def test_all_columns(tmp_path):
         "write": [True, False],
         "content": [0, None],
         "file_backed": [False, True],
+        "free": [False, True],
     }
 
 
@@ -76,10 +77,11 @@ def test_round_trip(tmp_path):
         rng.random(n) < 0.4,
         content=content,
         file_backed=rng.random(n) < 0.2,
+        free=rng.random(n) < 0.1,
     )
     path = tmp_path / "rt.csv"
     CSV.write([original.slice(0, 1000), original.slice(1000)], path)
-    assert path.read_text().splitlines()[0] == "vm,t_ns,page,write,content,file_backed"
+    assert path.read_text().splitlines()[0] == "vm,t_ns,page,write,content,file_backed,free"
     assert read(path, block_size_bytes=4096).equals(pa.Table.from_batches([original]))
 
 

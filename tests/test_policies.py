@@ -55,9 +55,9 @@ def test_built_in_policies_are_registered_with_documented_params(name):
 
 
 def test_overrides_reach_the_params_with_their_types():
-    esx = make_policy("esx:tax=0.5,sample_period_s=60,seed=7")
+    esx = make_policy("esx:tax=0.5,sample_period_s=60,sample_pages=50")
     assert esx.params.tax == 0.5 and esx.params.sample_period_s == 60.0
-    assert esx.params.seed == 7 and isinstance(esx.params.seed, int)
+    assert esx.params.sample_pages == 50 and isinstance(esx.params.sample_pages, int)
     mom = make_policy("mom", {"ksm": "off", "pressure_threshold": 0.3})
     assert mom.params.ksm is False and mom.params.pressure_threshold == 0.3
     with pytest.raises(ConfigError, match="no parameter 'taxx'"):
@@ -214,6 +214,11 @@ def test_balloon_inflates_in_proportion_to_vm_size_and_never_host_swaps():
 ESX_FAST = "sample_period_s=1,realloc_period_s=1"
 
 
+def sample(touched, sampled=100):
+    """Snapshot fields of a working-set sample of `sampled` frames per VM."""
+    return {"sampled": sampled, "sampled_touched": touched}
+
+
 @pytest.mark.parametrize(
     "free_percent, state, swaps",
     [(10, HIGH, False), (5, HIGH, False), (3.5, SOFT, False), (2.5, SOFT, False),
@@ -227,7 +232,7 @@ def test_esx_host_swaps_only_below_the_hard_threshold(free_percent, state, swaps
     policy = make_policy(f"esx:{ESX_FAST}")
     policy.start(start_snapshot(config, host))
     decision = policy.decide(
-        snapshot(config, host, resident=[used // 2, used - used // 2], touched=[1000, 1000])
+        snapshot(config, host, resident=[used // 2, used - used // 2], **sample([2, 2]))
     )
     assert policy.state == state
     if swaps:
@@ -266,7 +271,8 @@ def test_esx_idle_tax_moves_memory_from_the_idle_vm_to_the_active_one():
         policy.start(start_snapshot(config, 1064))
         for t in (1, 2, 3):
             decision = policy.decide(
-                snapshot(config, 1064, t_s=t, resident=[600, 440], touched=[600, 0])
+                # 60 of 100 sampled frames touched: 600 of 1000 configured pages active
+                snapshot(config, 1064, t_s=t, resident=[600, 440], **sample([60, 0]))
             )
         assert list(policy.active_fraction) == [1.0, 0.0]
         assert policy.state == SOFT  # 24 free pages: 2.3%
@@ -284,7 +290,7 @@ def test_esx_shares_divide_memory_when_no_one_is_idle():
     # common price c its entitlement is 240 + (1000 c - 240) / 4 and VM 0's 3000 c: the
     # sum is 1000 at c = 0.2523, i.e. 757 and 243. VM 1 holds less than 243 and keeps its
     # target; VM 0 may use what VM 1 does not hold (760).
-    policy.decide(snapshot([1000, 1000], 1064, resident=[800, 240], touched=[800, 240]))
+    policy.decide(snapshot([1000, 1000], 1064, resident=[800, 240], **sample([80, 24])))
     assert list(policy.target_pages) == [760, 243]
 
 
@@ -292,44 +298,41 @@ def test_esx_reservation_and_limit_bound_the_targets():
     policy = make_policy("esx:reservation_pages=0/400,limit_pages=300/1000,tax=0.75," + ESX_FAST)
     policy.start(start_snapshot([1000, 1000], 1064))
     # VM 1 is idle but reserved 400; VM 0 is limited to 300 although active.
-    policy.decide(snapshot([1000, 1000], 1064, resident=[520, 520], touched=[520, 0]))
+    policy.decide(snapshot([1000, 1000], 1064, resident=[520, 520], **sample([52, 0])))
     assert policy.target_pages[0] == 300
     assert policy.target_pages[1] >= 400
 
 
 def test_esx_working_set_estimate_rises_fast_and_falls_slowly():
-    policy = make_policy(f"esx:{ESX_FAST},seed=3")
+    policy = make_policy(f"esx:{ESX_FAST}")
     config = [10_000]
     policy.start(start_snapshot(config, 20_000))
-    policy.decide(snapshot(config, 20_000, t_s=1, resident=[1000], touched=[1000]))
+    # 10 of 100 sampled frames touched: 1000 of 10,000 pages active, all it holds.
+    policy.decide(snapshot(config, 20_000, t_s=1, resident=[1000], **sample([10])))
     assert policy.active_fraction[0] == 1.0
-    policy.decide(snapshot(config, 20_000, t_s=2, resident=[1000], touched=[0]))
+    policy.decide(snapshot(config, 20_000, t_s=2, resident=[1000], **sample([0])))
     # fast: 1 -> 0.5, slow: 1 -> 0.9: the maximum falls slowly.
     assert policy.active_fraction[0] == pytest.approx(0.9)
     for t in range(3, 30):
-        policy.decide(snapshot(config, 20_000, t_s=t, resident=[1000], touched=[0]))
+        policy.decide(snapshot(config, 20_000, t_s=t, resident=[1000], **sample([0])))
     assert policy.active_fraction[0] < 0.1
-    policy.decide(snapshot(config, 20_000, t_s=30, resident=[1000], touched=[1000]))
+    policy.decide(snapshot(config, 20_000, t_s=30, resident=[1000], **sample([10])))
     assert policy.active_fraction[0] >= 0.5  # one period brings it back up
 
 
-def test_esx_sampling_is_binomial_seeded_and_deterministic():
-    def run(seed):
-        policy = make_policy(f"esx:{ESX_FAST},seed={seed}")
-        policy.start(start_snapshot([10_000, 10_000], 40_000))
-        fractions = []
-        for t in range(1, 6):
-            policy.decide(
-                snapshot([10_000, 10_000], 40_000, t_s=t, resident=[1000, 1000], touched=[500, 300])
-            )
-            fractions.append(policy.fast.copy())
-        return np.array(fractions)
-
-    first, again, other = run(1), run(1), run(2)
-    assert np.array_equal(first, again)
-    assert not np.array_equal(first, other)
-    # 100 sampled pages: the estimates are multiples of 1/100 near 0.5 and 0.3.
-    assert abs(first[-1][0] - 0.5) < 0.2 and abs(first[-1][1] - 0.3) < 0.2
+def test_esx_asks_the_engine_for_a_new_sample_every_period():
+    policy = make_policy("esx:sample_period_s=2,realloc_period_s=1,sample_pages=50")
+    start = policy.start(start_snapshot([10_000, 10_000], 40_000))
+    assert list(start.sample_pages) == [50, 50]
+    asked = []
+    for t in range(1, 7):
+        decision = policy.decide(
+            snapshot([10_000, 10_000], 40_000, t_s=t, resident=[1000, 1000], **sample([5, 2], 50))
+        )
+        asked.append(decision.sample_pages is not None)
+    assert asked == [False, True, False, True, False, True]
+    # 5 of 50 sampled: 1000 active pages of the 1000 held; 2 of 50: 400 of 1000.
+    assert list(policy.active_fraction) == pytest.approx([1.0, 0.4])
 
 
 def test_esx_rejects_a_tax_of_one():

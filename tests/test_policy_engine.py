@@ -276,3 +276,48 @@ def test_free_page_reporting_sets_no_targets(small_trace):
     run(table, [2000], 4000, policy)
     reported = [int(r[0]) for r in policy.reported_pages]
     assert reported[:2] == [0, 1536] and set(reported[1:]) == {1536}
+
+
+def test_free_page_reporting_unbacks_freed_frames():
+    """A guest of 2000 frames writes pages 0..1199, frees them, idles on one page for a
+    while, then touches pages 0..599 again. Freed frames stay backed under `none`; under
+    free page reporting the host unbacks the longest-free frames once they have been free
+    for the delay, so host memory drops, and the reused frames come back as zero pages."""
+    touched, reused = 1200, 600
+    pages = np.concatenate(
+        [np.arange(touched), np.arange(touched), np.full(1000, 1500), np.arange(reused)]
+    )
+    free = np.zeros(len(pages), dtype=bool)
+    free[touched : 2 * touched] = True
+    t = np.arange(len(pages)) * 1000
+    table = pa.Table.from_batches([make_batch(0, t, pages, ~free, free=free)])
+    spec = "free-page-reporting:report_delay_s=0.0002"
+    reporting = run(table, [2000], 4000, spec)
+    none = run(table, [2000], 4000, "none")
+    reference = run(table, [2000], 4000, spec, engine="reference")
+    assert_frames_equal(reporting.metrics, reference.metrics)
+    for result in (reporting, none):
+        assert result.metrics["guest_frees"].sum() == touched
+        check_metrics(result.metrics, [2000])
+    # Under `none` the freed frames stay backed until the run ends (page 1500 reuses the
+    # last frame freed, LIFO, so it needs no machine page).
+    assert none.metrics["reported_free_pages"].sum() == 0
+    assert none.metrics["host_used_pages"].max() == touched
+    assert none.metrics["host_used_pages"].iloc[-1] == touched
+    # Free stack after page 1500 took a frame, bottom to top: the 800 frames never used,
+    # then 1199 freed ones. Free for the delay: 1999 frames, three 512-page blocks = 1536
+    # frames from the bottom: 800 unbacked already, 736 freed frames unbacked now.
+    never_used = 2000 - touched
+    reported = int(reporting.metrics["reported_free_pages"].sum())
+    assert reported == 1536 - never_used
+    used = reporting.metrics["host_used_pages"].to_numpy()
+    lowest = int(used[int(used.argmax()) :].min())
+    assert lowest == touched - reported
+    assert (reporting.metrics["free_backed_pages"] <= touched).all()
+    # Reuse pops the most recently freed frames first: the 463 still backed need no
+    # machine page, the other 137 do.
+    still_backed = touched - 1 - reported
+    assert int(reporting.metrics["host_used_pages"].iloc[-1]) == lowest + reused - still_backed
+    first_touches = touched + 1 + reused
+    assert reporting.metrics["zero_fills"].sum() == none.metrics["zero_fills"].sum()
+    assert none.metrics["zero_fills"].sum() == first_touches

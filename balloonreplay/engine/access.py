@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from balloonreplay.engine.flags import inline
+from balloonreplay.engine.flags import inline, jit
 from balloonreplay.engine.guest import guest_hit, guest_insert, guest_remove, guest_victim
 from balloonreplay.engine.host import cow_break, get_page, host_swap_in, stall
 from balloonreplay.engine.state import (
+    ABIT_ACCESSED,
+    ABIT_SAMPLED,
     C_ACCESSES,
     C_DISK_READS,
     C_DISK_WRITES,
     C_FALSE,
+    C_FREES,
     C_GUEST_FAULTS,
     C_GUEST_SWAP_IN,
     C_GUEST_SWAP_OUT,
@@ -24,6 +27,7 @@ from balloonreplay.engine.state import (
     FC_GUEST,
     FC_KNOWN,
     FREE,
+    FREE_OP,
     G_ERROR,
     G_TRACK,
     IN_SWAP,
@@ -166,9 +170,35 @@ def fault(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, known, content):
     return f
 
 
+@jit
+def free_page(F, FC, P, PC, VS, G, CNT, FS, v, pg):
+    """The guest frees page pg: its frame goes to the free list as it is (host state,
+    stale content); the page is new again."""
+    CNT[v, C_FREES] += 1
+    f = P[pg, P_FRAME]
+    if f != NIL:
+        guest_remove(F, VS, G, v, f)
+        F[f, F_PAGE] = NIL
+        if G[G_TRACK] == 1:
+            FC[f, FC_GUEST] = FREE
+        VS[v, V_RESIDENT] -= 1
+        push_free(VS, FS, v, f)
+    P[pg, P_WHERE] = NEW
+    P[pg, P_FRAME] = NIL
+    P[pg, P_DIRTY] = 0
+    if G[G_TRACK] == 1:
+        PC[pg, PC_KNOWN] = 0
+        PC[pg, PC_CONTENT] = 0
+        PC[pg, PC_SKNOWN] = 0
+        PC[pg, PC_SCONTENT] = 0
+
+
 @inline
 def access(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, TS, v, pg, write, known, content, file_backed):
     """One access of VM v to global page pg. False: blocked (retry next quantum)."""
+    if write == FREE_OP:
+        free_page(F, FC, P, PC, VS, G, CNT, FS, v, pg)
+        return True
     if P[pg, P_FILE] != file_backed:  # a store would dirty the line on every access
         P[pg, P_FILE] = file_backed
     f = P[pg, P_FRAME]
@@ -193,8 +223,10 @@ def access(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, TS, v, pg, write, known, co
             FC[f, FC_CONTENT] = content
         if file_backed:
             P[pg, P_DIRTY] = 1
-    if F[f, F_ABIT] == 0:
-        F[f, F_ABIT] = 1
+    abit = F[f, F_ABIT]
+    if abit & ABIT_ACCESSED == 0:
+        # ABIT_SAMPLED (2) shifted is ABIT_SAMPLE_TOUCHED (4)
+        F[f, F_ABIT] = abit | ABIT_ACCESSED | ((abit & ABIT_SAMPLED) << 1)
         TS[VS[v, V_FBASE] + VS[v, V_NTOUCH]] = f  # so the epoch's pass visits only these
         VS[v, V_NTOUCH] += 1
     CNT[v, C_ACCESSES] += 1

@@ -10,11 +10,23 @@ from balloonreplay.engine.balloon import balloon_step
 from balloonreplay.engine.checks import check_invariants
 from balloonreplay.engine.dlist import move_to_head
 from balloonreplay.engine.flags import entry, inline
-from balloonreplay.engine.host import host_swap_out, in_memory, pick_host_frame
+from balloonreplay.engine.host import (
+    host_swap_out,
+    in_memory,
+    pick_host_frame,
+    release,
+    set_host,
+)
 from balloonreplay.engine.prefetch import prefetch_row
+from balloonreplay.engine.rng import next_below
 from balloonreplay.engine.sharing import NS_PER_S, scan_step
 from balloonreplay.engine.state import (
+    ABIT_ACCESSED,
+    ABIT_SAMPLE_TOUCHED,
+    ABIT_SAMPLED,
+    BACKED,
     C_BLOCKED,
+    C_REPORTED,
     F_ABIT,
     F_HOST,
     F_NEXT,
@@ -22,6 +34,7 @@ from balloonreplay.engine.state import (
     F_PREV,
     FC_HNEXT,
     FC_HPREV,
+    FC_KNOWN,
     G_BLOCKED_Q,
     G_CUR,
     G_DEBUG,
@@ -46,10 +59,12 @@ from balloonreplay.engine.state import (
     PH_END,
     PH_RUN,
     PH_START,
+    SHARED,
     ST_DONE,
     ST_EPOCH_END,
     ST_ERROR,
     ST_NEED_DATA,
+    UNBACKED,
     V_AT,
     V_BACKED,
     V_BAL_CREDIT,
@@ -264,13 +279,13 @@ def sampling_pass(F, FC, VS, G, TS):
         touched = VS[v, V_NTOUCH]
         if G[G_HSEL] == HSEL_LRU:
             for f in range(base, base + VS[v, V_C]):
-                if F[f, F_ABIT] == 1:
+                if F[f, F_ABIT] & ABIT_ACCESSED:
                     if in_memory(F[f, F_HOST]):
                         move_to_head(FC, VS, v, f, FC_HPREV, FC_HNEXT, V_HH, V_HT, V_HN)
-                    F[f, F_ABIT] = 0
+                    F[f, F_ABIT] &= ~ABIT_ACCESSED
         else:
             for i in range(base, base + touched):
-                F[TS[i], F_ABIT] = 0
+                F[TS[i], F_ABIT] &= ~ABIT_ACCESSED
         VS[v, V_TOUCHED] = touched
         VS[v, V_NTOUCH] = 0
 
@@ -281,3 +296,33 @@ def apply_swap_targets(F, FC, VS, G, CNT, RNG, SH, targets):
     for v in range(G[G_NVM]):
         while VS[v, V_SWAPPED] < targets[v] and VS[v, V_BACKED] + VS[v, V_SHARED] > 0:
             host_swap_out(F, FC, VS, G, CNT, SH, pick_host_frame(F, VS, G, RNG, v))
+
+
+@entry
+def unback_free(F, FC, VS, G, CNT, SH, FS, counts):
+    """Free page reporting: unback the `counts[v]` frames at the bottom of VM v's free
+    stack (free the longest); a swapped one loses its swap slot."""
+    for v in range(G[G_NVM]):
+        base = VS[v, V_FBASE]
+        for i in range(base, base + min(counts[v], VS[v, V_FREE_N])):
+            f = FS[i]
+            h = F[f, F_HOST]
+            if h == UNBACKED:
+                continue
+            if h == BACKED or h == SHARED:
+                release(F, FC, VS, G, SH, f)
+            set_host(F, FC, VS, f, UNBACKED)
+            FC[f, FC_KNOWN] = 0
+            CNT[v, C_REPORTED] += 1
+
+
+@entry
+def draw_sample(F, VS, RNG, v, old, new):
+    """End VM v's working-set sample `old` and draw `new` (its length) from v's PRNG."""
+    for i in range(old.shape[0]):
+        F[old[i], F_ABIT] &= ~(ABIT_SAMPLED | ABIT_SAMPLE_TOUCHED)
+    base = VS[v, V_FBASE]
+    for i in range(new.shape[0]):
+        f = base + next_below(RNG, v, VS[v, V_C])
+        new[i] = f
+        F[f, F_ABIT] |= ABIT_SAMPLED

@@ -37,12 +37,19 @@ NEW, RESIDENT, IN_SWAP, ON_DISK = 0, 1, 2, 3
 F_PREV = 0  # guest-policy list links
 F_NEXT = 1
 F_HOST = 2
-F_ABIT = 3  # access bit, sampled at epoch ends
+F_ABIT = 3  # ABIT_* flags: access bit (sampled at epoch ends), working-set sample
 F_PAGE = 4
 F_VM = 5
 F_BIT = 6  # clock reference bit / twolist referenced flag
 F_LIST = 7  # twolist: 0 inactive, 1 active
 FRAME_FIELDS = 8
+
+# F_ABIT bits. The access bit is cleared at every epoch end; a sampled frame's touched
+# bit is set by its first access in an epoch (the one that sets the access bit) and
+# lasts until the next sample, which is always drawn when every access bit is clear.
+ABIT_ACCESSED = 1
+ABIT_SAMPLED = 2
+ABIT_SAMPLE_TOUCHED = 4
 
 # frame fields, cold (FC, int64)
 FC_GUEST = 0
@@ -181,7 +188,13 @@ C_STALL = 14
 C_SCANNED = 15
 C_INFLATED = 16
 C_DEFLATED = 17
-COUNTER_FIELDS = 18
+C_FREES = 18
+C_REPORTED = 19
+COUNTER_FIELDS = 20
+
+# A trace row's write flag as the kernel sees it: 0 read, 1 write, FREE_OP the guest
+# frees the page (the `free` column).
+FREE_OP = 2
 
 # errors reported through G[G_ERROR]
 ERR_CONTENT = 1  # a page came back with other content

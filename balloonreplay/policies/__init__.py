@@ -50,6 +50,11 @@ class Snapshot:
     shared_pages: np.ndarray  # frames backed by a shared copy-on-write page
     host_swapped_pages: np.ndarray
     touched_pages: np.ndarray  # distinct frames accessed in the epoch (access bits)
+    free_backed_pages: np.ndarray  # guest free frames still backed or shared (reportable)
+    # The working-set sample the policy asked for (Decision.sample_pages): draws, and
+    # draws whose frame was accessed since the sample was drawn.
+    sampled_pages: np.ndarray
+    sampled_touched_pages: np.ndarray
     accesses: np.ndarray
     guest_faults: np.ndarray
     guest_swap_in: np.ndarray
@@ -58,7 +63,7 @@ class Snapshot:
     host_swap_out: np.ndarray
     blocked_ns: np.ndarray
     stall_ns: np.ndarray
-    finished: np.ndarray  # bool: the VM has replayed all its accesses
+    finished: np.ndarray  # bool: the VM has replayed all its accesses (False at epoch -1)
 
     @property
     def num_vms(self) -> int:
@@ -80,12 +85,18 @@ class Decision:
     - ``allow_host_swap``: whether the host may swap on demand when it is full; when False
       a VM that needs a machine page blocks until memory frees.
     - ``scan_rate_pages_per_s``: per-VM page-sharing scan rate (used only with sharing on).
+    - ``unback_free_pages``: per VM, how many of the guest's longest-free frames the host
+      unbacks now (free page reporting); backing comes back on reuse as a zero page.
+    - ``sample_pages``: per VM, start a new working-set sample of that many random frames
+      (0 ends it); the snapshots that follow report how many of them were touched.
     """
 
     balloon_target_pages: Any = None
     host_swap_target_pages: Any = None
     allow_host_swap: bool | None = None
     scan_rate_pages_per_s: Any = None
+    unback_free_pages: Any = None
+    sample_pages: Any = None
 
 
 class HostPolicy:

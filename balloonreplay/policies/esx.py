@@ -11,10 +11,14 @@ VM above its reservation and below its limit pays the same rho, which is what
 default tau = 0.75 (``Mem.IdleTax``) charges an idle page 4 times an active one.
 
 Working sets (section 5.3): every sampling period (30 s in the paper, ``Mem.SamplePeriod``
-later defaults to 60 s) 100 random pages of each VM are watched; the touched fraction
-feeds a fast and a slow exponentially weighted moving average and f is their maximum (and
-that of the fast average updated with the period in progress), so an estimate rises
-quickly and falls slowly.
+later defaults to 60 s) 100 random pages of each VM are watched (the engine draws them
+with the run's seeded PRNG and reports how many were touched: ``Decision.sample_pages``,
+``Snapshot.sampled_touched_pages``); the touched fraction feeds a fast and a slow
+exponentially weighted moving average and f is their maximum (and that of the fast
+average updated with the period in progress), so an estimate rises quickly and falls
+slowly. The sample is drawn from all of the VM's configured frames, so the touched
+fraction times configured memory estimates its active pages, and f is that over the
+pages it holds.
 
 Reclamation (section 6.3): four free-memory states. Below 4% free the host is *soft* and
 balloons VMs toward their targets; below 2% it is *hard* and also swaps pages out itself
@@ -26,11 +30,8 @@ state gets worse. Page sharing scans 50 pages/s per VM within 200 pages/s for th
 runs with page sharing on (``sharing=True``), which a policy cannot switch on itself. Which
 pages the host swaps is the replay's host selection (``random``, as ESX does, by default).
 
-Where the snapshot falls short of ESX (see the policies report): ESX samples 100 pages
-over a period; the snapshot counts the frames touched per epoch, so the sampled fraction
-is drawn (binomially, from a generator seeded by ``seed`` and the VM index) at the largest
-per-epoch touched fraction seen in the period. The low state blocks every VM that needs a
-machine page, not only those above their targets (the engine has one host-wide switch).
+Where the model falls short of ESX: the low state blocks every VM that needs a machine
+page, not only those above their targets (the engine has one host-wide switch).
 """
 
 from __future__ import annotations
@@ -92,9 +93,6 @@ class EsxPolicy(HostPolicy):
         # (ESX Server 2/3).
         share_scan_vm_pages_per_s: int = 50
         share_scan_total_pages_per_s: int = 200
-        # Seed of the working-set sampler; the VM index is mixed in. (The run's seed would
-        # be better; see the engine note in the policies report.)
-        seed: int = 0
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -103,8 +101,7 @@ class EsxPolicy(HostPolicy):
         self.fast: np.ndarray | None = None
         self.slow: np.ndarray | None = None
         self.target_pages: np.ndarray | None = None  # allocation targets (machine pages)
-        self._period_touch: np.ndarray | None = None
-        self._rngs: list[np.random.Generator] = []
+        self.shares: np.ndarray | None = None
         self._sample_timer = PeriodicTimer(self.params.sample_period_s)
         self._realloc_timer = PeriodicTimer(self.params.realloc_period_s)
         self._state_at_realloc = HIGH
@@ -138,8 +135,6 @@ class EsxPolicy(HostPolicy):
         self.limit = np.minimum(per_vm(p.limit_pages, n, config, "limit_pages"), config)
         if np.any(self.reservation > self.limit):
             raise ConfigError("policy.reservation_pages", "a reservation exceeds its VM's limit")
-        self._rngs = [np.random.default_rng([p.seed, vm]) for vm in range(n)]
-        self._period_touch = np.zeros(n)
         self._balloon_targets = np.zeros(n, dtype=np.int64)
 
     def start(self, snapshot: Snapshot) -> Decision:
@@ -150,7 +145,11 @@ class EsxPolicy(HostPolicy):
             balloon_target_pages=self._balloon_targets.copy(),
             allow_host_swap=True,
             scan_rate_pages_per_s=self.scan_rates(snapshot.num_vms),
+            sample_pages=self._sample_sizes(snapshot.num_vms),
         )
+
+    def _sample_sizes(self, num_vms: int) -> np.ndarray:
+        return np.full(num_vms, self.params.sample_pages, dtype=np.int64)
 
     def scan_rates(self, num_vms: int) -> np.ndarray:
         per_vm_rate = min(
@@ -161,25 +160,23 @@ class EsxPolicy(HostPolicy):
 
     # -- working sets ------------------------------------------------------------------
 
-    def _observe(self, snapshot: Snapshot) -> None:
-        """Keep, per VM, the largest touched fraction of its memory seen this period.
+    def _sampled_fraction(self, snapshot: Snapshot) -> np.ndarray | None:
+        """Active fraction f of the pages each VM holds, from the engine's sample: the
+        touched share of the sampled frames, times configured memory, over held pages.
+        None when no sample is running (nothing to estimate from)."""
+        if not (snapshot.sampled_pages > 0).all():
+            return None
+        touched = snapshot.sampled_touched_pages / snapshot.sampled_pages
+        active_pages = touched * snapshot.config_pages
+        held = np.maximum(consumed_pages(snapshot), 1)
+        return np.minimum(active_pages / held, 1.0)
 
-        The snapshot gives distinct frames touched per epoch, not per period; the maximum
-        over the period's epochs is the closest lower bound of the period's fraction.
-        """
-        consumed = np.maximum(consumed_pages(snapshot), 1)
-        fraction = np.minimum(snapshot.touched_pages / consumed, 1.0)
-        self._period_touch = np.maximum(self._period_touch, fraction)
-
-    def _sample(self) -> None:
-        """Watch `sample_pages` random pages per VM: the touched count is binomial."""
+    def _sample(self, snapshot: Snapshot) -> None:
+        """A period ended: feed its sampled fraction to the moving averages."""
         p = self.params
-        sampled = np.array(
-            [
-                rng.binomial(p.sample_pages, min(max(q, 0.0), 1.0)) / p.sample_pages
-                for rng, q in zip(self._rngs, self._period_touch, strict=True)
-            ]
-        )
+        sampled = self._sampled_fraction(snapshot)
+        if sampled is None:
+            return
         if self.fast is None:
             self.fast = sampled.copy()
             self.slow = sampled.copy()
@@ -188,17 +185,16 @@ class EsxPolicy(HostPolicy):
             self.slow += p.slow_gain * (sampled - self.slow)
         # Rise fast, fall slowly.
         self.active_fraction = np.maximum(self.fast, self.slow)
-        self._period_touch[:] = 0.0
 
-    def _include_current_period(self) -> None:
+    def _include_current_period(self, snapshot: Snapshot) -> None:
         """The paper's third average: the fast one updated with the current, unfinished
-        period, so a working set that grows is seen before the period ends. It can only
-        raise the estimate. (Taken at the touched fraction so far, without sampling
-        noise: the snapshot has no per-page access bits to sample.)"""
-        if self.fast is None:
+        period's sample so far, so a working set that grows is seen before the period
+        ends. It can only raise the estimate."""
+        partial = self._sampled_fraction(snapshot)
+        if self.fast is None or partial is None:
             return
-        partial = self.fast + self.params.fast_gain * (self._period_touch - self.fast)
-        self.active_fraction = np.maximum(np.maximum(self.fast, self.slow), partial)
+        updated = self.fast + self.params.fast_gain * (partial - self.fast)
+        self.active_fraction = np.maximum(np.maximum(self.fast, self.slow), updated)
 
     # -- allocation ---------------------------------------------------------------------
 
@@ -263,13 +259,13 @@ class EsxPolicy(HostPolicy):
     # -- the epoch hook ---------------------------------------------------------------------
 
     def decide(self, snapshot: Snapshot) -> Decision:
-        if self._period_touch is None:
+        if self.shares is None:
             self._setup(snapshot)
-        self._observe(snapshot)
-        if self._sample_timer.due(snapshot.t_ns):
-            self._sample()
+        new_sample = self._sample_timer.due(snapshot.t_ns) > 0
+        if new_sample:
+            self._sample(snapshot)
         else:
-            self._include_current_period()
+            self._include_current_period(snapshot)
         host = int(snapshot.host_pages)
         free = snapshot.host_free_pages
         self.state = self.next_state(free, host)
@@ -296,6 +292,8 @@ class EsxPolicy(HostPolicy):
             allow_host_swap=self.state != LOW,
             scan_rate_pages_per_s=self.scan_rates(snapshot.num_vms),
         )
+        if new_sample:
+            decision.sample_pages = self._sample_sizes(snapshot.num_vms)
         if self.state >= HARD:
             # Swap until free memory is back at the soft threshold, taking from the VMs
             # furthest above their targets (all backed VMs if none is above).

@@ -9,28 +9,21 @@ later guest access faults a zero page back in. ``VIRTIO_BALLOON_F_DEFLATE_ON_OOM
 the guest would run out of memory it deflates its balloon by
 ``VIRTIO_BALLOON_OOM_NR_PAGES`` = 256 pages per OOM notification.
 
-What the model allows: a frame that is free in the guest only stays backed if the engine
-keeps it backed after the guest freed it. The policy computes, per VM and epoch, how many
-free frames the guest would have reported (:attr:`reported_pages`), and hands the count
-to the engine through ``Decision.unback_free_pages`` when the interface has that field
-(see the report); otherwise the count is only recorded.
+In the model a frame the guest frees (a ``free`` row of the trace) stays backed, with its
+stale content, until it is reused or reported. The policy computes, per VM and epoch, how
+many free frames have stayed free for the reporting delay, in whole blocks
+(:attr:`reported_pages`), and the engine unbacks that many of the guest's longest-free
+frames (``Decision.unback_free_pages``); reusing one later faults a zero page back in.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from balloonreplay.policies import Decision, HostPolicy, Snapshot
 from balloonreplay.policies._util import per_vm, seconds_to_ns
-
-UNBACK_FIELD = "unback_free_pages"
-
-
-def decision_has_field(name: str) -> bool:
-    return any(f.name == name for f in dataclasses.fields(Decision))
 
 
 class FreePageReportingPolicy(HostPolicy):
@@ -99,8 +92,10 @@ class FreePageReportingPolicy(HostPolicy):
         self.reported_pages.append(reported)
         decision = Decision()
         changed = False
-        if decision_has_field(UNBACK_FIELD) and reported.any():
-            setattr(decision, UNBACK_FIELD, reported)
+        if (
+            np.minimum(reported, snapshot.free_pages) > 0
+        ).any() and snapshot.free_backed_pages.any():
+            decision.unback_free_pages = reported
             changed = True
         if self.params.deflate_on_oom and self._balloon.any():
             # The OOM notifier fires when reclaim fails; with swap the guest rarely

@@ -80,6 +80,16 @@ def canonical_batches(
         columns = dict(zip(batch.schema.names, batch.columns, strict=True))
         columns["page"] = pa.array(dense_pages)
         if lru_filter is not None:
+            frees = np.flatnonzero(batch.column("free").to_numpy(zero_copy_only=False))
+            if frees.size:
+                # A free changes what every memory size holds, so dropping the hits
+                # around it is not exact any more; refuse rather than mislead.
+                raise TraceError(
+                    source_path,
+                    f"access #{rows_in + int(frees[0])} (0-based)",
+                    "expected no free events in a trace reduced with the LRU filter; "
+                    "ingest it without --lru-filter",
+                )
             keep, writes = lru_filter.apply(vm_ids, dense_pages, writes)
             columns["write"] = pa.array(writes)
             out = pa.RecordBatch.from_arrays(

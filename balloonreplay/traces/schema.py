@@ -27,10 +27,14 @@ CANONICAL_SCHEMA = pa.schema(
         # (treated as unique, so never shareable).
         pa.field("content", pa.uint64(), nullable=True),
         pa.field("file_backed", pa.bool_(), nullable=False),
+        # The guest frees the page (munmap, free of a heap page, process exit): not an
+        # access; its frame returns to the guest's free list with its host state, and the
+        # page's next access is a first touch. `write` and `content` are ignored.
+        pa.field("free", pa.bool_(), nullable=False),
     ]
 )
 REQUIRED_COLUMNS = ("vm", "t_ns", "page", "write")
-OPTIONAL_COLUMNS = ("content", "file_backed")
+OPTIONAL_COLUMNS = ("content", "file_backed", "free")
 ZERO_CONTENT = 0
 
 METADATA_KEY = b"balloonreplay"
@@ -98,9 +102,10 @@ def make_batch(
     write,
     content=None,
     file_backed=None,
+    free=None,
 ) -> pa.RecordBatch:
     """Build a canonical batch from numpy arrays (or sequences). Missing optional columns
-    become all-null content and all-false file_backed."""
+    become all-null content and all-false file_backed and free."""
     n = len(page)
     vm_arr = pa.array(
         np.asarray(vm, dtype=np.uint16) if not np.isscalar(vm) else np.full(n, vm, np.uint16)
@@ -112,6 +117,7 @@ def make_batch(
         pa.array(np.asarray(write, dtype=bool)),
         pa.nulls(n, pa.uint64()) if content is None else pa.array(content, type=pa.uint64()),
         pa.array(np.zeros(n, dtype=bool) if file_backed is None else np.asarray(file_backed, bool)),
+        pa.array(np.zeros(n, dtype=bool) if free is None else np.asarray(free, bool)),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=CANONICAL_SCHEMA)
 
@@ -130,7 +136,7 @@ def conform_batch(batch: pa.RecordBatch | pa.Table, path=None) -> pa.RecordBatch
                 path,
                 None,
                 f"missing required column {col!r}; a canonical trace has columns "
-                f"{', '.join(CANONICAL_SCHEMA.names)} (content and file_backed optional)",
+                f"{', '.join(CANONICAL_SCHEMA.names)} ({', '.join(OPTIONAL_COLUMNS)} optional)",
             )
     n = batch.num_rows
     arrays = []

@@ -16,12 +16,13 @@ column          required meaning
 ``content``     no       content hash after the access, a whole number; 0 = the zero page;
                          empty = unknown
 ``file_backed`` no       1/0 or true/false: a page-cache page rather than anonymous memory
+``free``        no       1/0 or true/false: the guest frees the page (not an access)
 =============== ======== =====================================================================
 
 Numbers are decimal. Errors name the line (counting the header as line 1; blank lines are
 skipped by the parser and not counted, so line numbers after a blank line are one short).
 
-The writer emits all six canonical columns (``vm,t_ns,page,write,content,file_backed``), so a
+The writer emits all seven canonical columns (``vm,t_ns,page,write,content,file_backed,free``), so a
 canonical trace round-trips through CSV unchanged.
 """
 
@@ -43,7 +44,7 @@ from balloonreplay.traces.io import atomic_path
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
 
-KNOWN_COLUMNS = ("vm", "t_ns", "page", "addr", "write", "op", "content", "file_backed")
+KNOWN_COLUMNS = ("vm", "t_ns", "page", "addr", "write", "op", "content", "file_backed", "free")
 UINT16_MAX = (1 << 16) - 1
 UINT64_MAX = (1 << 64) - 1
 _DECIMAL = re.compile(r"[0-9]+")
@@ -167,7 +168,7 @@ def _check_header(path, names: list[str]) -> None:
             path,
             "line 1",
             f"{problem}; expected a header with page or addr, write or op, and optionally "
-            "vm, t_ns, content, file_backed",
+            "vm, t_ns, content, file_backed, free",
         )
 
     for name in names:
@@ -257,4 +258,5 @@ def _convert(
     file_backed = (
         flags("file_backed", _TRUE_WORDS, _FALSE_WORDS) if "file_backed" in columns else None
     )
-    return make_batch(vm, t_ns, page, write, content=content, file_backed=file_backed)
+    free = flags("free", _TRUE_WORDS, _FALSE_WORDS) if "free" in columns else None
+    return make_batch(vm, t_ns, page, write, content=content, file_backed=file_backed, free=free)

@@ -43,7 +43,9 @@ like ``64MiB`` or page counts; ``offset`` defaults to 0):
   ``grow_fraction`` (0.5) of the accesses, then shrinks to nothing; a growth step is an
   allocation write to the new top page, other accesses hit the live heap uniformly;
   ``release: zero`` makes each shrink step a write of the zero page (a guest scrubbing
-  freed memory), ``release: drop`` (default) just stops touching freed pages.
+  freed memory), ``release: free`` makes it a free event for that page (the guest returns
+  the frame to its free list: what free page reporting and demand-following balloon
+  policies react to), ``release: drop`` (default) just stops touching freed pages.
 - ``idle``: ``duration_ns`` of silence; no other keys.
 
 Every access phase takes ``accesses`` (or ``duration_ns`` of active time, converted at

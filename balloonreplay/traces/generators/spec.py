@@ -21,7 +21,7 @@ from balloonreplay.units import parse_size_pages
 
 PHASE_KINDS = ("zipf", "uniform", "scan", "boot", "heap", "idle")
 WRITE_CONTENT_MODES = ("fresh", "keep", "zero")
-RELEASE_MODES = ("drop", "zero")
+RELEASE_MODES = ("drop", "zero", "free")
 
 # Content ids pack (kind, VM or image, index) into 64 bits; see content.py.
 MAX_PAGE_SPACE = 1 << 46

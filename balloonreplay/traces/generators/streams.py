@@ -52,6 +52,7 @@ class AccessChunk:
     write: np.ndarray  # bool
     content: np.ndarray  # uint64
     file_backed: np.ndarray  # bool
+    free: np.ndarray  # bool: the guest frees the page (heap phase, release: free)
 
     def __len__(self) -> int:
         return len(self.t_ns)
@@ -90,13 +91,14 @@ class PhaseRun:
     def remaining(self) -> int:
         return self.phase.accesses - self.done
 
-    def take(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The next `n` accesses: (t_ns, page, write, write_mode)."""
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The next `n` accesses: (t_ns, page, write, write_mode, free)."""
         phase = self.phase
         index = np.arange(self.done, self.done + n, dtype=np.int64)
         u_page = self._page_rng.random(n)
         writes = self._write_rng.random(n) < phase.write_fraction
         modes = np.full(n, self._write_mode, dtype=np.uint8)
+        frees = np.zeros(n, dtype=bool)
         footprint = phase.footprint_pages
 
         if phase.kind == "zipf":
@@ -107,7 +109,7 @@ class PhaseRun:
         elif phase.kind in ("scan", "boot"):
             local = index % footprint
         elif phase.kind == "heap":
-            local = self._heap_pages(index, u_page, writes, modes)
+            local = self._heap_pages(index, u_page, writes, modes, frees)
         else:  # pragma: no cover - spec.py admits no other kind with accesses
             raise AssertionError(phase.kind)
         local = np.minimum(local, footprint - 1)  # guards u * F rounding up to F
@@ -118,7 +120,7 @@ class PhaseRun:
 
         t_ns = self._times(n)
         self.done += n
-        return t_ns, page.astype(np.uint64), writes, modes
+        return t_ns, page.astype(np.uint64), writes, modes, frees
 
     def _times(self, n: int) -> np.ndarray:
         """Exponential inter-access gaps of at least 1 ns, so a VM's times strictly rise."""
@@ -137,13 +139,15 @@ class PhaseRun:
         self.last_ns = int(t_ns[-1])
         return t_ns
 
-    def _heap_pages(self, index, u_page, writes, modes) -> np.ndarray:
+    def _heap_pages(self, index, u_page, writes, modes, frees) -> np.ndarray:
         """Heap growth then release: the live size rises linearly to the footprint over
         the first grow_fraction of the accesses and falls back to zero after.
 
         When the live size grows, the access is the allocation write to the new top page;
         when it shrinks and release is "zero", the access zeroes the page just freed (a
-        guest that scrubs freed memory). Other accesses hit the live heap uniformly."""
+        guest that scrubs freed memory); with "free" the row frees that page (the guest
+        returns it to its free list, as munmap or a freed huge allocation does). Other
+        accesses hit the live heap uniformly."""
         phase = self.phase
         live = self._heap_live(index)
         live_before = self._heap_live(index - 1)
@@ -157,6 +161,10 @@ class PhaseRun:
             local = np.where(shrank, live, local)
             writes[shrank] = True
             modes[shrank] = WRITE_ZERO
+        elif phase.release == "free":
+            local = np.where(shrank, live, local)
+            writes[shrank] = False
+            frees[shrank] = True
         return local
 
     def _heap_live(self, index: np.ndarray) -> np.ndarray:
@@ -213,7 +221,7 @@ def vm_access_chunks(
                 start_ns=now_ns,
             )
             while run.remaining:
-                t_ns, page, write, modes = run.take(min(chunk_accesses, run.remaining))
+                t_ns, page, write, modes, free = run.take(min(chunk_accesses, run.remaining))
                 yield AccessChunk(
                     vm_index=vm.index,
                     t_ns=t_ns,
@@ -221,5 +229,6 @@ def vm_access_chunks(
                     write=write,
                     content=content.contents(page, write, modes),
                     file_backed=np.full(len(page), phase.file_backed, dtype=bool),
+                    free=free,
                 )
             now_ns = run.last_ns

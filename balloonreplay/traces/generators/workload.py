@@ -83,6 +83,7 @@ def _slice(chunk: AccessChunk, start: int, stop: int) -> AccessChunk:
         write=chunk.write[start:stop],
         content=chunk.content[start:stop],
         file_backed=chunk.file_backed[start:stop],
+        free=chunk.free[start:stop],
     )
 
 
@@ -97,6 +98,7 @@ def _merge(parts: list[AccessChunk]) -> pa.RecordBatch:
         np.concatenate([p.write for p in parts])[order],
         content=np.concatenate([p.content for p in parts])[order],
         file_backed=np.concatenate([p.file_backed for p in parts])[order],
+        free=np.concatenate([p.free for p in parts])[order],
     )
 
 

@@ -1,0 +1,112 @@
+"""Free events (the trace's `free` column): the guest returns a page's frame to its free
+list. What happens to the frame's host state, to the page, and what reads the column."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from engine_helpers import assert_frames_equal, check_metrics
+from test_generate import columns, one_vm_spec, table_of
+
+import balloonreplay
+from balloonreplay.errors import TraceError
+from balloonreplay.policies import Decision, HostPolicy
+from balloonreplay.traces.ingest import write_canonical
+from balloonreplay.traces.io import write_trace
+from balloonreplay.traces.schema import TraceMetadata, make_batch
+
+GAP_NS = 1_000
+OPTIONS = {"quantum_ns": 10_000, "epoch_ns": 100_000}
+
+
+def both(table, **options):
+    """The engine's and the reference's results, checked equal."""
+    engine = balloonreplay.replay(table, **{**OPTIONS, **options})
+    reference = balloonreplay.replay(table, engine="reference", **{**OPTIONS, **options})
+    assert_frames_equal(engine.metrics, reference.metrics)
+    assert engine.summary["slowdown"] == reference.summary["slowdown"]
+    return engine
+
+
+def trace(pages, frees, writes=None, vm=0):
+    pages = np.asarray(pages)
+    frees = np.asarray(frees, dtype=bool)
+    writes = ~frees if writes is None else np.asarray(writes, dtype=bool)
+    t = np.arange(len(pages)) * GAP_NS
+    return pa.Table.from_batches([make_batch(vm, t, pages, writes & ~frees, free=frees)])
+
+
+def test_a_freed_frame_is_reused_without_a_new_machine_page():
+    # Page 0 written, freed; page 1 takes the freed frame (still backed): one machine page.
+    result = both(trace([0, 0, 1], [False, True, False]), vms="4p", host="8p")
+    m = result.metrics
+    assert m["guest_frees"].sum() == 1 and m["accesses"].sum() == 2
+    assert m["zero_fills"].sum() == 2 and m["guest_faults"].sum() == 2
+    assert m["host_used_pages"].max() == 1
+    check_metrics(m, [4])
+
+
+def test_a_freed_page_comes_back_as_a_first_touch_not_from_swap():
+    # One frame: page 0 written, page 1 evicts it to swap, page 0 is freed while in swap,
+    # then touched again: a zero-fill, not a swap-in.
+    result = both(trace([0, 1, 0, 0], [False, False, True, False]), vms="1p", host="4p")
+    m = result.metrics.sum()
+    assert m["guest_swap_out"] == 2 and m["guest_swap_in"] == 0
+    assert m["zero_fills"] == 3
+
+
+def test_reusing_a_host_swapped_free_frame_is_a_false_swap_read():
+    """Page 0 is written, the host swaps its frame out, the guest frees the page and then
+    zero-fills page 1 into that frame: the host reads back a page the guest overwrites
+    (VSwapper's false swap read)."""
+
+    class SwapFirstFrame(HostPolicy):
+        name = "test-swap-all"
+
+        def decide(self, snapshot):
+            return Decision(
+                host_swap_target_pages=snapshot.backed_pages + snapshot.host_swapped_pages
+            )
+
+    pages = [0, 0, 1]
+    frees = [False, True, False]
+    table = pa.Table.from_batches(
+        [make_batch(0, np.array([0, 200_000, 300_000]), pages, [True, False, True], free=frees)]
+    )
+    result = both(table, vms="2p", host="4p", policy=SwapFirstFrame())
+    m = result.metrics.sum()
+    assert m["host_swap_out"] >= 1
+    assert m["false_swap_reads"] == 1 and m["stale_swap_reads"] == 0
+
+
+def test_free_page_rows_of_a_parquet_file_take_the_fast_path(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 4000
+    page = rng.integers(0, 50, n)
+    free = rng.random(n) < 0.1
+    batch = make_batch(np.arange(n) % 2, np.arange(n) * 500, page, rng.random(n) < 0.3, free=free)
+    meta = TraceMetadata(source="test", config_pages=[20, 20], dense=True, pages_per_vm=[50, 50])
+    path = tmp_path / "free.parquet"
+    write_trace([batch], path, meta)
+    fast = balloonreplay.replay(path, host="30p", batch_rows=333, **OPTIONS)
+    reference = balloonreplay.replay(path, host="30p", engine="reference", **OPTIONS)
+    assert_frames_equal(fast.metrics, reference.metrics)
+    assert fast.metrics["guest_frees"].sum() == int(free.sum())
+
+
+def test_heap_release_free_emits_free_rows_top_down():
+    phase = {"kind": "heap", "footprint": 200, "accesses": 4000, "release": "free"}
+    cols = columns(table_of(one_vm_spec(phase)))
+    freed = cols["page"][cols["free"]]
+    assert np.array_equal(freed, np.arange(199, -1, -1))
+    assert not cols["write"][cols["free"]].any()
+
+
+def test_the_lru_filter_refuses_a_trace_with_frees(tmp_path):
+    table = trace([0, 1, 0, 2], [False, False, True, False])
+    with pytest.raises(TraceError, match=r"access #2.*no free events.*--lru-filter"):
+        write_canonical(
+            table.to_batches(), tmp_path / "f.parquet", TraceMetadata(), lru_filter_pages=2
+        )
+    assert not (tmp_path / "f.parquet").exists()
