@@ -734,6 +734,7 @@ class ReferenceModel:
                 [sum(1 for f in vm.sample if f.sample_touched) for vm in self.vms], dtype=np.int64
             ),
             accesses=per_vm(counters, "accesses"),
+            guest_frees=per_vm(counters, "guest_frees"),
             guest_faults=per_vm(counters, "guest_faults"),
             guest_swap_in=per_vm(counters, "guest_swap_in"),
             guest_swap_out=per_vm(counters, "guest_swap_out"),

@@ -509,6 +509,7 @@ def _snapshot(state, config: ReplayConfig, epoch: int, t_ns: int, samples: _Samp
         sampled_pages=sampled,
         sampled_touched_pages=sampled_touched,
         accesses=c["accesses"],
+        guest_frees=c["guest_frees"],
         guest_faults=c["guest_faults"],
         guest_swap_in=c["guest_swap_in"],
         guest_swap_out=c["guest_swap_out"],
@@ -702,6 +703,7 @@ def replay(
     trace = _as_trace(trace, metadata)
     config = build_config(trace, vms, host, guest_policy, latencies=latencies, **options)
     host_policy = make_policy(policy, policy_params)
+    host_policy.attach(trace)
     ident = _trace_identity(trace)
     if engine == "numba":
         pages_per_vm = _pages_per_vm(trace, config.num_vms)

@@ -81,6 +81,7 @@ def snapshot(
         sampled_pages=vec(sampled, zeros),
         sampled_touched_pages=vec(sampled_touched, zeros),
         accesses=vec(accesses, zeros),
+        guest_frees=zeros.copy(),
         guest_faults=vec(guest_faults, zeros),
         guest_swap_in=zeros.copy(),
         guest_swap_out=vec(guest_swap_out, zeros),

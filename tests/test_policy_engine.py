@@ -321,3 +321,25 @@ def test_free_page_reporting_unbacks_freed_frames():
     first_touches = touched + 1 + reused
     assert reporting.metrics["zero_fills"].sum() == none.metrics["zero_fills"].sum()
     assert none.metrics["zero_fills"].sum() == first_touches
+
+
+def test_mrc_follows_the_replayed_trace_it_is_attached_to(tmp_path):
+    """Without trace_path, mrc reads the streams of the trace being replayed (the replay
+    attaches it): the same run as naming the file, unlike the power-law fallback."""
+    from balloonreplay.policies.mrc import MrcPolicy
+
+    table = build_trace([uniform(300, 20_000, 5), uniform(900, 20_000, 6)], gap_ns=100)
+    path = tmp_path / "two.parquet"
+    write_canonical(table.to_batches(), path, TraceMetadata(source="test", config_pages=[900, 900]))
+    options = {"latencies": QUICK_PAGING, "balloon_rate_pages_per_s": 10**9}
+    spec = "mrc:period_s=0.0001,min_percent=5"
+    named = run(path, [900, 900], 400, f"{spec},trace_path={path}", **options)
+    attached = run(path, [900, 900], 400, spec, **options)
+    assert_frames_equal(named.metrics, attached.metrics)
+
+    class Blind(MrcPolicy):
+        def attach(self, trace):
+            pass
+
+    blind = run(path, [900, 900], 400, Blind(make_policy(spec).params), **options)
+    assert not blind.metrics["balloon_pages"].equals(attached.metrics["balloon_pages"])

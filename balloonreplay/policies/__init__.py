@@ -56,6 +56,7 @@ class Snapshot:
     sampled_pages: np.ndarray
     sampled_touched_pages: np.ndarray
     accesses: np.ndarray
+    guest_frees: np.ndarray  # free rows of the trace replayed in the epoch
     guest_faults: np.ndarray
     guest_swap_in: np.ndarray
     guest_swap_out: np.ndarray
@@ -112,6 +113,11 @@ class HostPolicy:
 
     def __init__(self, params: Any = None):
         self.params = params if params is not None else self.Params()
+
+    def attach(self, trace: Any) -> None:
+        """Called once before :meth:`start` with the trace being replayed (an object with
+        ``metadata`` and ``iter_batches()`` of canonical batches, its own iterator each
+        call), for a policy that follows the access streams itself (``mrc``)."""
 
     def start(self, snapshot: Snapshot) -> Decision | None:
         """Called once before the first access."""

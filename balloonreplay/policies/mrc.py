@@ -8,16 +8,17 @@ partitioning), above each VM's floor and up to its configured memory; the balloo
 VM is its configured memory minus its share. Nothing is reclaimed while everything fits.
 
 Where the accesses come from: the snapshot carries counters, not access streams, so the
-policy reads the VMs' accesses itself from the trace (``trace_path``), advancing each VM
-by the number of accesses the engine reports it made in the epoch. Without a trace it
-falls back to a local power-law model of each curve (misses inversely proportional to
-memory around the current size, fitted to the epoch's guest faults), which equalises
-marginal gains at memory proportional to sqrt(faults * current memory).
+policy reads the VMs' accesses itself from the trace being replayed (handed to it by the
+replay through :meth:`HostPolicy.attach`, or another file named by ``trace_path``),
+advancing each VM by the rows the engine reports it replayed in the epoch (accesses and
+frees; a free does not enter the curve). Without a dense trace it falls back to a local
+power-law model of each curve (misses inversely proportional to memory around the
+current size, fitted to the epoch's guest faults), which equalises marginal gains at
+memory proportional to sqrt(faults * current memory).
 """
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from dataclasses import dataclass
 
@@ -95,16 +96,10 @@ def partition_by_curves(
 class _TraceFeed:
     """Hands out each VM's next accesses from a canonical trace, in trace order."""
 
-    def __init__(self, path: str | os.PathLike):
-        from balloonreplay.traces.io import open_trace
+    def __init__(self, trace):
         from balloonreplay.traces.remap import rows_by_vm
 
         self._rows_by_vm = rows_by_vm
-        trace = open_trace(path)
-        if not trace.metadata.dense:
-            raise ConfigError(
-                "policy.trace_path", f"{path}: expected an ingested (dense) trace; run ingest"
-            )
         self.pages_per_vm = list(trace.metadata.pages_per_vm or [])
         self._batches = trace.iter_batches()
         self._buffers: dict[int, deque[np.ndarray]] = {}
@@ -119,6 +114,10 @@ class _TraceFeed:
             return False
         vm_ids = batch.column("vm").to_numpy()
         pages = batch.column("page").to_numpy().astype(np.int64)
+        if "free" in batch.schema.names:
+            # A free row is marked -1: it counts as a replayed row but is no access.
+            free = batch.column("free").to_numpy(zero_copy_only=False)
+            pages = np.where(free, -1, pages)
         for vm, rows in self._rows_by_vm(vm_ids):
             self._buffers.setdefault(vm, deque()).append(pages[rows])
             self._buffered[vm] = self._buffered.get(vm, 0) + len(rows)
@@ -141,7 +140,8 @@ class _TraceFeed:
                 need = 0
         taken = sum(len(p) for p in parts)
         self._buffered[vm] = self._buffered.get(vm, 0) - taken
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return rows[rows >= 0]
 
 
 class MrcPolicy(HostPolicy):
@@ -172,6 +172,7 @@ class MrcPolicy(HostPolicy):
         super().__init__(params)
         self._timer = PeriodicTimer(self.params.period_s)
         self._feed: _TraceFeed | None = None
+        self._attached = None
         self._curves: list[_VmCurve] = []
         self.allocation_pages: np.ndarray | None = None
 
@@ -179,8 +180,18 @@ class MrcPolicy(HostPolicy):
         p = self.params
         if not 0 < p.decay <= 1:
             raise ConfigError("policy.decay", f"must be within (0, 1], got {p.decay}")
+        trace = self._attached
         if p.trace_path:
-            self._feed = _TraceFeed(p.trace_path)
+            from balloonreplay.traces.io import open_trace
+
+            trace = open_trace(p.trace_path)
+            if not trace.metadata.dense:
+                raise ConfigError(
+                    "policy.trace_path",
+                    f"{p.trace_path}: expected an ingested (dense) trace; run ingest",
+                )
+        if trace is not None and trace.metadata.dense:
+            self._feed = _TraceFeed(trace)
             hints = self._feed.pages_per_vm
             self._curves = [
                 _VmCurve(hints[vm] if vm < len(hints) else 1024) for vm in range(snapshot.num_vms)
@@ -189,6 +200,9 @@ class MrcPolicy(HostPolicy):
         return Decision(
             balloon_target_pages=np.zeros(snapshot.num_vms, dtype=np.int64), allow_host_swap=True
         )
+
+    def attach(self, trace) -> None:
+        self._attached = trace
 
     def feed(self, vm: int, pages: np.ndarray) -> None:
         """Add accesses of `vm` to its curve (for callers that have the stream)."""
@@ -223,7 +237,8 @@ class MrcPolicy(HostPolicy):
     def decide(self, snapshot: Snapshot) -> Decision | None:
         if self._feed is not None:
             for vm in range(snapshot.num_vms):
-                self.feed(vm, self._feed.take(vm, int(snapshot.accesses[vm])))
+                rows = int(snapshot.accesses[vm]) + int(snapshot.guest_frees[vm])
+                self.feed(vm, self._feed.take(vm, rows))
         if not self._timer.due(snapshot.t_ns):
             return None
         config = snapshot.config_pages.astype(np.int64)
