@@ -135,9 +135,10 @@ relative to it. VM v issues its next access at t + S_v, S_v its stalls and block
 so far. Host time advances in quanta of ``quantum_ns``: in quantum [s, e), after the
 balloon and scanner steps, each VM in index order runs, in trace order, its accesses
 issued before e (their stalls delay its later accesses within the same quantum). A
-quantum where no access completed but some VM blocked makes the next quantum an
-*emergency* one: the host may swap on demand regardless of the policy (ESX's low state),
-so no configuration deadlocks. Epoch boundaries are every ``epoch_ns`` (a multiple of
+quantum where no access completed, some VM blocked and no balloon page was inflated (at
+the quantum's start) makes the next quantum an *emergency* one: the host may swap on
+demand regardless of the policy (ESX's low state), so no configuration deadlocks; while
+balloons still reclaim, blocked VMs wait for them. Epoch boundaries are every ``epoch_ns`` (a multiple of
 the quantum): at each, the sampling pass runs, one metrics row per VM is written (counters
 of the epoch, gauges at its end, t_ns = the boundary), then the policy decides; its
 decision applies from the next quantum: balloon targets, allow_host_swap, scan rates, and
@@ -824,8 +825,10 @@ class ReferenceModel:
         epoch_end = cfg.epoch_ns
         while not all(vm.finished() for vm in self.vms):
             end = now + cfg.quantum_ns
+            inflated_before = sum(vm.counters["balloon_inflated"] for vm in self.vms)
             for vm in self.vms:
                 self.balloon_step(vm)
+            inflated = sum(vm.counters["balloon_inflated"] for vm in self.vms) - inflated_before
             if cfg.sharing:
                 for vm in self.vms:
                     self.scan_step(vm)
@@ -835,7 +838,7 @@ class ReferenceModel:
                 done, was_blocked = self.run_vm_quantum(vm, end)
                 completed += done
                 blocked = blocked or was_blocked
-            self.emergency = completed == 0 and blocked
+            self.emergency = completed == 0 and blocked and inflated == 0
             now = end
             if self.debug:
                 self.check_invariants()

@@ -343,3 +343,17 @@ def test_mrc_follows_the_replayed_trace_it_is_attached_to(tmp_path):
 
     blind = run(path, [900, 900], 400, Blind(make_policy(spec).params), **options)
     assert not blind.metrics["balloon_pages"].equals(attached.metrics["balloon_pages"])
+
+
+def test_balloon_never_host_swaps_while_balloons_can_reclaim():
+    """Two VMs of 1000 pages, each touching 900, on 1200 host pages: the balloon policy
+    blocks VMs until its balloons have reclaimed enough, and never swaps at the host
+    (the emergency quantum, which lets the host swap whatever the policy, waits while a
+    balloon is still inflating)."""
+    table = build_trace([uniform(900, 40_000, 1), uniform(900, 40_000, 2)], gap_ns=200)
+    result = run(table, [1000, 1000], 1200, "balloon", latencies=QUICK_PAGING)
+    m = result.metrics
+    assert m["balloon_inflated"].sum() > 0 and m["blocked_ns"].sum() > 0
+    assert m["host_swap_out"].sum() == 0
+    reference = run(table, [1000, 1000], 1200, "balloon", "reference", latencies=QUICK_PAGING)
+    assert_frames_equal(m, reference.metrics)

@@ -26,6 +26,7 @@ from balloonreplay.engine.state import (
     ABIT_SAMPLED,
     BACKED,
     C_BLOCKED,
+    C_INFLATED,
     C_REPORTED,
     F_ABIT,
     F_HOST,
@@ -44,6 +45,7 @@ from balloonreplay.engine.state import (
     G_ERROR,
     G_GP,
     G_HSEL,
+    G_INFLATED_Q,
     G_NOW,
     G_NVM,
     G_PHASE,
@@ -158,11 +160,15 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
                 return ST_DONE
             if _try_skip_idle(VS, G, BT, nvm):
                 return ST_EPOCH_END
+            inflated = 0
             for v in range(nvm):
                 if VS[v, V_BAL_N] == VS[v, V_TARGET]:
                     VS[v, V_BAL_CREDIT] = 0  # what balloon_step does at its target, without a call
                 else:
+                    before = CNT[v, C_INFLATED]
                     balloon_step(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, v)
+                    inflated += CNT[v, C_INFLATED] - before
+            G[G_INFLATED_Q] = inflated
             if G[G_SHARING] == 1:
                 for v in range(nvm):
                     credit = VS[v, V_SCAN_CREDIT] + VS[v, V_SCAN_RATE] * q
@@ -254,7 +260,10 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
         # PH_END: the quantum is over once every VM's next access is known.
         if _starved(VS, nvm):
             return ST_NEED_DATA
-        G[G_EMERGENCY] = 1 if (G[G_DONE_Q] == 0 and G[G_BLOCKED_Q] == 1) else 0
+        # No access completed, one blocked, and no balloon is reclaiming: only the host
+        # can free memory now, whatever the policy says.
+        stuck = G[G_DONE_Q] == 0 and G[G_BLOCKED_Q] == 1 and G[G_INFLATED_Q] == 0
+        G[G_EMERGENCY] = 1 if stuck else 0
         G[G_NOW] += q
         G[G_PHASE] = PH_START
         if G[G_DEBUG] == 1:

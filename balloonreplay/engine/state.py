@@ -148,7 +148,8 @@ G_OVERHEAD_TOTAL = 25
 # by the sharing scanner and the invariant checks; without either, the fault path skips
 # them (two to four fewer cache lines per fault; the metrics are the same).
 G_TRACK = 26
-GLOBAL_FIELDS = 27
+G_INFLATED_Q = 27  # balloon pages inflated at the start of the current quantum
+GLOBAL_FIELDS = 28
 
 PH_START, PH_RUN, PH_END = 0, 1, 2
 ST_NEED_DATA, ST_EPOCH_END, ST_DONE, ST_ERROR = 1, 2, 3, 4
