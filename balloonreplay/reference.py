@@ -90,7 +90,8 @@ private in place (no new page); otherwise f drops its reference and needs a mach
 Either way it counts a cow_break and stalls cow_break_ns.
 
 A frame that needs a machine page while the host is full makes the host reclaim, if it
-may: on-demand host swapping is allowed unless the policy's ``allow_host_swap`` is False,
+may: on-demand host swapping is allowed unless the policy's ``allow_host_swap`` is False
+for the VM that needs the page (a bool for every VM, or one per VM),
 and always allowed in an *emergency* quantum (below). Host reclaim repeats until a page
 is free: pick a VM u with probability proportional to its in-memory frames (host PRNG:
 r = next() % total; the first VM whose running sum exceeds r), then a frame of u:
@@ -364,6 +365,7 @@ class VM:
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.touched_pages = 0
         self.sample: list[Frame] = []  # working-set sample draws (frames may repeat)
+        self.allow_host_swap = True
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
@@ -400,7 +402,6 @@ class ReferenceModel:
         self.host_used = sum(config.overhead_pages)
         self.shared: dict[tuple, int] = {}  # share key -> reference count
         self.candidates: dict[tuple, Frame] = {}  # share key -> frame registered
-        self.allow_host_swap = True
         self.emergency = False
         self.rows: list[dict] = []
 
@@ -408,13 +409,13 @@ class ReferenceModel:
     def share_key(self, f: Frame) -> tuple:
         return (f.content, f.vm if self.cfg.intra_vm_sharing_only else -1)
 
-    def can_get_page(self) -> bool:
-        return self.host_used < self.host_pages or self.allow_host_swap or self.emergency
+    def can_get_page(self, vm: VM) -> bool:
+        return self.host_used < self.host_pages or vm.allow_host_swap or self.emergency
 
     def get_page(self, vm: VM, f: Frame) -> None:
         """Frame f (not in memory) becomes backed; the host reclaims first if full."""
         if self.host_used >= self.host_pages:
-            if not (self.allow_host_swap or self.emergency):
+            if not (vm.allow_host_swap or self.emergency):
                 raise Blocked
             while self.host_used >= self.host_pages:
                 victim_vm = self.pick_host_vm()
@@ -479,7 +480,7 @@ class ReferenceModel:
             del self.shared[key]
             f.host = BACKED  # the machine page becomes private in place
         else:
-            if not self.can_get_page():
+            if not self.can_get_page(vm):
                 raise Blocked
             self.shared[key] -= 1
             del vm.host_list[f]
@@ -755,7 +756,9 @@ class ReferenceModel:
             for vm, target in zip(self.vms, decision.balloon_target_pages, strict=True):
                 vm.balloon_target = min(max(int(target), 0), vm.config_pages - 1)
         if decision.allow_host_swap is not None:
-            self.allow_host_swap = bool(decision.allow_host_swap)
+            allow = np.broadcast_to(np.asarray(decision.allow_host_swap, dtype=bool), len(self.vms))
+            for vm, allowed in zip(self.vms, allow, strict=True):
+                vm.allow_host_swap = bool(allowed)
         if decision.scan_rate_pages_per_s is not None:
             for vm, rate in zip(self.vms, decision.scan_rate_pages_per_s, strict=True):
                 vm.scan_rate = max(int(rate), 0)

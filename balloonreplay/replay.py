@@ -532,7 +532,8 @@ def _apply(state, config: ReplayConfig, decision: Decision | None, samples: _Sam
         targets = np.asarray(decision.balloon_target_pages, dtype=np.int64)
         state.VS[:, S.V_TARGET] = np.clip(targets, 0, c - 1)
     if decision.allow_host_swap is not None:
-        state.G[S.G_ALLOW] = int(bool(decision.allow_host_swap))
+        allow = np.asarray(decision.allow_host_swap, dtype=bool)
+        state.VS[:, S.V_ALLOW] = np.broadcast_to(allow, (state.VS.shape[0],))
     if decision.scan_rate_pages_per_s is not None:
         rates = np.asarray(decision.scan_rate_pages_per_s, dtype=np.int64)
         state.VS[:, S.V_SCAN_RATE] = np.maximum(rates, 0)

@@ -41,7 +41,11 @@ class RandomPolicy(HostPolicy):
         targets = self.rng.integers(0, s.config_pages, endpoint=False)
         decision = Decision(
             balloon_target_pages=targets,
-            allow_host_swap=bool(self.rng.random() >= self.params.forbid_swap),
+            allow_host_swap=(
+                bool(self.rng.random() >= self.params.forbid_swap)
+                if self.rng.random() < 0.5
+                else self.rng.random(n) >= self.params.forbid_swap  # per VM
+            ),
         )
         if self.rng.random() < self.params.scan_rates:
             decision.scan_rate_pages_per_s = self.rng.integers(0, 2_000_000, n)

@@ -25,7 +25,6 @@ from balloonreplay.engine.state import (
     FC_HOUTS,
     FC_HPREV,
     FC_KNOWN,
-    G_ALLOW,
     G_DISTINCT,
     G_EMERGENCY,
     G_HOST_PAGES,
@@ -41,6 +40,7 @@ from balloonreplay.engine.state import (
     SHARED,
     SWAPPED,
     UNBACKED,
+    V_ALLOW,
     V_BACKED,
     V_C,
     V_FBASE,
@@ -168,15 +168,15 @@ def host_swap_out(F, FC, VS, G, CNT, SH, g):
 
 
 @inline
-def can_get_page(G):
-    return G[G_HOST_USED] < G[G_HOST_PAGES] or G[G_ALLOW] == 1 or G[G_EMERGENCY] == 1
+def can_get_page(VS, G, v):
+    return G[G_HOST_USED] < G[G_HOST_PAGES] or VS[v, V_ALLOW] == 1 or G[G_EMERGENCY] == 1
 
 
 @jit
 def get_page(F, FC, VS, G, L, CNT, RNG, SH, v, f):
     """Frame f (not in memory) becomes backed. False: the host is full and may not swap."""
     if G[G_HOST_USED] >= G[G_HOST_PAGES]:
-        if G[G_ALLOW] == 0 and G[G_EMERGENCY] == 0:
+        if VS[v, V_ALLOW] == 0 and G[G_EMERGENCY] == 0:
             return False
         while G[G_HOST_USED] >= G[G_HOST_PAGES]:
             u = pick_host_vm(VS, G, RNG)
@@ -207,7 +207,7 @@ def cow_break(F, FC, VS, G, L, CNT, RNG, SH, v, f):
         G[G_DISTINCT] -= 1
         set_host(F, FC, VS, f, BACKED)  # the machine page becomes private in place
     else:
-        if not can_get_page(G):
+        if not can_get_page(VS, G, v):
             return False
         SH[i, 2] -= 1
         host_list_remove(F, FC, VS, f)

@@ -115,12 +115,13 @@ V_LAST_T = 29  # relative t of the last completed access
 V_DONE_ACC = 30  # accesses completed so far
 V_TOUCHED = 31  # frames touched in the last full epoch (gauge)
 V_NTOUCH = 32  # frames touched so far in this epoch: TS[V_FBASE : V_FBASE + V_NTOUCH]
-VM_FIELDS = 33
+V_ALLOW = 33  # 1: the VM may make the full host swap on demand (policy's allow_host_swap)
+VM_FIELDS = 34
 
 # globals
 G_HOST_PAGES = 0
 G_HOST_USED = 1
-G_ALLOW = 2
+G_UNUSED = 2  # was a host-wide allow_host_swap, now per VM (V_ALLOW)
 G_EMERGENCY = 3
 G_NOW = 4  # start of the current quantum
 G_EPOCH_END = 5
@@ -269,6 +270,7 @@ def allocate(config: ReplayConfig, pages_per_vm: list[int], skip_idle: bool = Tr
         VS[:, col] = NIL
     VS[:, V_SCAN_RATE] = config.scan_rate_pages_per_s
     VS[:, V_LAST_T] = -1
+    VS[:, V_ALLOW] = 1
 
     FS = np.zeros(max(n_frames, 1), dtype=np.int64)
     for v in range(nvm):
@@ -281,7 +283,6 @@ def allocate(config: ReplayConfig, pages_per_vm: list[int], skip_idle: bool = Tr
     G = np.zeros(GLOBAL_FIELDS, dtype=np.int64)
     G[G_HOST_PAGES] = config.host_pages
     G[G_HOST_USED] = sum(config.overhead_pages)
-    G[G_ALLOW] = 1
     G[G_EPOCH_END] = config.epoch_ns
     G[G_PHASE] = PH_START
     G[G_GP] = GUEST_POLICIES.index(config.guest_policy)

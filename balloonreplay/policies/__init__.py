@@ -83,8 +83,9 @@ class Decision:
       configured rate (clamped to 0..config_pages-1 by the engine).
     - ``host_swap_target_pages``: per-VM number of frames the host wants swapped out; the
       host swaps the VM's pages out (by its selection) at the boundary until reached.
-    - ``allow_host_swap``: whether the host may swap on demand when it is full; when False
-      a VM that needs a machine page blocks until memory frees.
+    - ``allow_host_swap``: whether the host may swap on demand when it is full, for every
+      VM (a bool) or per VM (an array: the VM that needs the page decides); a VM not
+      allowed that needs a machine page blocks until memory frees.
     - ``scan_rate_pages_per_s``: per-VM page-sharing scan rate (used only with sharing on).
     - ``unback_free_pages``: per VM, how many of the guest's longest-free frames the host
       unbacks now (free page reporting); backing comes back on reuse as a zero page.
@@ -94,7 +95,7 @@ class Decision:
 
     balloon_target_pages: Any = None
     host_swap_target_pages: Any = None
-    allow_host_swap: bool | None = None
+    allow_host_swap: Any = None
     scan_rate_pages_per_s: Any = None
     unback_free_pages: Any = None
     sample_pages: Any = None

@@ -22,7 +22,8 @@ pages it holds.
 
 Reclamation (section 6.3): four free-memory states. Below 4% free the host is *soft* and
 balloons VMs toward their targets; below 2% it is *hard* and also swaps pages out itself
-(at random); below 1% it is *low*: it keeps swapping and blocks VMs that allocate. The way
+(at random); below 1% it is *low*: it keeps swapping and blocks the VMs above their
+targets when they allocate (``allow_host_swap`` per VM). The way
 back up has hysteresis: a state is left only when free memory reaches the threshold of the
 state above (soft -> high at 6%). Targets are recomputed every 15 s, or at once when the
 state gets worse. Page sharing scans 50 pages/s per VM within 200 pages/s for the host
@@ -30,8 +31,6 @@ state gets worse. Page sharing scans 50 pages/s per VM within 200 pages/s for th
 runs with page sharing on (``sharing=True``), which a policy cannot switch on itself. Which
 pages the host swaps is the replay's host selection (``random``, as ESX does, by default).
 
-Where the model falls short of ESX: the low state blocks every VM that needs a machine
-page, not only those above their targets (the engine has one host-wide switch).
 """
 
 from __future__ import annotations
@@ -289,7 +288,9 @@ class EsxPolicy(HostPolicy):
         self._balloon_targets = balloons
         decision = Decision(
             balloon_target_pages=balloons.copy(),
-            allow_host_swap=self.state != LOW,
+            # Low: VMs above their targets block when they allocate; the others may still
+            # make the host swap.
+            allow_host_swap=True if self.state != LOW else held <= self.target_pages,
             scan_rate_pages_per_s=self.scan_rates(snapshot.num_vms),
         )
         if new_sample:
