@@ -5,8 +5,10 @@ replays it through the engine in two configurations, and times libCacheSim's LRU
 same accesses (written as an oracleGeneral file):
 
   1. one VM, guest lru, no host pressure (the issue's target: >= 10x libCacheSim LRU);
-  2. 8 VMs, 1.5x overcommit, ESX-like pressure: balloons inflating and deflating, random
-     host swapping, intra-VM page sharing (target: >= 20 M accesses/s).
+  2. 8 VMs, 1.5x overcommit, balloons inflating, random host swapping, page sharing, in
+     two regimes: guests configured with their whole footprint ("fits": the host's
+     overcommit causes the paging) and with half of it ("stress": guests also thrash on
+     their own) (target: >= 20 M accesses/s).
 
 Also measures how long a fresh process takes to start replaying (numba cache loaded,
 not compiled). Usage: ``.venv/bin/python benchmarks/bench_replay.py [--accesses N]``.
@@ -204,25 +206,34 @@ def main() -> None:
         base = args.accesses / rows[0][1]
 
         per_vm = args.pages // args.vms
-        vm_pages = per_vm // 2  # each VM's memory: half its footprint
-        host_pages = int(vm_pages * args.vms / 1.5)  # 1.5x overcommit
-        multi = balloonreplay.replay(
-            paths["multi"],
-            vms=f"{vm_pages}p",
-            host=f"{host_pages}p",
-            policy=SteadyBalloon(),
-            guest_policy="lru",
-            sharing=True,
-            scan_rate_pages_per_s=5_000,  # KSM: 100 pages per 20 ms
-        )
-        m = multi.summary
-        rows.append(
-            (
-                f"engine lru, {args.vms} VMs, 1.5x overcommit, balloon+host swap+sharing",
-                m["replay_seconds"],
-                m["guest_faults"],
+        host_pages = int(per_vm * args.vms / 1.5)  # 1.5x overcommit of the footprint
+        multi: dict[str, dict] = {}
+        # Two pressure regimes, both with balloons, host swapping and sharing active:
+        # "fits": each guest is configured with its whole footprint, so paging comes from
+        # the host's overcommit (balloons take 20%, the host swaps the rest): the regime a
+        # consolidation study explores (slowdowns of a few x at most).
+        # "stress": each guest has half its footprint, so it also thrashes on its own
+        # (slowdowns in the hundreds): every model event at its highest rate.
+        for regime, vm_pages in (("fits", per_vm), ("stress", per_vm // 2)):
+            result = balloonreplay.replay(
+                paths["multi"],
+                vms=f"{vm_pages}p",
+                host=f"{min(host_pages, int(vm_pages * args.vms / 1.5))}p",
+                policy=SteadyBalloon(),
+                guest_policy="lru",
+                sharing=True,
+                scan_rate_pages_per_s=5_000,  # KSM: 100 pages per 20 ms
             )
-        )
+            m = result.summary
+            m["shared_at_end"] = int(result.metrics.groupby("vm").shared_pages.last().sum())
+            multi[regime] = m
+            rows.append(
+                (
+                    f"engine lru, {args.vms} VMs, 1.5x overcommit, balloon+host swap+sharing, {regime}",
+                    m["replay_seconds"],
+                    m["guest_faults"],
+                )
+            )
         start_s = second_process_start(paths["single"], f"{args.pages}p")
 
     print(f"\n{args.accesses:,} accesses, Zipf alpha 0.9 over {args.pages:,} pages")
@@ -230,12 +241,13 @@ def main() -> None:
     for name, seconds, faults in rows:
         rate = args.accesses / seconds
         print(f"{name:68s} {seconds:8.2f} {rate / 1e6:8.1f} {rate / base:6.1f}x {faults:11,d}")
-    print(
-        f"multi-VM activity: host swap out {m['host_swap_out']:,}, in {m['host_swap_in']:,}; "
-        f"balloon inflated {m['balloon_inflated']:,}; pages scanned {m['scanned_pages']:,}; "
-        f"COW breaks {m['cow_breaks']:,}; max slowdown {m['max_slowdown']:.2f}; "
-        f"shared pages at the end {int(multi.metrics.groupby('vm').shared_pages.last().sum()):,}"
-    )
+    for regime, m in multi.items():
+        print(
+            f"{regime}: host swap out {m['host_swap_out']:,}, in {m['host_swap_in']:,}; "
+            f"balloon inflated {m['balloon_inflated']:,}; pages scanned {m['scanned_pages']:,}; "
+            f"COW breaks {m['cow_breaks']:,}; max slowdown {m['max_slowdown']:.2f}; "
+            f"shared pages at the end {m['shared_at_end']:,}"
+        )
     print("¹ relative to libCacheSim LRU with a cache of 1/4 footprint")
     print(f"second process: first replay call returns after {start_s:.2f} s (numba cache warm)")
     if args.json:

@@ -31,6 +31,7 @@ def two_vm_trace() -> tuple[pa.Table, TraceMetadata]:
             "write": [True, False, False, True],
             "content": pa.array([0, None, 7, 9], pa.uint64()),
             "file_backed": [False, False, True, False],
+            "free": [False, False, False, False],
         },
         schema=CANONICAL_SCHEMA,
     )
