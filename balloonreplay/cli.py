@@ -308,7 +308,11 @@ def mrc_command(trace, output, plot_path, quiet):
 @click.option("--epoch", default="1s", show_default=True, help="policy epoch (1s, 500ms, ns)")
 @click.option("--quantum", default="100us", show_default=True, help="VM interleaving quantum")
 @click.option("--latencies", default="ssd", show_default=True, help="latency set: ssd or hdd")
-@click.option("--sharing/--no-sharing", default=False, show_default=True, help="page sharing")
+@click.option(
+    "--sharing/--no-sharing",
+    default=None,
+    help="page sharing [default: on for policies that share (esx, mom), else off]",
+)
 @click.option("--inter-vm-sharing", is_flag=True, help="share across VMs (default: within one VM)")
 @click.option("--scan-rate", type=int, default=None, help="sharing scan pages/s per VM (ESX: 50)")
 @click.option(

@@ -697,13 +697,16 @@ def replay(
     ``guest_policy``: ``lru``, ``clock``, ``fifo`` or ``twolist``.
     ``latencies``: ``"ssd"`` (default), ``"hdd"``, a mapping of overrides or a Latencies.
     Other keyword options are ReplayConfig fields (``sharing=True``, ``epoch_ns=...``,
+    page sharing defaults to the policy's ``wants_sharing``: on for ``esx`` and ``mom``;
     ``host_selection="lru-sampled"``, ``seed=...``, ``debug_checks=True``, ...).
     """
     if engine not in ENGINES:
         raise ConfigError("engine", f"expected one of {', '.join(ENGINES)}, got {engine!r}")
     trace = _as_trace(trace, metadata)
-    config = build_config(trace, vms, host, guest_policy, latencies=latencies, **options)
     host_policy = make_policy(policy, policy_params)
+    if options.get("sharing") is None:
+        options["sharing"] = host_policy.wants_sharing
+    config = build_config(trace, vms, host, guest_policy, latencies=latencies, **options)
     host_policy.attach(trace)
     ident = _trace_identity(trace)
     if engine == "numba":

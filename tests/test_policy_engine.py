@@ -357,3 +357,14 @@ def test_balloon_never_host_swaps_while_balloons_can_reclaim():
     assert m["host_swap_out"].sum() == 0
     reference = run(table, [1000, 1000], 1200, "balloon", "reference", latencies=QUICK_PAGING)
     assert_frames_equal(m, reference.metrics)
+
+
+@pytest.mark.parametrize(
+    ("spec", "sharing", "expected"),
+    [("esx", None, True), ("esx", False, False), ("mom", None, True),
+     ("mom:ksm=false", None, False), ("none", None, False), ("none", True, True)],
+)  # fmt: skip
+def test_page_sharing_defaults_to_what_the_policy_shares(spec, sharing, expected):
+    table = build_trace([uniform(50, 200, 1)])
+    result = run(table, [100], 200, spec, sharing=sharing)
+    assert result.config.sharing is expected

@@ -107,6 +107,9 @@ class HostPolicy:
 
     name: ClassVar[str] = "?"
     description: ClassVar[str] = ""
+    # The real system shares pages (ESX's scanner, MOM's KSM rules): a replay turns page
+    # sharing on for it unless told otherwise.
+    wants_sharing: ClassVar[bool] = False
 
     @dataclass
     class Params:

@@ -59,6 +59,7 @@ PAGES_PER_MIB = (1 << 20) // PAGE_SIZE_BYTES
 class EsxPolicy(HostPolicy):
     name = "esx"
     description = "VMware ESX: shares with idle memory tax, sampled working sets, free states"
+    wants_sharing = True
 
     @dataclass
     class Params:

@@ -43,6 +43,10 @@ class MomPolicy(HostPolicy):
     name = "mom"
     description = "oVirt MOM: balloon toward used + free share scaled by host pressure; KSM tuning"
 
+    @property
+    def wants_sharing(self) -> bool:  # KSM runs under MOM's rules unless they are off
+        return bool(self.params.ksm)
+
     @dataclass
     class Params:
         # 02-balloon.policy constants.
