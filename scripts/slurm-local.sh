@@ -239,8 +239,8 @@ start() {
 
 # MariaDB settings for both the first-time initialisation and the server. Durability is
 # off (no fsync, no doublewrite): this database only holds the history of local test jobs,
-# and the ~30 system tables mariadb-install-db creates and the ~40 tables slurmdbd creates
-# at its first start (global ones, then one set per cluster on `sacctmgr add cluster`) each
+# and the 31 system tables mariadb-install-db creates and the 32 tables slurmdbd creates at
+# its first start (global ones, then one set per cluster on `sacctmgr add cluster`) each
 # cost several fsyncs with the defaults, which is minutes when the disk is busy.
 MARIADB_FAST=(--innodb-flush-log-at-trx-commit=0 --innodb-flush-method=nosync
     --innodb-doublewrite=0 --innodb-use-native-aio=0 --skip-name-resolve)
@@ -336,6 +336,7 @@ cmd_up() {
     start_mariadb
     start slurmdbd /usr/sbin/slurmdbd
     register_accounting
+    say "accounting ready: cluster $CLUSTER, account $ACCOUNT"
     start slurmctld /usr/sbin/slurmctld
     wait_for "slurmctld to answer" "$(logfile slurmctld)" scontrol ping
     start slurmd /usr/sbin/slurmd
