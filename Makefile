@@ -34,10 +34,11 @@ lint: $(STAMP)
 unit: $(STAMP)
 	bash scripts/run-pytest.sh -m "not slurm" $(PYTEST_ARGS)
 
-# Brings up a single-node SLURM on this machine (root, Debian) and runs the study through
-# Snakemake's SLURM executor; see the README's cluster section.
+# Brings up a single-node SLURM on this machine (root, Debian), runs the .test study through
+# Snakemake's SLURM executor and locally, compares them, and brings SLURM down; see the
+# README's cluster section. -rP prints the measured times of the passing test.
 test-cluster: $(STAMP)
-	bash scripts/run-pytest.sh -m slurm $(PYTEST_ARGS)
+	bash scripts/run-pytest.sh -m slurm -rP $(PYTEST_ARGS)
 
 test: lint unit
 

@@ -46,7 +46,8 @@ PACKAGES=(munge slurm-client slurmctld slurmd slurmdbd mariadb-server-core maria
 # Start order; `down` stops in reverse.
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
 
-say() { echo "slurm-local: $*"; }
+# Every message carries the seconds since the script started, so a slow step shows itself.
+say() { echo "slurm-local: [${SECONDS}s] $*"; }
 die() {
     echo "slurm-local: error: $*" >&2
     exit 1
@@ -98,7 +99,8 @@ wait_for() {
     local deadline=$((SECONDS + TIMEOUT))
     until "$@" >/dev/null 2>&1; do
         if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "slurm-local: error: timed out after ${TIMEOUT}s waiting for $what" >&2
+            echo "slurm-local: error: [${SECONDS}s] timed out after ${TIMEOUT}s waiting for" \
+                "$what${log:+ (log: $log)}; SLURM_LOCAL_TIMEOUT sets the limit" >&2
             if [ -n "$log" ] && [ -r "$log" ]; then
                 echo "--- last lines of $log:" >&2
                 tail -n 20 "$log" >&2
@@ -133,7 +135,10 @@ install_packages() {
     fi
     local log
     log="$(mktemp)"
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    # Bounded, like every other step: a mirror that stops answering fails the step, naming
+    # it, instead of hanging.
+    local apt=(timeout "$((2 * TIMEOUT))" apt-get -o Acquire::Retries=3 -o Acquire::http::Timeout=30)
+    if ! { "${apt[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq \
         --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}"; } >"$log" 2>&1; then
         tail -n 30 "$log" >&2
         die "apt-get could not install ${missing[*]} (full log: $log)"
@@ -232,29 +237,36 @@ start() {
     touch "$STATE/owned.$name"
 }
 
+# MariaDB settings for both the first-time initialisation and the server. Durability is
+# off (no fsync, no doublewrite): this database only holds the history of local test jobs,
+# and the 31 system tables mariadb-install-db creates and the 32 tables slurmdbd creates at
+# its first start (global ones, then one set per cluster on `sacctmgr add cluster`) each
+# cost several fsyncs with the defaults, which is minutes when the disk is busy.
+MARIADB_FAST=(--innodb-flush-log-at-trx-commit=0 --innodb-flush-method=nosync
+    --innodb-doublewrite=0 --innodb-use-native-aio=0 --skip-name-resolve)
+
 start_mariadb() {
     if [ ! -d "$LIB/mysql/mysql" ]; then
-        say "initialising the accounting database in $LIB/mysql"
-        mariadb-install-db --no-defaults --user="$DB_USER" --datadir="$LIB/mysql" \
-            --auth-root-authentication-method=socket --skip-test-db \
-            >>/var/log/slurm/mariadb.log 2>&1 ||
-            die "mariadb-install-db failed; see /var/log/slurm/mariadb.log"
+        say "initialising the accounting database in $LIB/mysql (first time only)"
+        # A half-initialised directory from an interrupted attempt would make the next
+        # attempt fail, so start from an empty one.
+        find "$LIB/mysql" -mindepth 1 -delete
+        timeout "$TIMEOUT" mariadb-install-db --no-defaults --user="$DB_USER" \
+            --datadir="$LIB/mysql" --auth-root-authentication-method=socket --skip-test-db \
+            "${MARIADB_FAST[@]}" >>/var/log/slurm/mariadb.log 2>&1 ||
+            die "mariadb-install-db failed or took over ${TIMEOUT}s (log: /var/log/slurm/mariadb.log)"
+        say "database initialised"
     fi
     # mariadbd does not daemonize: detach it from this shell; it writes its own pid file.
     # Loopback only, on its own port and socket, so it never meets a system MariaDB. The
-    # buffer pool and lock timeout are what slurmdbd checks for. Durability is off (no fsync,
-    # no doublewrite): this database only holds the history of local test jobs, and the
-    # dozens of tables slurmdbd creates at its first start once took 6 minutes here under
-    # disk pressure.
+    # buffer pool and lock timeout are what slurmdbd checks for.
     # shellcheck disable=SC2317
     launch_mariadbd() {
         setsid /usr/sbin/mariadbd --no-defaults --user="$DB_USER" --datadir="$LIB/mysql" \
             --socket="$STATE/mariadb/mariadbd.sock" --pid-file="$STATE/mariadb/mariadbd.pid" \
-            --bind-address=127.0.0.1 --port="$DB_PORT" --skip-name-resolve \
+            --bind-address=127.0.0.1 --port="$DB_PORT" "${MARIADB_FAST[@]}" \
             --log-error=/var/log/slurm/mariadb.log --innodb-buffer-pool-size=512M \
             --innodb-log-file-size=64M --innodb-lock-wait-timeout=900 \
-            --innodb-use-native-aio=0 --innodb-flush-log-at-trx-commit=0 \
-            --innodb-flush-method=nosync --innodb-doublewrite=0 \
             </dev/null >/dev/null 2>&1 &
     }
     start mariadbd launch_mariadbd
@@ -324,6 +336,7 @@ cmd_up() {
     start_mariadb
     start slurmdbd /usr/sbin/slurmdbd
     register_accounting
+    say "accounting ready: cluster $CLUSTER, account $ACCOUNT"
     start slurmctld /usr/sbin/slurmctld
     wait_for "slurmctld to answer" "$(logfile slurmctld)" scontrol ping
     start slurmd /usr/sbin/slurmd

@@ -358,3 +358,105 @@ def ingest_flags(wildcards):
         flags += ["--vm-mem", shlex.quote(",".join(settings["vm_mem"]))]
     lru = _lru_flag(settings)
     return " ".join(flags + ([lru] if lru else []))
+
+
+# --- cluster resources from the trace's size (profiles/slurm; README "Running the study on
+# a SLURM cluster" gives the formula). Each function raises FileNotFoundError (naming the
+# input) while its trace does not exist yet: Snakemake then shows the resource as <TBD>
+# and computes it when the job is ready to run.
+from balloonreplay.traces.io import open_trace
+from balloonreplay.units import parse_size_pages
+
+# A tiny replay peaks at about 330 MB resident (Python, numba, pyarrow, pandas; the
+# max_rss of logs/benchmarks/runs/**), compiling the kernels on a cold cache at about
+# 480 MB: twice that is the floor.
+REPLAY_FLOOR_MB = 1000
+# run_point holds the whole (cloned) trace in memory: 27 bytes per row in Arrow, the
+# cloning's index, time and VM arrays and the table's copy in the cloned order.
+REPLAY_BYTES_PER_ACCESS = 128
+# Engine state (balloonreplay/engine/state.py): per page P (4 x int32) + PC (6 x int64);
+# per frame F (8 x int32) + FC (9 x int64) + FS, BS, TS (int64) + the share and candidate
+# tables (up to 4 rows of 3 x int64 each per frame).
+REPLAY_BYTES_PER_PAGE = 4 * 4 + 6 * 8
+REPLAY_BYTES_PER_FRAME = 8 * 4 + 9 * 8 + 3 * 8 + 2 * 4 * 3 * 8
+# A third of the slowest rate measured here (3 M accesses/s: 8 VMs under balloon, host
+# swap and sharing pressure, README "Performance"), so a slower node still finishes.
+REPLAY_ACCESSES_PER_S = 1_000_000
+# Ingest: about 4 M accesses/s here (README "Canonical traces"); a CSV row is ~30 bytes.
+INGEST_BYTES_PER_S = 10_000_000
+FLOOR_RUNTIME_MIN = 10
+# Above this many replayed accesses a second CPU pays: pyarrow decodes columns in
+# threads and the replay prepares the next batch in a thread while the single-threaded
+# kernel runs (decoding costs as much as the kernel, README "Performance").
+REPLAY_SECOND_CPU_ACCESSES = 10_000_000
+
+
+def replay_size(trace_path, run):
+    """(accesses, pages, frames) a replay of `run` on this trace holds in memory: the
+    trace's VMs are cloned to run['n_vms'] (VM i replays VM i mod K), frames are the
+    configured memory of all VMs."""
+    os.stat(trace_path)  # FileNotFoundError naming the input until the trace exists
+    meta = open_trace(trace_path).metadata
+    accesses = meta.accesses
+    if accesses is None:
+        accesses = open_trace(trace_path).num_rows
+    k = meta.num_vms or 1
+    n = run.get("n_vms") or k
+    pages_per_vm = meta.pages_per_vm or [0] * k
+    pages = sum(pages_per_vm[i % k] for i in range(n))
+    page_bytes = meta.page_size_bytes or 4096
+    if run.get("vm_mem_equals_host") and run.get("host_mem"):
+        frames = parse_size_pages(run["host_mem"], page_bytes)
+    elif run.get("vm_mem") is not None:
+        sizes = run["vm_mem"]
+        sizes = sizes.split(",") if isinstance(sizes, str) else sizes
+        sizes = sizes if isinstance(sizes, list | tuple) else [sizes]
+        frames = n * max(parse_size_pages(s, page_bytes) for s in sizes)
+    else:
+        frames = sum((meta.config_pages or [0] * k)[i % k] for i in range(n))
+    return accesses * n // k, pages, frames
+
+
+def replay_mem_mb(accesses, pages, frames):
+    state_bytes = (
+        accesses * REPLAY_BYTES_PER_ACCESS
+        + pages * REPLAY_BYTES_PER_PAGE
+        + frames * REPLAY_BYTES_PER_FRAME
+    )
+    return REPLAY_FLOOR_MB + -(-state_bytes // 1_000_000)
+
+
+def replay_runtime_min(accesses):
+    return max(FLOOR_RUNTIME_MIN, -(-accesses // (REPLAY_ACCESSES_PER_S * 60)))
+
+
+def replay_cpus(accesses):
+    return 2 if accesses >= REPLAY_SECOND_CPU_ACCESSES else 1
+
+
+def replay_resource(name, spec):
+    """The resource `name` of a replay job, as a function for `resources:`; `spec` is
+    run_spec or baseline_spec."""
+
+    def resource(wildcards, input):
+        accesses, pages, frames = replay_size(input.trace, spec(wildcards))
+        if name == "mem_mb":
+            return replay_mem_mb(accesses, pages, frames)
+        if name == "runtime":
+            return replay_runtime_min(accesses)
+        return replay_cpus(accesses)
+
+    return resource
+
+
+def ingest_runtime_min(wildcards, input):
+    size_bytes = os.stat(input.source).st_size
+    return max(FLOOR_RUNTIME_MIN, -(-size_bytes // (INGEST_BYTES_PER_S * 60)))
+
+
+# Jobs that take a second and read a few small files run in the Snakemake process on the
+# submit host: as SLURM jobs each would wait in the queue far longer than it runs, and
+# the search's rounds are sequential, so their queue waits would add up.
+localrules:
+    refine_sweep,
+    sweep_runs,

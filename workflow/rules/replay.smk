@@ -36,7 +36,9 @@ rule replay:
         "../envs/balloonreplay.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=replay_resource("mem_mb", run_spec),
+        runtime=replay_resource("runtime", run_spec),
+        cpus_per_task=replay_resource("cpus_per_task", run_spec),
     params:
         run=run_spec,
     script:
@@ -57,7 +59,9 @@ rule replay_baseline:
         "../envs/balloonreplay.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=replay_resource("mem_mb", baseline_spec),
+        runtime=replay_resource("runtime", baseline_spec),
+        cpus_per_task=replay_resource("cpus_per_task", baseline_spec),
     params:
         run=baseline_spec,
     script:

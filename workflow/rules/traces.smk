@@ -41,6 +41,7 @@ rule ingest_trace:
         "../envs/balloonreplay.yaml"
     resources:
         mem_mb=2000,
+        runtime=ingest_runtime_min,
     params:
         cli=BALLOONREPLAY,
         flags=ingest_flags,
