@@ -100,4 +100,6 @@ rule sweep_runs:
     conda:
         "../envs/balloonreplay.yaml"
     shell:
-        "printf '%s\\n' {input.runs:q} {input.baselines:q} > {output:q} 2> {log:q}"
+        # {input} is the runs, then the baselines; named inputs would not format in a
+        # dry run, where the search's checkpoints have not run yet.
+        "printf '%s\\n' {input:q} > {output:q} 2> {log:q}"
