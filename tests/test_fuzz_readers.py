@@ -17,8 +17,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import resource
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 import zipfile
 from collections import Counter
@@ -28,10 +31,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 from conftest import TEST_DATA
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from balloonreplay.cli import main
 from balloonreplay.errors import TraceError
 from balloonreplay.traces.formats import get_format
 from balloonreplay.traces.formats.csv import KNOWN_COLUMNS
@@ -577,3 +582,97 @@ def test_info_on_an_empty_trace_is_a_trace_error(scratch):
     pq.write_table(CANONICAL_SCHEMA.empty_table(), path)
     with pytest.raises(TraceError, match="empty"):
         trace_info(path)
+
+
+# ---------------------------------------------------------------- what the user sees
+
+
+def claim_rows(parquet_bytes: bytes, rows: int, claimed: int) -> bytes:
+    """The file with every i64 thrift field holding `rows` in its footer (the file's and the
+    row group's num_rows, the columns' num_values) rewritten to claim `claimed`."""
+
+    def varint(value: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+            value >>= 7
+            if not value:
+                return bytes(out)
+
+    footer_length = struct.unpack("<I", parquet_bytes[-8:-4])[0]
+    footer = parquet_bytes[-8 - footer_length : -8]
+    field = b"\x16"  # compact protocol: field id delta 1, type i64
+    old = field + varint(rows * 2)  # i64 values are zigzag-encoded
+    assert old in footer
+    footer = footer.replace(old, field + varint(claimed * 2))
+    return parquet_bytes[: -8 - footer_length] + footer + struct.pack("<I", len(footer)) + b"PAR1"
+
+
+def run_cli(*args: str, memory_limit_bytes: int | None = None) -> subprocess.CompletedProcess:
+    def limit():  # in the child only
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "balloonreplay"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit if memory_limit_bytes else None,
+    )
+
+
+def assert_one_error_line(output: str, path: Path) -> None:
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), output
+    assert "Traceback" not in output
+
+
+def test_a_footer_claiming_a_trillion_rows_allocates_nothing(scratch):
+    """`balloonreplay ingest` and `info` on a file whose footer claims 10^12 rows end in one
+    error line under a 2 GiB address-space limit, not in an attempt to allocate them."""
+    rows = pq.ParquetFile(FIXTURES["parquet"]).metadata.num_rows
+    path = scratch / "claims.parquet"
+    path.write_bytes(claim_rows(FIXTURES["parquet"].read_bytes(), rows, 10**12))
+    out = scratch / "out.parquet"
+    for args in (["ingest", str(path), "-o", str(out), "-q"], ["info", str(path), "-q"]):
+        result = run_cli(*args, memory_limit_bytes=2 << 30)
+        assert result.returncode == 1, result.stderr
+        assert_one_error_line(result.stderr, path)
+        assert not out.exists()
+    CASES_TRIED["cli"] += 2
+
+
+@pytest.mark.parametrize(
+    ("format_name", "cut"),
+    [("lackey", 1000), ("memtrace", 1001), ("csv", 700), ("parquet", 2000)]
+    + [("oracle-general", 100)],
+)
+def test_cli_ingest_of_a_truncated_file_prints_one_error_line(scratch, format_name, cut):
+    source = scratch / FIXTURES[format_name].name
+    source.write_bytes(FIXTURES[format_name].read_bytes()[:cut])
+    out = scratch / "out" / "trace.parquet"
+    args = ["ingest", str(source), "-f", format_name, "-o", str(out), "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr, source)
+    assert result.stdout == ""
+    assert not out.exists()
+    assert not out.parent.exists() or not list(out.parent.iterdir())  # no temporary file
+    CASES_TRIED["cli"] += 1
+
+
+def test_cli_info_on_a_corrupt_trace_prints_one_error_line(scratch):
+    path = scratch / "t.parquet"
+    path.write_bytes(mutate(FIXTURES["parquet"].read_bytes(), [(44, 0)]))
+    result = CliRunner().invoke(main, ["info", str(path), "-q"])
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr, path)
+    CASES_TRIED["cli"] += 1
+
+
+def test_report_cases_tried():
+    """Runs last in this file: the number of hostile inputs tried, for the issue's note
+    (``pytest -s tests/test_fuzz_readers.py``)."""
+    for kind, count in sorted(CASES_TRIED.items()):
+        print(f"{kind:32s} {count}")
+    print(f"{'total':32s} {sum(CASES_TRIED.values())}")

@@ -147,8 +147,11 @@ class Trace:
     def iter_batches(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         # Row group by row group, so a corrupt page is reported with the group holding it.
         for group in range(self._file.num_row_groups):
+            rows = 0
             try:
+                claimed = self._file.metadata.row_group(group).num_rows
                 for batch in self._file.iter_batches(batch_size=batch_rows, row_groups=[group]):
+                    rows += batch.num_rows
                     yield conform_batch(batch, self.path)
             except _PARQUET_ERRORS as exc:
                 raise TraceError(
@@ -156,6 +159,12 @@ class Trace:
                     f"row group {group}",
                     f"expected readable Parquet data ({_one_line(exc)})",
                 ) from None
+            if rows != claimed:  # pyarrow stops at the data's end, whatever the footer says
+                raise TraceError(
+                    self.path,
+                    f"row group {group}",
+                    f"expected {claimed} rows as the footer says, the data holds {rows}",
+                )
 
     def read_table(self) -> pa.Table:
         """The whole trace in memory; for tests and small traces only."""

@@ -4,6 +4,7 @@ Run from the repository root: ``.venv/bin/python tests/data/make_small_traces.py
 output is deterministic; it is committed so the tests never depend on this script's run.
 """
 
+import sys
 import zipfile
 from pathlib import Path
 
@@ -15,12 +16,15 @@ from balloonreplay.traces.formats.drmemtrace import RECORD
 from balloonreplay.traces.io import write_trace
 
 HERE = Path(__file__).resolve().parent
-SAMPLE = Path("/work/shared/data/drmemtrace.threadsig.x86_64")
 THREADS = ("drmemtrace.threadsig.2765542.2328", "drmemtrace.threadsig.2765543.2117")
 HEAD_RECORDS = 120
 
 
 def main() -> None:
+    sys.path.insert(0, str(HERE.parent))
+    from conftest import shared_data_dir
+
+    sample = shared_data_dir() / "drmemtrace.threadsig.x86_64"
     lackey = get_format("lackey")
     table = pa.Table.from_batches(
         list(lackey.read(HERE / "touch_pages.lackey", lackey.make_options({})))
@@ -40,7 +44,7 @@ def main() -> None:
     out_dir = HERE / "threadsig_head"
     out_dir.mkdir(exist_ok=True)
     for name in THREADS:
-        with zipfile.ZipFile(SAMPLE / f"{name}.trace.zip") as archive:
+        with zipfile.ZipFile(sample / f"{name}.trace.zip") as archive:
             head = archive.open("chunk.0000").read(HEAD_RECORDS * RECORD.itemsize)
         target = out_dir / f"{name}.trace.zip"
         info = zipfile.ZipInfo("chunk.0000", date_time=(2026, 1, 1, 0, 0, 0))
