@@ -199,12 +199,12 @@ def type_problem(value: Any, default: Any, annotation: Any) -> str | None:
     kind = type(default) if default is not None else None
     if kind is bool or text == "bool":
         return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
-    if isinstance(value, bool):
-        return f"expected {text}, got {value!r}"
+    number = isinstance(value, int | float) and not isinstance(value, bool)
     if kind is int or text == "int":
-        return None if isinstance(value, int) else f"expected a whole number, got {value!r}"
+        whole = number and isinstance(value, int)
+        return None if whole else f"expected a whole number, got {value!r}"
     if kind is float or text == "float":
-        return None if isinstance(value, int | float) else f"expected a number, got {value!r}"
+        return None if number else f"expected a number, got {value!r}"
     if kind is str or text == "str":
         return None if isinstance(value, str) else f"expected a string, got {value!r}"
     if text.startswith("list"):  # per-VM values: a list, one value for all, or "a/b" text
