@@ -145,30 +145,39 @@ class Trace:
         return self._file.metadata.num_rows
 
     def iter_batches(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        # Row group by row group, so a corrupt page is reported with the group holding it.
-        for group in range(self._file.num_row_groups):
-            rows = 0
-            try:
-                claimed = self._file.metadata.row_group(group).num_rows
-                for batch in self._file.iter_batches(batch_size=batch_rows, row_groups=[group]):
-                    rows += batch.num_rows
-                    yield conform_batch(batch, self.path)
-            except _PARQUET_ERRORS as exc:
-                raise TraceError(
-                    self.path,
-                    f"row group {group}",
-                    f"expected readable Parquet data ({_one_line(exc)})",
-                ) from None
-            if rows != claimed:  # pyarrow stops at the data's end, whatever the footer says
-                raise TraceError(
-                    self.path,
-                    f"row group {group}",
-                    f"expected {claimed} rows as the footer says, the data holds {rows}",
-                )
+        for batch in checked_batches(self._file, self.path, batch_rows):
+            yield conform_batch(batch, self.path)
 
     def read_table(self) -> pa.Table:
         """The whole trace in memory; for tests and small traces only."""
         return pa.Table.from_batches(list(self.iter_batches()), schema=CANONICAL_SCHEMA)
+
+
+def checked_batches(
+    parquet_file: pq.ParquetFile, path, batch_rows: int, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """``parquet_file.iter_batches``, row group by row group, raising TraceError (naming the
+    row group) for corrupt data and for a group holding other than the rows its footer
+    claims, instead of pyarrow's own errors."""
+    for group in range(parquet_file.num_row_groups):
+        rows = 0
+        try:
+            claimed = parquet_file.metadata.row_group(group).num_rows
+            for batch in parquet_file.iter_batches(
+                batch_size=batch_rows, row_groups=[group], columns=columns
+            ):
+                rows += batch.num_rows
+                yield batch
+        except _PARQUET_ERRORS as exc:
+            raise TraceError(
+                path, f"row group {group}", f"expected readable Parquet data ({_one_line(exc)})"
+            ) from None
+        if rows != claimed:  # pyarrow stops at the data's end, whatever the footer says
+            raise TraceError(
+                path,
+                f"row group {group}",
+                f"expected {claimed} rows as the footer says, the data holds {rows}",
+            )
 
 
 def open_trace(path: str | os.PathLike) -> Trace:
