@@ -214,6 +214,12 @@ def make_policy(spec: str | HostPolicy, overrides: dict[str, Any] | None = None)
         default = getattr(params, key)
         if isinstance(value, str) and not isinstance(default, str):
             value = _coerce(value, default, key)
+        else:
+            from balloonreplay.config_check import type_problem
+
+            problem = type_problem(value, default, fields[key].type)
+            if problem:
+                raise ConfigError(f"policy.{key}", f"policy {name!r}: {problem}")
         setattr(params, key, value)
     return cls(params)
 

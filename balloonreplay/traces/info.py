@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from balloonreplay.errors import TraceError
 from balloonreplay.traces.ingest import canonical_batches
 from balloonreplay.traces.io import open_trace
 from balloonreplay.traces.remap import rows_by_vm
@@ -108,6 +109,8 @@ def trace_info(path: str | os.PathLike, progress=None) -> TraceInfo:
             )
         if progress is not None:
             progress.update(batch.num_rows)
+    if not tallies:
+        raise TraceError(path, None, "expected at least one access; the trace is empty")
     config_pages = trace.metadata.config_pages
     vms = [
         VmInfo(

@@ -143,7 +143,8 @@ def write_canonical(
                 raise TraceError(
                     source_path,
                     None,
-                    f"the trace has {num_vms} VMs but its metadata {name} lists {len(per_vm)}",
+                    f"the trace has {num_vms} VMs but its metadata {name} lists {len(per_vm)}; "
+                    "expected one value per VM",
                 )
         writer.metadata = metadata.overlay(
             dense=True,

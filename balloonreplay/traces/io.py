@@ -26,6 +26,13 @@ from balloonreplay.traces.schema import (
 
 DEFAULT_BATCH_ROWS = 1 << 20
 ROW_GROUP_ROWS = 1 << 20
+# What pyarrow raises on a corrupt file: ArrowInvalid, ArrowNotImplementedError (bad type
+# widths), OSError (decompression, thrift), IndexError/ValueError on some bad footers.
+_PARQUET_ERRORS = (pa.ArrowException, OSError, IndexError, ValueError)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 @contextmanager
@@ -130,26 +137,58 @@ class Trace:
             raise TraceError(self.path, None, "file not found")
         try:
             self._file = pq.ParquetFile(self.path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise TraceError(self.path, None, f"expected a Parquet file ({exc})") from None
+            schema = self._file.schema_arrow
+        except _PARQUET_ERRORS as exc:
+            raise TraceError(
+                self.path, None, f"expected a Parquet file ({_one_line(exc)})"
+            ) from None
         kv = self._file.metadata.metadata or {}
         self.metadata = (
-            TraceMetadata.from_json(kv[METADATA_KEY]) if METADATA_KEY in kv else TraceMetadata()
+            TraceMetadata.from_json(kv[METADATA_KEY], self.path)
+            if METADATA_KEY in kv
+            else TraceMetadata()
         )
         # Check the columns up front so a bad file fails before any work is done.
-        conform_batch(self._file.schema_arrow.empty_table(), self.path)
+        conform_batch(schema.empty_table(), self.path)
 
     @property
     def num_rows(self) -> int:
         return self._file.metadata.num_rows
 
     def iter_batches(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        for batch in self._file.iter_batches(batch_size=batch_rows):
+        for batch in checked_batches(self._file, self.path, batch_rows):
             yield conform_batch(batch, self.path)
 
     def read_table(self) -> pa.Table:
         """The whole trace in memory; for tests and small traces only."""
         return pa.Table.from_batches(list(self.iter_batches()), schema=CANONICAL_SCHEMA)
+
+
+def checked_batches(
+    parquet_file: pq.ParquetFile, path, batch_rows: int, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """``parquet_file.iter_batches``, row group by row group, raising TraceError (naming the
+    row group) for corrupt data and for a group holding other than the rows its footer
+    claims, instead of pyarrow's own errors."""
+    for group in range(parquet_file.num_row_groups):
+        rows = 0
+        try:
+            claimed = parquet_file.metadata.row_group(group).num_rows
+            for batch in parquet_file.iter_batches(
+                batch_size=batch_rows, row_groups=[group], columns=columns
+            ):
+                rows += batch.num_rows
+                yield batch
+        except _PARQUET_ERRORS as exc:
+            raise TraceError(
+                path, f"row group {group}", f"expected readable Parquet data ({_one_line(exc)})"
+            ) from None
+        if rows != claimed:  # pyarrow stops at the data's end, whatever the footer says
+            raise TraceError(
+                path,
+                f"row group {group}",
+                f"expected {claimed} rows as the footer says, the data holds {rows}",
+            )
 
 
 def open_trace(path: str | os.PathLike) -> Trace:

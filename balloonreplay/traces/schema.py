@@ -72,16 +72,32 @@ class TraceMetadata:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> TraceMetadata:
-        raw = json.loads(text)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+    def from_json(cls, text: str | bytes, path=None) -> TraceMetadata:
+        """Parse footer metadata, checking every known field's type (a hostile or corrupt
+        footer must fail here, naming the field, not deep inside a replay)."""
+        where = f"footer metadata {METADATA_KEY.decode()!r}"
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+            raise TraceError(path, where, f"expected a UTF-8 JSON object ({exc})") from None
+        if not isinstance(raw, dict):
+            raise TraceError(path, where, f"expected a JSON object, got {type(raw).__name__}")
+        values = {}
+        for name, (check, expected) in _METADATA_FIELD_CHECKS.items():
+            if name not in raw:
+                continue
+            if not check(raw[name]):
+                raise TraceError(
+                    path, f"{where} field {name!r}", f"expected {expected}, got {raw[name]!r:.80}"
+                )
+            values[name] = raw[name]
+        return cls(**values)
 
     @classmethod
-    def from_schema(cls, schema: pa.Schema) -> TraceMetadata:
+    def from_schema(cls, schema: pa.Schema, path=None) -> TraceMetadata:
         meta = schema.metadata or {}
         if METADATA_KEY in meta:
-            return cls.from_json(meta[METADATA_KEY])
+            return cls.from_json(meta[METADATA_KEY], path)
         return cls()
 
     def overlay(self, **overrides: Any) -> TraceMetadata:
@@ -89,6 +105,37 @@ class TraceMetadata:
         data = asdict(self)
         data.update({k: v for k, v in overrides.items() if v is not None})
         return TraceMetadata(**data)
+
+
+def _is_int(value: Any, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value < 2**63
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+def _list_of(check):
+    return lambda value: isinstance(value, list) and all(check(v) for v in value)
+
+
+_METADATA_FIELD_CHECKS = {
+    "source": (_optional(lambda v: isinstance(v, str)), "a string or null"),
+    "parameters": (lambda v: isinstance(v, dict), "a JSON object"),
+    "seed": (_optional(_is_int), "a whole number >= 0 or null"),
+    "page_size_bytes": (
+        lambda v: _is_int(v, 1) and v & (v - 1) == 0,
+        "a power of two (bytes)",
+    ),
+    "config_pages": (_optional(_list_of(lambda v: _is_int(v, 1))), "a list of pages >= 1"),
+    "vm_names": (_optional(_list_of(lambda v: isinstance(v, str))), "a list of strings"),
+    "vm_images": (_optional(_list_of(lambda v: isinstance(v, str))), "a list of strings"),
+    "dense": (lambda v: isinstance(v, bool), "true or false"),
+    "pages_per_vm": (_optional(_list_of(_is_int)), "a list of page counts >= 0"),
+    "accesses": (_optional(_is_int), "a whole number >= 0 or null"),
+    "lru_filter_pages": (_optional(lambda v: _is_int(v, 1)), "a whole number >= 1 or null"),
+    "version": (_is_int, "a whole number"),
+}
 
 
 def empty_batch() -> pa.RecordBatch:
@@ -128,7 +175,12 @@ def conform_batch(batch: pa.RecordBatch | pa.Table, path=None) -> pa.RecordBatch
     Raises TraceError naming the missing column or the column whose type cannot be cast.
     """
     if isinstance(batch, pa.Table):
-        batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else empty_batch()
+        # An empty table keeps its own schema, so the column checks below still apply to it.
+        batch = (
+            batch.combine_chunks().to_batches()[0]
+            if batch.num_rows
+            else pa.RecordBatch.from_pylist([], schema=batch.schema)
+        )
     names = batch.schema.names
     for col in REQUIRED_COLUMNS:
         if col not in names:
@@ -145,9 +197,11 @@ def conform_batch(batch: pa.RecordBatch | pa.Table, path=None) -> pa.RecordBatch
             column = batch.column(names.index(fld.name))
             if fld.name != "content" and column.null_count:
                 raise TraceError(path, f"column {fld.name!r}", "expected no null values")
+            if pa.types.is_boolean(fld.type) and not pa.types.is_boolean(column.type):
+                _check_zero_or_one(column, fld.name, path)
             try:
                 column = column.cast(fld.type, safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            except pa.ArrowException as exc:
                 raise TraceError(
                     path,
                     f"column {fld.name!r}",
@@ -159,3 +213,17 @@ def conform_batch(batch: pa.RecordBatch | pa.Table, path=None) -> pa.RecordBatch
             column = pa.array(np.zeros(n, dtype=bool))
         arrays.append(column)
     return pa.RecordBatch.from_arrays(arrays, schema=CANONICAL_SCHEMA)
+
+
+def _check_zero_or_one(column: pa.Array, name: str, path) -> None:
+    """Numbers in a boolean column must be 0 or 1: Arrow's cast would read 0.5 or 7 as true."""
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        return  # strings ("true", "0") and other types are left to the cast, which names them
+    values = column.to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero((values != 0) & (values != 1))
+    if bad.size:
+        raise TraceError(
+            path,
+            f"column {name!r}",
+            f"expected booleans (or 0/1), got {values[bad[0]]!r} in row {int(bad[0])} of a batch",
+        )

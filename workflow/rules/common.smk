@@ -12,9 +12,17 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from balloonreplay import experiments as X
-from balloonreplay.errors import BalloonreplayError
-from balloonreplay.traces.generators import load_spec
+from balloonreplay.config_check import check_schema, check_values
+from balloonreplay.errors import ConfigError
 
+# First our own pass, whose error names the key path (experiments.x.policies[2].name);
+# then Snakemake's, which also fills in the schema's defaults.
+try:
+    check_schema(
+        config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
+    )
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 validate(config, schema="../schemas/config.schema.yaml")
 
 WORKLOADS = config["workloads"]
@@ -52,60 +60,13 @@ def one_of(names):
 
 
 def _check_config():
-    """What JSON Schema cannot say: names refer to configured workloads, spec files parse."""
-    for exp_name, experiment in config["experiments"].items():
-        for i, name in enumerate(experiment["workloads"]):
-            if name not in WORKLOADS:
-                raise WorkflowError(
-                    f"config: experiments.{exp_name}.workloads[{i}]: unknown workload "
-                    f"{name!r} (configured: {', '.join(WORKLOADS)})"
-                )
-    for name in GENERATED:
-        spec_path = repo_path(WORKLOADS[name]["generate"]["spec"])
-        try:
-            load_spec(spec_path)
-        except BalloonreplayError as exc:
-            raise WorkflowError(
-                f"config: workloads.{name}.generate.spec: {exc}"
-            ) from None
-    for exp_name, experiment in EXPERIMENTS.items():
-        labels = X.policy_labels(experiment)
-        if len(set(labels)) != len(labels):
-            raise WorkflowError(
-                f"config: experiments.{exp_name}.policies: labels must be unique, got "
-                f"{labels}; give variants a `label:`"
-            )
-        if experiment.get("vms") and "vms" in (experiment.get("sweep") or {}):
-            raise WorkflowError(
-                f"config: experiments.{exp_name}: give `vms` or `sweep.vms`, not both"
-            )
-    for role, value in FIGURE_ROLES.items():
-        name = value if isinstance(value, str) else value.get("experiment")
-        if isinstance(name, str) and name not in EXPERIMENTS:
-            raise WorkflowError(
-                f"config: figures.{role}: unknown experiment {name!r} "
-                f"(configured: {', '.join(EXPERIMENTS)})"
-            )
-    timeline = FIGURE_ROLES.get("timeline")
-    if timeline and timeline["policy"] not in X.policy_labels(
-        EXPERIMENTS[timeline["experiment"]]
-    ):
-        raise WorkflowError(
-            f"config: figures.timeline.policy: {timeline['policy']!r} is not a policy of "
-            f"experiment {timeline['experiment']!r}"
-        )
-    for name in CAPTURED:
-        stdin = WORKLOADS[name]["capture"].get("stdin")
-        if stdin and not os.path.exists(repo_path(stdin)):
-            raise WorkflowError(
-                f"config: workloads.{name}.capture.stdin: file not found: {stdin}"
-            )
-    for name in INGESTED:
-        if not os.path.exists(repo_path(WORKLOADS[name]["ingest"]["path"])):
-            raise WorkflowError(
-                f"config: workloads.{name}.ingest.path: file not found: "
-                f"{WORKLOADS[name]['ingest']['path']}"
-            )
+    """What JSON Schema cannot say, checked at load: names refer to configured workloads,
+    policies, formats and labels; sizes, parameters and options are valid
+    (balloonreplay.config_check). The error names the offending key."""
+    try:
+        check_values(config, workflow.basedir)
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 _check_config()

@@ -34,9 +34,11 @@ about one block per thread (≈ ``block_records`` × 12 bytes × threads).
 from __future__ import annotations
 
 import dataclasses
+import lzma
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,8 +63,29 @@ MARKER_TIMESTAMP = 2
 INSTRUCTION_FETCH_TYPES = np.array([10, 11, 12, 13, 14, 15, 16, 31, 48, 49], dtype=np.uint16)
 NS_PER_US = 1000
 DEFAULT_NS_PER_RECORD = 1.0  # a thread with a single timestamp has no rate of its own
+# Accesses waiting for the next timestamp are held in memory. DynamoRIO writes one per
+# buffer flush (at most 12,414 records apart in the threadsig sample), so a far longer
+# stretch without one is a corrupt or hostile file, refused before it exhausts memory.
+MAX_RECORDS_WITHOUT_TIMESTAMP = 1 << 24
+# Rows one call of _extract may write (a block is split to stay near this): an access of
+# up to 64 KiB with tiny pages touches many pages, and a block of them must not allocate
+# without bound.
+MAX_ROWS_PER_EXTRACT = 1 << 22
 THREAD_FILE_SUFFIX = ".trace.zip"
 CHUNK_NAME = re.compile(r"chunk\.\d+")
+# What zipfile raises on a corrupt or unsupported archive: bad headers, CRC and truncated
+# members (BadZipFile, EOFError, OSError), broken deflate/lzma streams, and compression
+# methods or encryption it does not support (NotImplementedError, RuntimeError).
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    RuntimeError,
+    ValueError,
+)
 
 
 @dataclasses.dataclass
@@ -133,7 +156,7 @@ def _chunk_names(zip_path: Path, archive: zipfile.ZipFile) -> list[str]:
 def _open_zip(zip_path: Path) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except ZIP_ERRORS as exc:
         raise TraceError(zip_path, None, f"expected a zip of chunk.NNNN files ({exc})") from None
 
 
@@ -150,8 +173,8 @@ def _first_timestamp_us(zip_path: Path, block_records: int) -> int | None:
                         )
                         if is_stamp.any():
                             return int(records["addr"][is_stamp][0])
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise TraceError(zip_path, name, f"readable zip data ({exc})") from None
+            except ZIP_ERRORS as exc:
+                raise TraceError(zip_path, name, f"expected readable zip data ({exc})") from None
     return None
 
 
@@ -162,7 +185,6 @@ class _ThreadReader:
         self.zip_path = zip_path
         self.base_us = base_us
         self.shift = np.uint64(shift)
-        self.max_pages_per_access = (0xFFFF >> shift) + 2  # sizes are u16
         self.options = options
         # The last timestamp seen: its record position and time (ns since base).
         self.stamp_pos: int | None = None
@@ -176,9 +198,11 @@ class _ThreadReader:
     def accesses(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (t_ns int64, page uint64, write bool) arrays in time order."""
         for position, records in self._blocks():
-            timed = self._time_block(position, records)
-            if timed is not None:
-                yield timed
+            rows = _output_rows(records, self.options.instructions, self.shift)
+            for start, stop in _split_by_rows(rows, MAX_ROWS_PER_EXTRACT):
+                timed = self._time_block(position + start, records[start:stop])
+                if timed is not None:
+                    yield timed
         if self.pending_pos.size:
             yield (
                 self._time_after_last_stamp(self.pending_pos),
@@ -213,11 +237,11 @@ class _ThreadReader:
                             member_offset += len(records) * RECORD.itemsize
                             if limit is not None and position >= limit:
                                 return
-                except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+                except ZIP_ERRORS as exc:
                     raise TraceError(
                         self.zip_path,
                         f"{name} byte offset {member_offset}",
-                        f"readable zip data ({exc})",
+                        f"expected readable zip data ({exc})",
                     ) from None
                 if carry:
                     raise TraceError(
@@ -249,24 +273,28 @@ class _ThreadReader:
         n = len(records)
         stamp_pos = np.empty(n, np.int64)
         stamp_us = np.empty(n, np.uint64)
-        # Real accesses touch one page, rarely two; room for two per record nearly always
-        # suffices, else retry with room for the largest possible access everywhere.
-        for pages_per_record in (2, self.max_pages_per_access):
-            room = pages_per_record * n
-            out_pos = np.empty(room, np.int64)
-            out_page = np.empty(room, np.uint64)
-            out_write = np.empty(room, np.bool_)
-            n_out, n_stamps = _extract(
-                records["type"], records["size"], records["addr"], position,
-                self.options.instructions, self.shift, _FETCH_TYPE_TABLE,
-                out_pos, out_page, out_write, stamp_pos, stamp_us,
-            )  # fmt: skip
-            if n_out >= 0:
-                break
+        room = int(_output_rows(records, self.options.instructions, self.shift).sum())
+        out_pos = np.empty(room, np.int64)
+        out_page = np.empty(room, np.uint64)
+        out_write = np.empty(room, np.bool_)
+        n_out, n_stamps = _extract(
+            records["type"], records["size"], records["addr"], position,
+            self.options.instructions, self.shift, _FETCH_TYPE_TABLE,
+            out_pos, out_page, out_write, stamp_pos, stamp_us,
+        )  # fmt: skip
+        assert n_out >= 0, "_output_rows counts exactly what _extract writes"
         pos = np.concatenate([self.pending_pos, out_pos[:n_out]])
         page = np.concatenate([self.pending_page, out_page[:n_out]])
         write = np.concatenate([self.pending_write, out_write[:n_out]])
         if n_stamps == 0:
+            since = self.stamp_pos if self.stamp_pos is not None else 0
+            if position + n - since > MAX_RECORDS_WITHOUT_TIMESTAMP:
+                raise TraceError(
+                    self.zip_path,
+                    f"record {position + n - 1}",
+                    f"expected a timestamp marker at least every {MAX_RECORDS_WITHOUT_TIMESTAMP} "
+                    f"records (DynamoRIO writes one per buffer), found none since record {since}",
+                )
             self.pending_pos, self.pending_page, self.pending_write = pos, page, write
             return None
         stamp_pos = stamp_pos[:n_stamps]
@@ -298,6 +326,34 @@ class _ThreadReader:
 
 _FETCH_TYPE_TABLE = np.zeros(TYPE_MAX + 1, dtype=np.bool_)
 _FETCH_TYPE_TABLE[INSTRUCTION_FETCH_TYPES] = True
+
+
+def _output_rows(records: np.ndarray, keep_fetches: bool, shift: np.uint64) -> np.ndarray:
+    """Rows `_extract` writes per record: one per page an access touches, else none.
+    Records must already be checked (types <= TYPE_MAX)."""
+    types = records["type"]
+    is_access = types <= TYPE_WRITE
+    if keep_fetches:
+        is_access |= _FETCH_TYPE_TABLE[np.minimum(types, TYPE_MAX)]
+    addr = records["addr"]
+    size = np.maximum(records["size"], 1).astype(np.uint64)
+    first = addr >> shift
+    last = (addr + (size - np.uint64(1))) >> shift  # wraps like _extract's uint64 sum
+    pages = np.where(last < first, 0, last - first).astype(np.int64) + 1
+    return np.where(is_access, pages, 0)
+
+
+def _split_by_rows(rows: np.ndarray, limit: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) record ranges each producing about `limit` rows at most (one record
+    may exceed it alone), covering all records in order."""
+    total = np.cumsum(rows)
+    start = 0
+    while start < len(rows):
+        before = int(total[start - 1]) if start else 0
+        stop = int(np.searchsorted(total, before + limit, side="right"))
+        stop = max(stop, start + 1)
+        yield start, stop
+        start = stop
 
 
 @numba.njit(cache=True, nogil=True)

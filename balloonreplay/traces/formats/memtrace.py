@@ -80,6 +80,9 @@ class MemtraceFormat(TraceFormat):
 
     def read(self, path, options: MemtraceOptions) -> Iterator[pa.RecordBatch]:
         shift = page_shift(options.page_size_bytes, path)
+        # Room kept free for one more access: a load or store of up to 64 KiB - 17 bytes
+        # touches at most this many pages (17 with 4 KiB pages; many more with tiny ones).
+        room = BATCH_ROWS - ((0xFFFF >> shift) + 2)
         out_page = np.empty(BATCH_ROWS, dtype=np.uint64)
         out_write = np.empty(BATCH_ROWS, dtype=np.bool_)
         out_seq = np.empty(BATCH_ROWS, dtype=np.int64)
@@ -98,7 +101,7 @@ class MemtraceFormat(TraceFormat):
                 pos = 0
                 while True:
                     consumed, n_out, status = _parse_entries(
-                        buf[pos:], shift, accesses, out_page, out_write, out_seq
+                        buf[pos:], shift, room, accesses, out_page, out_write, out_seq
                     )
                     if status != _OK:
                         _raise_bad_entry(path, data, pos + consumed, carry_offset, status)
@@ -110,7 +113,7 @@ class MemtraceFormat(TraceFormat):
                             out_page[:n_out].copy(),
                             out_write[:n_out].copy(),
                         )
-                    if n_out < BATCH_ROWS - 1024:  # stopped for want of bytes, not of room
+                    if n_out < room:  # stopped for want of bytes, not of room
                         break
                 carry = data[pos:]
                 carry_offset += pos
@@ -166,15 +169,14 @@ def _raise_bad_entry(path, data: bytes, offset: int, carry_offset: int, status: 
 
 
 @numba.njit(cache=True, nogil=True)
-def _parse_entries(buf, shift, accesses, out_page, out_write, out_seq):
+def _parse_entries(buf, shift, room, accesses, out_page, out_write, out_seq):
     """Walk whole entries of `buf`; write one row per page each load/store touches.
 
     Returns (bytes consumed, rows written, status). Stops at an entry that does not fit in
-    `buf` (the caller carries it over) or when the outputs are nearly full. On a bad entry,
-    `consumed` is its offset.
+    `buf` (the caller carries it over) or when `room` rows are written (the outputs keep
+    space for one more access beyond it). On a bad entry, `consumed` is its offset.
     """
     n = buf.shape[0]
-    room = out_page.shape[0] - 1024  # an access of < 64 KiB spans at most 17 pages of 4 KiB
     seq = accesses[0]
     n_out = 0
     pos = 0

@@ -1,0 +1,258 @@
+"""Checking an experiment config at load, before any job runs (workflow/rules/common.smk).
+
+Two passes, each raising :class:`ConfigError` whose key is the offending setting's path in
+the config (``experiments.overcommit.policies[2].params.tax``):
+
+- :func:`check_schema`: the JSON Schema (workflow/schemas/config.schema.yaml), reporting the
+  most specific violation by its path rather than jsonschema's nested report;
+- :func:`check_values`: what the schema cannot say: names refer to configured workloads,
+  policies, formats and labels; policies accept their parameters; memory sizes are at
+  least one page; engine options and latencies are known, of the right type and in range.
+
+A bad value thus fails at load, naming its key, instead of in the middle of a replay job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from balloonreplay.errors import BalloonreplayError, ConfigError
+from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
+
+
+def key_path(parts) -> str:
+    """``["experiments", "x", "policies", 2]`` -> ``experiments.x.policies[2]``."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def check_config(config: Mapping[str, Any], schema_path: str | os.PathLike, repo_root) -> None:
+    check_schema(config, schema_path)
+    check_values(config, repo_root)
+
+
+def check_schema(config: Mapping[str, Any], schema_path: str | os.PathLike) -> None:
+    import jsonschema
+
+    with open(schema_path) as fh:
+        schema = yaml.safe_load(fh)
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return
+    # best_match stops at a oneOf (a policy is a name or a mapping); the deepest error of
+    # the alternative that got furthest names the key precisely.
+    while error.context:
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    raise ConfigError(key_path(error.absolute_path), error.message)
+
+
+def check_values(config: Mapping[str, Any], repo_root) -> None:
+    """What JSON Schema cannot say (the config must already match the schema)."""
+    workloads = config["workloads"]
+    experiments = config["experiments"]
+    for name, workload in workloads.items():
+        _check_workload(name, workload, repo_root)
+    for name, experiment in experiments.items():
+        _check_experiment(name, experiment, workloads)
+    _check_figures(config.get("figures") or {}, experiments)
+
+
+def _repo_path(path: str, repo_root) -> str:
+    return path if os.path.isabs(path) else os.path.join(repo_root, path)
+
+
+def _check_size(key: str, text: str) -> None:
+    try:
+        pages = parse_size_pages(text, PAGE_SIZE_BYTES)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+    if pages < 1:
+        raise ConfigError(
+            key, f"expected at least one page ({PAGE_SIZE_BYTES} bytes), got {text!r}"
+        )
+
+
+def _check_workload(name: str, workload: Mapping[str, Any], repo_root) -> None:
+    from balloonreplay.traces.formats import get_format
+    from balloonreplay.traces.generators import load_spec
+
+    prefix = f"workloads.{name}"
+    if "generate" in workload:
+        try:
+            load_spec(_repo_path(workload["generate"]["spec"], repo_root))
+        except BalloonreplayError as exc:
+            raise ConfigError(f"{prefix}.generate.spec", str(exc)) from None
+    if "ingest" in workload:
+        ingest = workload["ingest"]
+        if not os.path.exists(_repo_path(ingest["path"], repo_root)):
+            raise ConfigError(f"{prefix}.ingest.path", f"file not found: {ingest['path']}")
+        try:
+            fmt = get_format(ingest["format"])
+        except BalloonreplayError as exc:
+            raise ConfigError(f"{prefix}.ingest.format", str(exc)) from None
+        try:
+            fmt.make_options(dict(ingest.get("options") or {}))
+        except BalloonreplayError as exc:
+            raise ConfigError(f"{prefix}.ingest.options", str(exc)) from None
+        for i, size in enumerate(ingest.get("vm_mem") or []):
+            _check_size(f"{prefix}.ingest.vm_mem[{i}]", size)
+    if "capture" in workload:
+        capture = workload["capture"]
+        _check_size(f"{prefix}.capture.vm_mem", capture["vm_mem"])
+        stdin = capture.get("stdin")
+        if stdin and not os.path.exists(_repo_path(stdin, repo_root)):
+            raise ConfigError(f"{prefix}.capture.stdin", f"file not found: {stdin}")
+
+
+def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> None:
+    from balloonreplay import experiments as X
+
+    prefix = f"experiments.{name}"
+    for i, workload in enumerate(experiment["workloads"]):
+        if workload not in workloads:
+            raise ConfigError(
+                f"{prefix}.workloads[{i}]",
+                f"unknown workload {workload!r} (configured: {', '.join(workloads)})",
+            )
+    for key in ("vm_mem", "host_mem"):
+        if key in experiment:
+            _check_size(f"{prefix}.{key}", experiment[key])
+    for i, size in enumerate((experiment.get("sweep") or {}).get("host_mem") or []):
+        _check_size(f"{prefix}.sweep.host_mem[{i}]", size)
+    if experiment.get("vms") and "vms" in (experiment.get("sweep") or {}):
+        raise ConfigError(prefix, "give `vms` or `sweep.vms`, not both")
+    for i, entry in enumerate(experiment.get("policies", ["none"])):
+        _check_policy(f"{prefix}.policies[{i}]", entry)
+    labels = X.policy_labels(experiment)
+    if len(set(labels)) != len(labels):
+        raise ConfigError(
+            f"{prefix}.policies",
+            f"labels must be unique, got {labels}; give variants a `label:`",
+        )
+    _check_engine(prefix, experiment)
+
+
+def _check_policy(key: str, entry) -> None:
+    from balloonreplay.policies import make_policy
+
+    name, params = (entry, {}) if isinstance(entry, str) else (entry["name"], entry.get("params"))
+    try:
+        make_policy(name, dict(params or {}))
+    except ConfigError as exc:
+        message = str(exc).removeprefix(f"config: {exc.key}: ")
+        param = exc.key.removeprefix("policy.") if exc.key.startswith("policy.") else None
+        if isinstance(entry, str):  # "esx:tax=x": the entry itself, naming the parameter
+            where = key
+            message = f"parameter {param!r}: {message}" if param else message
+        else:
+            where = f"{key}.params.{param}" if param else f"{key}.name"
+        raise ConfigError(where, message) from None
+
+
+def _check_engine(prefix: str, experiment: Mapping[str, Any]) -> None:
+    """Engine options, latencies and the epoch, through the engine's own checks."""
+    from balloonreplay.engine.config import ReplayConfig
+    from balloonreplay.latencies import get_latencies
+
+    try:
+        latencies = get_latencies(experiment.get("latencies", "ssd"))
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix}.{exc.key}", str(exc).split(": ", 2)[-1]) from None
+    fields = {f.name: f for f in dataclasses.fields(ReplayConfig)}
+    settable = set(fields) - {"config_pages", "host_pages", "latencies", "guest_policy"}
+    options = dict(experiment.get("engine") or {})
+    for key, value in options.items():
+        if key not in settable:
+            raise ConfigError(
+                f"{prefix}.engine.{key}",
+                f"unknown engine option; known: {', '.join(sorted(settable))}",
+            )
+        problem = type_problem(value, fields[key].default, fields[key].type)
+        if problem:
+            raise ConfigError(f"{prefix}.engine.{key}", problem)
+    if experiment.get("epoch_ns") is not None:
+        options["epoch_ns"] = experiment["epoch_ns"]
+    try:
+        ReplayConfig(config_pages=[1], host_pages=1 << 40, latencies=latencies, **options)
+    except ConfigError as exc:
+        # The engine names a setting ("rates" for both rates); find the option behind it.
+        culprits = {"rates": ("scan_rate_pages_per_s", "balloon_rate_pages_per_s")}
+        culprit = next((k for k in culprits.get(exc.key, (exc.key,)) if k in options), exc.key)
+        where = "epoch_ns" if exc.key == "epoch_ns" and "epoch_ns" in experiment else None
+        where = where or (f"engine.{culprit}" if culprit in options else exc.key)
+        raise ConfigError(f"{prefix}.{where}", str(exc).split(": ", 2)[-1]) from None
+
+
+def type_problem(value: Any, default: Any, annotation: Any) -> str | None:
+    """Why `value` does not fit a field with this default and annotation, or None."""
+    text = str(annotation)
+    if default is dataclasses.MISSING:
+        default = None
+    kind = type(default) if default is not None else None
+    if kind is bool or text == "bool":
+        return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int or text == "int":
+        whole = number and isinstance(value, int)
+        return None if whole else f"expected a whole number, got {value!r}"
+    if kind is float or text == "float":
+        return None if number else f"expected a number, got {value!r}"
+    if kind is str or text == "str":
+        return None if isinstance(value, str) else f"expected a string, got {value!r}"
+    if text.startswith("list"):  # per-VM values: a list, one value for all, or "a/b" text
+        items = value if isinstance(value, list | tuple) else [value]
+        if isinstance(value, str) or all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in items
+        ):
+            return None
+        return f"expected a number or a list of numbers (one per VM), got {value!r}"
+    return None
+
+
+def _check_figures(figures: Mapping[str, Any], experiments) -> None:
+    from balloonreplay import experiments as X
+
+    def experiment_of(key: str, name: str):
+        if name not in experiments:
+            raise ConfigError(
+                key, f"unknown experiment {name!r} (configured: {', '.join(experiments)})"
+            )
+        return experiments[name]
+
+    for role in ("overcommit", "sharing"):
+        if role in figures:
+            experiment_of(f"figures.{role}", figures[role])
+    timeline = figures.get("timeline")
+    if timeline:
+        experiment = experiment_of("figures.timeline.experiment", timeline["experiment"])
+        if timeline["policy"] not in X.policy_labels(experiment):
+            raise ConfigError(
+                "figures.timeline.policy",
+                f"{timeline['policy']!r} is not a policy of experiment {timeline['experiment']!r}",
+            )
+        if "workload" in timeline and timeline["workload"] not in experiment["workloads"]:
+            raise ConfigError(
+                "figures.timeline.workload",
+                f"{timeline['workload']!r} is not a workload of experiment "
+                f"{timeline['experiment']!r}",
+            )
+    equivalence = figures.get("balloon_equivalence")
+    if equivalence:
+        experiment = experiment_of(
+            "figures.balloon_equivalence.experiment", equivalence["experiment"]
+        )
+        for role in ("ballooned", "configured"):
+            if equivalence[role] not in X.policy_labels(experiment):
+                raise ConfigError(
+                    f"figures.balloon_equivalence.{role}",
+                    f"{equivalence[role]!r} is not a policy label of experiment "
+                    f"{equivalence['experiment']!r}",
+                )

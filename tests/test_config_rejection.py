@@ -1,0 +1,218 @@
+"""Config values out of range are rejected at load, naming the offending key (issue 7).
+
+Each case changes one value of the tiny CI config (.test/config/config.yaml) and calls the
+checks the workflow runs at load (balloonreplay.config_check); two cases go through
+`snakemake --dry-run` to show the error reaches the user before any job runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from balloonreplay.config_check import check_config
+from balloonreplay.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+TEST_CONFIG = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+
+
+def default_policy_index() -> int:
+    return TEST_CONFIG["experiments"]["default"]["policies"].index("esx")
+
+
+def set_value(path: str, value):
+    """A mutation setting the value at a dotted path (``a.b[2].c``) of the config."""
+
+    def mutate(config):
+        parts = path.replace("[", ".[").split(".")
+        node = config
+        for part in parts[:-1]:
+            node = node[int(part[1:-1])] if part.startswith("[") else node.setdefault(part, {})
+        last = parts[-1]
+        if last.startswith("["):
+            node[int(last[1:-1])] = value
+        else:
+            node[last] = value
+
+    return mutate
+
+
+ESX = default_policy_index()
+REJECTED = [
+    # memory sizes: zero or negative
+    ("experiments.default.vm_mem", "0MiB", "experiments.default.vm_mem"),
+    ("experiments.default.host_mem", "-1GiB", "experiments.default.host_mem"),
+    ("experiments.balloon-eq.sweep.host_mem[1]", "0p", "experiments.balloon-eq.sweep.host_mem[1]"),
+    ("workloads.tiny-csv.ingest.vm_mem[0]", "100B", "workloads.tiny-csv.ingest.vm_mem[0]"),
+    ("workloads.tiny-sqlite.capture.vm_mem", "0KiB", "workloads.tiny-sqlite.capture.vm_mem"),
+    # host policies: unknown names, unknown parameters, wrong types
+    (f"experiments.default.policies[{ESX}]", "ballon", f"experiments.default.policies[{ESX}]"),
+    (
+        f"experiments.default.policies[{ESX}]",
+        {"name": "ballon"},
+        f"experiments.default.policies[{ESX}].name",
+    ),
+    (
+        f"experiments.default.policies[{ESX}]",
+        {"name": "esx", "params": {"taxx": 0.5}},
+        f"experiments.default.policies[{ESX}].params.taxx",
+    ),
+    (
+        f"experiments.default.policies[{ESX}]",
+        {"name": "esx", "params": {"tax": "lots"}},
+        f"experiments.default.policies[{ESX}].params.tax",
+    ),
+    (
+        f"experiments.default.policies[{ESX}]",
+        {"name": "esx", "params": {"tax": True}},
+        f"experiments.default.policies[{ESX}].params.tax",
+    ),
+    (
+        f"experiments.default.policies[{ESX}]",
+        {"name": "esx", "params": {"sample_pages": 2.5}},
+        f"experiments.default.policies[{ESX}].params.sample_pages",
+    ),
+    (
+        f"experiments.default.policies[{ESX}]",
+        {"name": "esx", "params": {"shares": [1000, "lots"]}},
+        f"experiments.default.policies[{ESX}].params.shares",
+    ),
+    (
+        f"experiments.default.policies[{ESX}]",
+        {"name": "esx", "params": {"tax": [0.5]}},
+        f"experiments.default.policies[{ESX}].params.tax",
+    ),
+    (f"experiments.default.policies[{ESX}]", "esx:tax=abc", f"experiments.default.policies[{ESX}]"),
+    (f"experiments.default.policies[{ESX}]", "esx:tacks=1", f"experiments.default.policies[{ESX}]"),
+    # the SLO, the guest policy, workloads and other experiment settings
+    ("experiments.default.slo.slowdown", 0.9, "experiments.default.slo.slowdown"),
+    ("experiments.default.guest_policy", "lfu", "experiments.default.guest_policy"),
+    ("experiments.default.workloads[0]", "tiny2", "experiments.default.workloads[0]"),
+    ("experiments.default.hostmem", "1GiB", "experiments.default"),
+    ("experiments.default.epoch_ns", 150_000, "experiments.default.epoch_ns"),
+    ("experiments.default.epoch_ns", 0, "experiments.default.epoch_ns"),
+    ("experiments.default.sweep.vms", [0, 3], "experiments.default.sweep.vms[0]"),
+    ("experiments.default.clone.time_scale", 0, "experiments.default.clone.time_scale"),
+    (
+        "experiments.default.refine.max_points_per_round",
+        0,
+        "experiments.default.refine.max_points_per_round",
+    ),
+    ("experiments.default.latencies", "nvme", "experiments.default.latencies"),
+    ("experiments.default.latencies", {"swap_ns": 5}, "experiments.default.latencies.swap_ns"),
+    (
+        "experiments.default.latencies",
+        {"zero_fill_ns": -1},
+        "experiments.default.latencies.zero_fill_ns",
+    ),
+    # engine options
+    ("experiments.sharing.engine.scan_rate", 10, "experiments.sharing.engine.scan_rate"),
+    (
+        "experiments.sharing.engine.intra_vm_sharing_only",
+        "no",
+        "experiments.sharing.engine.intra_vm_sharing_only",
+    ),
+    (
+        "experiments.sharing.engine.host_selection",
+        "lru",
+        "experiments.sharing.engine.host_selection",
+    ),
+    (
+        "experiments.sharing.engine.scan_rate_pages_per_s",
+        -1,
+        "experiments.sharing.engine.scan_rate_pages_per_s",
+    ),
+    # workloads
+    ("workloads.tiny.generate.seed", -1, "workloads.tiny.generate.seed"),
+    (
+        "workloads.tiny-filtered.generate.lru_filter_pages",
+        0,
+        "workloads.tiny-filtered.generate.lru_filter_pages",
+    ),
+    ("workloads.tiny-lackey.ingest.format", "lackeyy", "workloads.tiny-lackey.ingest.format"),
+    (
+        "workloads.tiny-lackey.ingest.options",
+        {"instructionz": True},
+        "workloads.tiny-lackey.ingest.options",
+    ),
+    (
+        "workloads.tiny-lackey.ingest.options",
+        {"page_size_bytes": "big"},
+        "workloads.tiny-lackey.ingest.options",
+    ),
+    ("workloads.tiny-csv.ingest.path", "config/data/nope.csv", "workloads.tiny-csv.ingest.path"),
+    ("workloads.tiny.colour", "blue", "workloads.tiny"),
+    # figures
+    ("figures.sharing", "nope", "figures.sharing"),
+    ("figures.timeline.policy", "mom", "figures.timeline.policy"),
+    ("figures.timeline.workload", "tiny-csv", "figures.timeline.workload"),
+    ("figures.balloon_equivalence.ballooned", "esx", "figures.balloon_equivalence.ballooned"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"), REJECTED, ids=[f"{p}={v}" for p, v, _ in REJECTED]
+)
+def test_rejected_at_load_naming_the_key(path, value, key):
+    config = copy.deepcopy(TEST_CONFIG)
+    set_value(path, value)(config)
+    with pytest.raises(ConfigError) as caught:
+        check_config(config, SCHEMA, REPO)
+    assert caught.value.key == key, str(caught.value)
+    assert str(caught.value).startswith(f"config: {key}: ")
+
+
+@pytest.mark.parametrize(
+    "name", [".test/config/config.yaml", "config/config.yaml", "config/paper.yaml"]
+)
+def test_the_shipped_configs_pass(name):
+    check_config(yaml.safe_load((REPO / name).read_text()), SCHEMA, REPO)
+
+
+def dry_run(tmp_path: Path, config: dict) -> subprocess.CompletedProcess:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "snakemake"),
+            "--dry-run",
+            "--cores",
+            "1",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        (
+            f"experiments.default.policies[{ESX}]",
+            {"name": "esx", "params": {"tax": "lots"}},
+            f"experiments.default.policies[{ESX}].params.tax",
+        ),
+        ("experiments.default.slo.slowdown", 0.9, "experiments.default.slo.slowdown"),
+    ],
+)
+def test_snakemake_fails_at_load_naming_the_key(tmp_path, path, value, key):
+    config = copy.deepcopy(TEST_CONFIG)
+    set_value(path, value)(config)
+    result = dry_run(tmp_path, config)
+    assert result.returncode != 0
+    assert f"config: {key}: " in result.stdout + result.stderr
+    assert not (tmp_path / "traces").exists()  # nothing ran
