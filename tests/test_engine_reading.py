@@ -63,3 +63,15 @@ def test_parquet_fast_path_skips_constant_columns(tmp_path):
     path, _ = write(tmp_path, 2, "some", True)
     names = next(_parquet_batches(Trace(path), 1000, 2)).schema.names
     assert names == ["vm", "t_ns", "page", "write", "content", "file_backed"]  # no free rows
+
+
+def test_a_corrupt_data_page_is_a_trace_error_naming_the_row_group(tmp_path):
+    from balloonreplay.errors import TraceError
+
+    path, _ = write(tmp_path, 1, "none", False, n=50_000, pages=4000)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 3
+    data[middle : middle + 64] = bytes(range(64))  # inside the first row group's pages
+    path.write_bytes(bytes(data))
+    with pytest.raises(TraceError, match="row group 0"):
+        balloonreplay.replay(path, vms="16p")
