@@ -65,12 +65,15 @@ Access of VM v to page p (write w, content c, file flag):
    frame's access bit is set (and, if the frame is in the VM's working-set sample, its
    sample-touched flag); ``accesses`` counts.
 
-Free of page p by VM v (a trace row with ``free``; not an access, never blocks, no
-stall): ``guest_frees`` counts. If p is in frame f, f leaves the guest policy and is
-pushed on the free stack keeping its host state and (stale) content, so the next fault
-reuses it first: backed, it needs no machine page; host-swapped, reusing it is a false
-or stale swap read. p becomes new (its swap or disk copy is discarded; its next access
-is a first touch) and clean. A free of a page never touched changes nothing else.
+Free of page p by VM v (a trace row with ``free``; not an access, never blocks):
+``guest_frees`` counts. If p is in frame f, f leaves the guest policy and is pushed on the
+free stack keeping its host state and (stale) content, so the next fault reuses it
+first: backed, it needs no machine page; host-swapped, reusing it is a false or stale
+swap read. An anonymous p becomes new (its swap copy is discarded; its next access is a
+first touch). A file-backed p (its kind as of its latest access) leaves the page cache
+instead: if resident and dirty it is written back first (disk_writes, disk_write_ns),
+and it stays on disk (its next access is a disk read). p is clean afterwards. A free of a
+page never touched changes nothing else.
 
 Free page reporting. A decision's ``unback_free_pages[v] = n`` unbacks the n frames at
 the bottom of v's free stack (the ones free longest), VM by VM in index order: a backed
@@ -136,10 +139,12 @@ relative to it. VM v issues its next access at t + S_v, S_v its stalls and block
 so far. Host time advances in quanta of ``quantum_ns``: in quantum [s, e), after the
 balloon and scanner steps, each VM in index order runs, in trace order, its accesses
 issued before e (their stalls delay its later accesses within the same quantum). A
-quantum where no access completed, some VM blocked and no balloon page was inflated (at
-the quantum's start) makes the next quantum an *emergency* one: the host may swap on
-demand regardless of the policy (ESX's low state), so no configuration deadlocks; while
-balloons still reclaim, blocked VMs wait for them. Epoch boundaries are every ``epoch_ns`` (a multiple of
+quantum where no access completed, some VM blocked and the balloon steps at its start made
+no progress (host used pages did not fall and the balloons' total size did not grow)
+makes the next quantum an *emergency* one: the host may swap on demand regardless of the
+policy (ESX's low state), so no configuration deadlocks (balloons can only grow so far;
+trading pages between balloons is no progress); while balloons still make progress,
+blocked VMs wait for them. Epoch boundaries are every ``epoch_ns`` (a multiple of
 the quantum): at each, the sampling pass runs, one metrics row per VM is written (counters
 of the epoch, gauges at its end, t_ns = the boundary), then the policy decides; its
 decision applies from the next quantum: balloon targets, allow_host_swap, scan rates, and
@@ -567,11 +572,19 @@ class ReferenceModel:
             f.guest = FREE
             f.page = None
             vm.free_stack.append(f)
-        page.where = NEW
+        if page.file_backed:
+            if f is not None:
+                if page.dirty:
+                    vm.count("disk_writes")
+                    vm.stall(self.lat.disk_write_ns)
+                page.where = ON_DISK
+                page.saved_content = page.content
+        else:
+            page.where = NEW
+            page.content = None
+            page.saved_content = None
         page.frame = None
         page.dirty = False
-        page.content = None
-        page.saved_content = None
 
     def access(self, vm: VM, a: Access) -> None:
         if a.free:
@@ -752,6 +765,7 @@ class ReferenceModel:
     def apply(self, decision: Decision | None) -> None:
         if decision is None:
             return
+        decision = decision.checked(len(self.vms))
         if decision.balloon_target_pages is not None:
             for vm, target in zip(self.vms, decision.balloon_target_pages, strict=True):
                 vm.balloon_target = min(max(int(target), 0), vm.config_pages - 1)
@@ -828,10 +842,12 @@ class ReferenceModel:
         epoch_end = cfg.epoch_ns
         while not all(vm.finished() for vm in self.vms):
             end = now + cfg.quantum_ns
-            inflated_before = sum(vm.counters["balloon_inflated"] for vm in self.vms)
+            used_before = self.host_used
+            ballooned_before = sum(len(vm.balloon_stack) for vm in self.vms)
             for vm in self.vms:
                 self.balloon_step(vm)
-            inflated = sum(vm.counters["balloon_inflated"] for vm in self.vms) - inflated_before
+            ballooned = sum(len(vm.balloon_stack) for vm in self.vms) - ballooned_before
+            progress = self.host_used < used_before or ballooned > 0
             if cfg.sharing:
                 for vm in self.vms:
                     self.scan_step(vm)
@@ -841,7 +857,7 @@ class ReferenceModel:
                 done, was_blocked = self.run_vm_quantum(vm, end)
                 completed += done
                 blocked = blocked or was_blocked
-            self.emergency = completed == 0 and blocked and inflated == 0
+            self.emergency = completed == 0 and blocked and not progress
             now = end
             if self.debug:
                 self.check_invariants()

@@ -527,6 +527,7 @@ def _apply(state, config: ReplayConfig, decision: Decision | None, samples: _Sam
 
     if decision is None:
         return
+    decision = decision.checked(config.num_vms)
     c = np.asarray(config.config_pages, dtype=np.int64)
     if decision.balloon_target_pages is not None:
         targets = np.asarray(decision.balloon_target_pages, dtype=np.int64)

@@ -38,7 +38,10 @@ class RandomPolicy(HostPolicy):
         check_snapshot(s)
         self.snapshots.append(s)
         n = s.num_vms
-        targets = self.rng.integers(0, s.config_pages, endpoint=False)
+        if self.rng.random() < 0.2:
+            targets = s.balloon_pages.copy()  # balloons stop where they are
+        else:
+            targets = self.rng.integers(0, s.config_pages, endpoint=False)
         decision = Decision(
             balloon_target_pages=targets,
             allow_host_swap=(
@@ -52,7 +55,7 @@ class RandomPolicy(HostPolicy):
         if self.rng.random() < self.params.swap_targets:
             decision.host_swap_target_pages = self.rng.integers(0, s.config_pages + 1)
         if self.rng.random() < self.params.unback_free:
-            decision.unback_free_pages = self.rng.integers(0, s.config_pages + 2)
+            decision.unback_free_pages = self.rng.integers(0, s.free_pages + 2)
         if self.rng.random() < self.params.sample:
             decision.sample_pages = self.rng.integers(0, 2 * s.config_pages + 1)
         return decision

@@ -10,7 +10,7 @@ from engine_helpers import assert_frames_equal, check_metrics
 from test_generate import columns, one_vm_spec, table_of
 
 import balloonreplay
-from balloonreplay.errors import TraceError
+from balloonreplay.errors import ConfigError, TraceError
 from balloonreplay.policies import Decision, HostPolicy
 from balloonreplay.traces.ingest import write_canonical
 from balloonreplay.traces.io import write_trace
@@ -110,3 +110,98 @@ def test_the_lru_filter_refuses_a_trace_with_frees(tmp_path):
             table.to_batches(), tmp_path / "f.parquet", TraceMetadata(), lru_filter_pages=2
         )
     assert not (tmp_path / "f.parquet").exists()
+
+
+def test_balloons_moving_unbacked_frames_do_not_keep_a_blocked_vm_waiting():
+    """VM 0 needs machine pages on a full host that may not swap; VMs 1 and 2 trade a
+    balloon of unbacked frames back and forth every epoch. That returns no memory, so the
+    emergency rule still lets the host swap and VM 0 finishes at once (it used to wait
+    for as long as the trading went on)."""
+
+    class Trade(HostPolicy):
+        name = "test-trade"
+
+        def start(self, s):
+            return Decision(balloon_target_pages=[0, 9, 0], allow_host_swap=False)
+
+        def decide(self, s):
+            return Decision(balloon_target_pages=[0, 0, 9] if s.epoch % 2 == 0 else [0, 9, 0])
+
+    table = pa.Table.from_batches(
+        [make_batch(np.zeros(3), np.array([0, 1, 2]), np.array([0, 1, 2]), np.ones(3, bool))]
+    )
+    options = {
+        "vms": ["4p", "10p", "10p"],
+        "host": "2p",
+        "quantum_ns": 1000,
+        "epoch_ns": 1000,
+        "balloon_rate_pages_per_s": 1_000_000,
+        "latencies": {"balloon_page_ns": 0},
+    }
+    engine = balloonreplay.replay(table, policy=Trade(), **options)
+    reference = balloonreplay.replay(table, policy=Trade(), engine="reference", **options)
+    assert_frames_equal(engine.metrics, reference.metrics)
+    blocked = engine.metrics.groupby("vm")["blocked_ns"].sum()[0]
+    assert blocked <= 2 * options["quantum_ns"]
+    assert engine.metrics["host_swap_out"].sum() >= 1
+
+
+def test_a_freed_dirty_file_page_is_written_back_and_read_from_disk_again():
+    table = pa.Table.from_batches(
+        [
+            make_batch(
+                0,
+                np.array([0, 10, 20]),
+                np.array([0, 0, 0]),
+                np.array([True, False, False]),
+                file_backed=np.array([True, True, True]),
+                free=np.array([False, True, False]),
+            )
+        ]
+    )
+    m = both(table, vms="4p", host="8p").metrics.sum()
+    assert m["disk_writes"] == 1 and m["disk_reads"] == 2 and m["zero_fills"] == 0
+
+
+def test_a_policy_giving_the_wrong_number_of_values_is_named():
+    class Short(HostPolicy):
+        name = "test-short"
+
+        def start(self, s):
+            return Decision(unback_free_pages=[3])
+
+    table = trace([0, 1], [False, False], vm=np.array([0, 1]))
+    for engine in ("numba", "reference"):
+        with pytest.raises(ConfigError, match=r"decision\.unback_free_pages.*2 VMs"):
+            balloonreplay.replay(table, vms="4p", policy=Short(), engine=engine, **OPTIONS)
+
+
+def test_balloon_credit_is_dropped_over_skipped_idle_quanta():
+    """A fractional balloon rate (1.5 pages per 1 us quantum) leaves credit; the reference
+    drops it in every quantum at the target, idle ones included, and so must the engine
+    when it jumps over idle quanta (it inflated 2 pages at epoch 2 instead of 1)."""
+
+    class Target(HostPolicy):
+        name = "test-target"
+
+        def start(self, s):
+            return Decision(balloon_target_pages=[9])
+
+        def decide(self, s):
+            if s.epoch == 0:
+                return Decision(balloon_target_pages=s.balloon_pages.copy())
+            return Decision(balloon_target_pages=[9]) if s.epoch == 1 else None
+
+    table = trace([0, 1], [False, False])
+    table = table.set_column(1, "t_ns", pa.array([0, 10_000], pa.uint64()))
+    options = {
+        "vms": "10p",
+        "host": "20p",
+        "quantum_ns": 1000,
+        "epoch_ns": 1000,
+        "balloon_rate_pages_per_s": 1_500_000,
+        "latencies": {"balloon_page_ns": 0},
+    }
+    engine = balloonreplay.replay(table, policy=Target(), **options)
+    reference = balloonreplay.replay(table, policy=Target(), engine="reference", **options)
+    assert_frames_equal(engine.metrics, reference.metrics)

@@ -636,3 +636,16 @@ def test_free_page_reporting_deflates_an_admin_balloon_on_oom():
         snapshot([4096, 4096], 8192, balloon=[1000, 0], free=[0, 0], guest_swap_out=[300, 300])
     )
     assert list(decision.balloon_target_pages) == [1000 - 512, 0]
+
+
+def test_esx_keeps_the_estimate_of_a_vm_without_a_sample():
+    policy = make_policy(f"esx:{ESX_FAST}")
+    policy.start(start_snapshot([1000, 1000], 4000))
+    policy.decide(snapshot([1000, 1000], 4000, t_s=1, resident=[500, 500], **sample([20, 10])))
+    assert list(policy.active_fraction) == pytest.approx([0.4, 0.2])
+    # VM 1 has no sample this period (0 drawn): only VM 0's estimate moves.
+    policy.decide(
+        snapshot([1000, 1000], 4000, t_s=2, resident=[500, 500], sampled=[100, 0],
+                 sampled_touched=[50, 0])
+    )  # fmt: skip
+    assert policy.fast[0] == pytest.approx(0.7) and policy.fast[1] == pytest.approx(0.2)

@@ -171,9 +171,10 @@ def fault(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, known, content):
 
 
 @jit
-def free_page(F, FC, P, PC, VS, G, CNT, FS, v, pg):
+def free_page(F, FC, P, PC, VS, G, L, CNT, FS, v, pg):
     """The guest frees page pg: its frame goes to the free list as it is (host state,
-    stale content); the page is new again."""
+    stale content); an anonymous page is new again, a file page stays on disk (written
+    back first if dirty)."""
     CNT[v, C_FREES] += 1
     f = P[pg, P_FRAME]
     if f != NIL:
@@ -183,21 +184,31 @@ def free_page(F, FC, P, PC, VS, G, CNT, FS, v, pg):
             FC[f, FC_GUEST] = FREE
         VS[v, V_RESIDENT] -= 1
         push_free(VS, FS, v, f)
-    P[pg, P_WHERE] = NEW
+    if P[pg, P_FILE] == 1:
+        if f != NIL:
+            if P[pg, P_DIRTY] == 1:
+                CNT[v, C_DISK_WRITES] += 1
+                stall(VS, CNT, v, L[L_DISK_WRITE])
+            P[pg, P_WHERE] = ON_DISK
+            if G[G_TRACK] == 1:
+                PC[pg, PC_SKNOWN] = PC[pg, PC_KNOWN]
+                PC[pg, PC_SCONTENT] = PC[pg, PC_CONTENT]
+    else:
+        P[pg, P_WHERE] = NEW
+        if G[G_TRACK] == 1:
+            PC[pg, PC_KNOWN] = 0
+            PC[pg, PC_CONTENT] = 0
+            PC[pg, PC_SKNOWN] = 0
+            PC[pg, PC_SCONTENT] = 0
     P[pg, P_FRAME] = NIL
     P[pg, P_DIRTY] = 0
-    if G[G_TRACK] == 1:
-        PC[pg, PC_KNOWN] = 0
-        PC[pg, PC_CONTENT] = 0
-        PC[pg, PC_SKNOWN] = 0
-        PC[pg, PC_SCONTENT] = 0
 
 
 @inline
 def access(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, TS, v, pg, write, known, content, file_backed):
     """One access of VM v to global page pg. False: blocked (retry next quantum)."""
     if write == FREE_OP:
-        free_page(F, FC, P, PC, VS, G, CNT, FS, v, pg)
+        free_page(F, FC, P, PC, VS, G, L, CNT, FS, v, pg)
         return True
     if P[pg, P_FILE] != file_backed:  # a store would dirty the line on every access
         P[pg, P_FILE] = file_backed

@@ -26,7 +26,6 @@ from balloonreplay.engine.state import (
     ABIT_SAMPLED,
     BACKED,
     C_BLOCKED,
-    C_INFLATED,
     C_REPORTED,
     F_ABIT,
     F_HOST,
@@ -36,6 +35,7 @@ from balloonreplay.engine.state import (
     FC_HNEXT,
     FC_HPREV,
     FC_KNOWN,
+    G_BALLOON_PROGRESS_Q,
     G_BLOCKED_Q,
     G_CUR,
     G_DEBUG,
@@ -44,8 +44,8 @@ from balloonreplay.engine.state import (
     G_EPOCH_END,
     G_ERROR,
     G_GP,
+    G_HOST_USED,
     G_HSEL,
-    G_INFLATED_Q,
     G_NOW,
     G_NVM,
     G_PHASE,
@@ -138,6 +138,8 @@ def _try_skip_idle(VS, G, BT, nvm):
         return False
     start = first - (first % q)
     G[G_EMERGENCY] = 0  # an idle quantum clears it
+    for v in range(nvm):
+        VS[v, V_BAL_CREDIT] = 0  # what balloon_step does in a quantum at its target
     if start >= G[G_EPOCH_END]:
         G[G_NOW] = G[G_EPOCH_END]
         return True
@@ -160,15 +162,17 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
                 return ST_DONE
             if _try_skip_idle(VS, G, BT, nvm):
                 return ST_EPOCH_END
-            inflated = 0
+            used_before = G[G_HOST_USED]
+            ballooned = 0
             for v in range(nvm):
                 if VS[v, V_BAL_N] == VS[v, V_TARGET]:
                     VS[v, V_BAL_CREDIT] = 0  # what balloon_step does at its target, without a call
                 else:
-                    before = CNT[v, C_INFLATED]
+                    before = VS[v, V_BAL_N]
                     balloon_step(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, v)
-                    inflated += CNT[v, C_INFLATED] - before
-            G[G_INFLATED_Q] = inflated
+                    ballooned += VS[v, V_BAL_N] - before
+            progress = G[G_HOST_USED] < used_before or ballooned > 0
+            G[G_BALLOON_PROGRESS_Q] = 1 if progress else 0
             if G[G_SHARING] == 1:
                 for v in range(nvm):
                     credit = VS[v, V_SCAN_CREDIT] + VS[v, V_SCAN_RATE] * q
@@ -260,9 +264,9 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
         # PH_END: the quantum is over once every VM's next access is known.
         if _starved(VS, nvm):
             return ST_NEED_DATA
-        # No access completed, one blocked, and no balloon is reclaiming: only the host
-        # can free memory now, whatever the policy says.
-        stuck = G[G_DONE_Q] == 0 and G[G_BLOCKED_Q] == 1 and G[G_INFLATED_Q] == 0
+        # No access completed, one blocked, and the balloons neither gave the host memory
+        # nor grew in all (which ends): only host swapping can free memory now.
+        stuck = G[G_DONE_Q] == 0 and G[G_BLOCKED_Q] == 1 and G[G_BALLOON_PROGRESS_Q] == 0
         G[G_EMERGENCY] = 1 if stuck else 0
         G[G_NOW] += q
         G[G_PHASE] = PH_START

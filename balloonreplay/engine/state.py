@@ -149,7 +149,7 @@ G_OVERHEAD_TOTAL = 25
 # by the sharing scanner and the invariant checks; without either, the fault path skips
 # them (two to four fewer cache lines per fault; the metrics are the same).
 G_TRACK = 26
-G_INFLATED_Q = 27  # balloon pages inflated at the start of the current quantum
+G_BALLOON_PROGRESS_Q = 27  # 1: the balloon steps of this quantum freed memory or grew
 GLOBAL_FIELDS = 28
 
 PH_START, PH_RUN, PH_END = 0, 1, 2

@@ -100,6 +100,48 @@ class Decision:
     unback_free_pages: Any = None
     sample_pages: Any = None
 
+    PER_VM_FIELDS: ClassVar[tuple[str, ...]] = (
+        "balloon_target_pages",
+        "host_swap_target_pages",
+        "scan_rate_pages_per_s",
+        "unback_free_pages",
+        "sample_pages",
+    )
+
+    def checked(self, num_vms: int) -> Decision:
+        """This decision with every per-VM field as an int64 array of one value per VM
+        (``allow_host_swap``: one bool, or one per VM), or a ConfigError naming the field."""
+        out = Decision()
+        for name in self.PER_VM_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(out, name, _per_vm_values(value, num_vms, name, np.int64))
+        if self.allow_host_swap is not None:
+            allow = np.asarray(self.allow_host_swap)
+            if allow.ndim == 0:
+                out.allow_host_swap = np.full(num_vms, bool(allow))
+            else:
+                out.allow_host_swap = _per_vm_values(allow, num_vms, "allow_host_swap", bool)
+        return out
+
+
+def _per_vm_values(value: Any, num_vms: int, name: str, dtype) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+        if array.shape != (num_vms,):
+            raise ValueError(f"shape {array.shape}")
+        if dtype is bool:
+            return array.astype(bool)
+        if not np.all(np.isfinite(array.astype(np.float64))) or np.any(array != np.round(array)):
+            raise ValueError("non-integer values")
+        return array.astype(np.int64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"decision.{name}",
+            f"a policy must give one {'bool' if dtype is bool else 'whole number'} per VM "
+            f"({num_vms} VMs), got {value!r} ({exc})",
+        ) from None
+
 
 class HostPolicy:
     """Base class. Subclasses set ``name``, ``description``, a ``Params`` dataclass, and

@@ -18,7 +18,11 @@ exponentially weighted moving average and f is their maximum (and that of the fa
 average updated with the period in progress), so an estimate rises quickly and falls
 slowly. The sample is drawn from all of the VM's configured frames, so the touched
 fraction times configured memory estimates its active pages, and f is that over the
-pages it holds.
+pages it holds. Draws are with replacement (ESX watches distinct pages; the difference
+matters only for VMs of a few hundred pages).
+
+Where the model falls short of ESX: in the low state ESX stops running the VMs above their
+targets; here such a VM blocks only when it needs a machine page, and its hits still run.
 
 Reclamation (section 6.3): four free-memory states. Below 4% free the host is *soft* and
 balloons VMs toward their targets; below 2% it is *hard* and also swaps pages out itself
@@ -160,29 +164,35 @@ class EsxPolicy(HostPolicy):
 
     # -- working sets ------------------------------------------------------------------
 
-    def _sampled_fraction(self, snapshot: Snapshot) -> np.ndarray | None:
+    def _sampled_fraction(self, snapshot: Snapshot) -> np.ndarray:
         """Active fraction f of the pages each VM holds, from the engine's sample: the
         touched share of the sampled frames, times configured memory, over held pages.
-        None when no sample is running (nothing to estimate from)."""
-        if not (snapshot.sampled_pages > 0).all():
-            return None
-        touched = snapshot.sampled_touched_pages / snapshot.sampled_pages
+        NaN for a VM without a sample (nothing to estimate from)."""
+        sampled = snapshot.sampled_pages.astype(np.float64)
+        touched = np.divide(
+            snapshot.sampled_touched_pages,
+            sampled,
+            out=np.full(len(sampled), np.nan),
+            where=sampled > 0,
+        )
         active_pages = touched * snapshot.config_pages
         held = np.maximum(consumed_pages(snapshot), 1)
         return np.minimum(active_pages / held, 1.0)
 
     def _sample(self, snapshot: Snapshot) -> None:
-        """A period ended: feed its sampled fraction to the moving averages."""
+        """A period ended: feed its sampled fraction to the moving averages (of the VMs
+        that had a sample; the others keep their estimate, 1 before any)."""
         p = self.params
         sampled = self._sampled_fraction(snapshot)
-        if sampled is None:
+        seen = ~np.isnan(sampled)
+        if not seen.any():
             return
         if self.fast is None:
-            self.fast = sampled.copy()
-            self.slow = sampled.copy()
+            self.fast = np.where(seen, sampled, 1.0)
+            self.slow = self.fast.copy()
         else:
-            self.fast += p.fast_gain * (sampled - self.fast)
-            self.slow += p.slow_gain * (sampled - self.slow)
+            self.fast[seen] += p.fast_gain * (sampled[seen] - self.fast[seen])
+            self.slow[seen] += p.slow_gain * (sampled[seen] - self.slow[seen])
         # Rise fast, fall slowly.
         self.active_fraction = np.maximum(self.fast, self.slow)
 
@@ -190,10 +200,10 @@ class EsxPolicy(HostPolicy):
         """The paper's third average: the fast one updated with the current, unfinished
         period's sample so far, so a working set that grows is seen before the period
         ends. It can only raise the estimate."""
-        partial = self._sampled_fraction(snapshot)
-        if self.fast is None or partial is None:
+        if self.fast is None:
             return
-        updated = self.fast + self.params.fast_gain * (partial - self.fast)
+        partial = self._sampled_fraction(snapshot)
+        updated = self.fast + self.params.fast_gain * (np.nan_to_num(partial, nan=0.0) - self.fast)
         self.active_fraction = np.maximum(np.maximum(self.fast, self.slow), updated)
 
     # -- allocation ---------------------------------------------------------------------
