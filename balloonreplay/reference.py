@@ -898,6 +898,9 @@ class ReferenceModel:
                 if page.where != RESIDENT:
                     assert page.frame is None and page.saved_content == page.content
             assert set(vm.host_list) == {f for f in vm.frames if f.host in (BACKED, SHARED)}
+        shared = [f for vm in self.vms for f in vm.frames if f.host == SHARED]
+        assert all(self.share_key(f) in self.shared for f in shared)
+        assert sum(self.shared.values()) == len(shared)  # every reference is a shared frame
         assert self.host_used == backed + len(self.shared) + sum(self.cfg.overhead_pages)
         assert self.host_used <= self.host_pages
 
