@@ -189,6 +189,14 @@ def grid_runs(name: str, experiment: Mapping[str, Any]) -> list[dict[str, Any]]:
     return runs
 
 
+def role_runs(experiments: Mapping[str, Any], role: Mapping[str, Any] | None) -> list[dict]:
+    """The grid runs of the experiment a figure role names (config ``figures:``), if any."""
+    name = (role or {}).get("experiment")
+    if name not in experiments:
+        return []
+    return grid_runs(name, experiments[name])
+
+
 def needs_baseline(experiment: Mapping[str, Any]) -> bool:
     return experiment.get("slo", {}).get("baseline", "dedicated") == "dedicated"
 

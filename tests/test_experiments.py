@@ -183,3 +183,10 @@ def test_double_paging_needs_clean_page_cache_victims(engine):
     assert anonymous["stale_swap_reads"] == 0 and anonymous["false_swap_reads"] == 0
     page_cache = _double_paging(file_backed=True, engine=engine)
     assert page_cache["host_swap_out"] > 0 and page_cache["stale_swap_reads"] > 0
+
+
+def test_role_runs_are_the_grid_of_the_named_experiment():
+    experiments = {"e": EXPERIMENT}
+    runs = X.role_runs(experiments, {"experiment": "e", "ballooned": "static"})
+    assert runs == X.grid_runs("e", EXPERIMENT) and len(runs) == 4
+    assert X.role_runs(experiments, None) == [] and X.role_runs(experiments, {}) == []

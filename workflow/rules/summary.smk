@@ -28,22 +28,19 @@ rule summarize:
         " -o {output.summary:q} --consolidation {output.consolidation:q} 2> {log:q}"
 
 
-# The balloon-equivalence figure counts guest faults per epoch (after the warm-up and the
-# balloon's inflation), so it reads that experiment's runs, not just their totals.
-def balloon_equivalence_runs():
-    role = FIGURE_ROLES.get("balloon_equivalence") or {}
-    name = role.get("experiment")
-    if name not in EXPERIMENTS:
-        return []
-    return [run_path(run) for run in X.grid_runs(name, EXPERIMENTS[name])]
-
-
 rule figures:
     input:
         summary="results/summary.parquet",
         consolidation="results/consolidation.parquet",
         timeline=timeline_run(),
-        balloon_runs=balloon_equivalence_runs(),
+        # Its figure counts guest faults per epoch (after the warm-up and the balloon's
+        # inflation), so it reads the balloon-equivalence runs, not just their totals.
+        balloon_runs=[
+            run_path(run)
+            for run in X.role_runs(
+                EXPERIMENTS, FIGURE_ROLES.get("balloon_equivalence")
+            )
+        ],
     output:
         swap_traffic=report(
             "results/figures/swap_traffic.png",
