@@ -401,9 +401,11 @@ def plot_balloon_equivalence(
         return _no_data(out_path, "Balloon equivalence", "no balloon-equivalence runs")
     data = table[table.policy.isin([ballooned, configured])].copy()
     full_bytes = data.full_bytes.max()
-    data["kind"] = data.policy.map(
-        {ballooned: f"ballooned from {full_bytes / MIB:g} MiB", configured: "configured with M − B"}
-    )
+    kinds = {
+        ballooned: f"ballooned from {full_bytes / MIB:g} MiB",
+        configured: "configured with M − B",
+    }
+    data["kind"] = data.policy.map(kinds)
     data["B (MiB)"] = data.taken_bytes / MIB
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     sns.lineplot(
@@ -412,6 +414,8 @@ def plot_balloon_equivalence(
         y="faults_per_kaccess",
         hue="kind",
         style="kind",
+        hue_order=list(kinds.values()),
+        style_order=list(kinds.values()),
         markers=True,
         dashes=False,
         ax=ax,
