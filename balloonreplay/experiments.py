@@ -189,6 +189,14 @@ def grid_runs(name: str, experiment: Mapping[str, Any]) -> list[dict[str, Any]]:
     return runs
 
 
+def role_runs(experiments: Mapping[str, Any], role: Mapping[str, Any] | None) -> list[dict]:
+    """The grid runs of the experiment a figure role names (config ``figures:``), if any."""
+    name = (role or {}).get("experiment")
+    if name not in experiments:
+        return []
+    return grid_runs(name, experiments[name])
+
+
 def needs_baseline(experiment: Mapping[str, Any]) -> bool:
     return experiment.get("slo", {}).get("baseline", "dedicated") == "dedicated"
 
@@ -214,6 +222,7 @@ def scale_vms(
     jitter_ns: int = 0,
     seed: int = 0,
     time_scale: float = 1.0,
+    repeat: int = 1,
 ) -> tuple[pa.Table, TraceMetadata]:
     """N VMs from a K-VM trace: VM i replays VM ``i mod K``; copy c = i div K starts
     ``c * stagger_ns`` plus a seeded jitter later (copy 0 is not shifted). The result is
@@ -223,6 +232,11 @@ def scale_vms(
     runs for milliseconds of trace time (memtrace counts one access per ns), while host
     policies act every few seconds (ESX reallocates every 15 s, MOM every 10 s); stretched,
     the same accesses span enough policy periods for the policies to act.
+
+    ``repeat`` runs the trace that many times back to back in the same VMs (pass r starts
+    r trace spans later), so a measurement can skip the first pass: a warm-up in which
+    the guest first touches its memory and a balloon inflates (Waldspurger's Fig. 2
+    inflates the balloon before the benchmark runs).
     """
     k = metadata.num_vms or (int(table.column("vm").to_numpy().max()) + 1 if len(table) else 1)
     if time_scale != 1.0:
@@ -230,6 +244,11 @@ def scale_vms(
         table = table.set_column(
             table.schema.get_field_index("t_ns"), "t_ns", pa.array(t.astype(np.uint64))
         )
+    if repeat < 1:
+        raise ConfigError("clone.repeat", f"need at least 1 pass, got {repeat}")
+    if repeat > 1 and len(table):
+        table = _repeat_passes(table, repeat)
+        metadata = metadata.overlay(accesses=table.num_rows)
     if n_vms is None or n_vms == k:
         return table, metadata
     if n_vms < 1:
@@ -272,6 +291,21 @@ def scale_vms(
     return scaled, meta
 
 
+def _repeat_passes(table: pa.Table, repeat: int) -> pa.Table:
+    """The trace ``repeat`` times in a row, time-ordered across VMs; pass r is shifted by
+    r times the trace's span (first to last access, plus one ns)."""
+    t = table.column("t_ns").to_numpy().astype(np.uint64)
+    span = np.uint64(int(t.max()) - int(t.min()) + 1)
+    passes = np.repeat(np.arange(repeat, dtype=np.uint64), len(t))
+    new_t = np.tile(t, repeat) + passes * span
+    order = np.argsort(new_t, kind="stable")
+    idx = np.tile(np.arange(len(t)), repeat)[order]
+    repeated = table.take(pa.array(idx))
+    return repeated.set_column(
+        repeated.schema.get_field_index("t_ns"), "t_ns", pa.array(new_t[order], pa.uint64())
+    )
+
+
 # --------------------------------------------------------------------------- one run
 def _replay_options(run: Mapping[str, Any]) -> dict[str, Any]:
     options = dict(run.get("options") or {})
@@ -298,6 +332,7 @@ def run_point(run: Mapping[str, Any], trace_path: str | os.PathLike, output: str
         jitter_ns=int(run.get("clone", {}).get("jitter_ns", 0)),
         seed=int(run.get("seed", 0)),
         time_scale=float(run.get("clone", {}).get("time_scale", 1.0)),
+        repeat=int(run.get("clone", {}).get("repeat", 1)),
     )
     vms = run.get("vm_mem")
     if run.get("vm_mem_equals_host"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
 
 from balloonreplay.traces.io import atomic_path
@@ -318,39 +319,121 @@ def plot_sharing(summary: pd.DataFrame, out_path: str | os.PathLike) -> None:
     _finish(fig, out_path)
 
 
+def settled_faults(metrics: pd.DataFrame, repeat: int = 1) -> dict[str, float]:
+    """Guest faults of one run counted only where the balloon comparison is fair: from the
+    trace's last pass on (the earlier passes are a warm-up: first touches, inflation) and
+    from the epoch after the balloon last differed from its target (inflation forces
+    guest reclaim that a VM configured small never does). Epochs are the unit, so the
+    window starts within one epoch of those points. Returns the faults, the accesses in
+    the window and the mean balloon size over it (pages, all VMs summed)."""
+    per_epoch = metrics.groupby("epoch")[
+        ["accesses", "guest_faults", "balloon_pages", "balloon_target_pages"]
+    ].sum()
+    accesses_before = per_epoch.accesses.cumsum() - per_epoch.accesses
+    warm_up_accesses = per_epoch.accesses.sum() * (repeat - 1) / repeat
+    after_warm_up = accesses_before >= warm_up_accesses
+    # Gauges are taken at an epoch's end. The epoch after the last one that ended with
+    # the balloon away from its target still moved the balloon; the window opens after it.
+    unsettled = (per_epoch.balloon_pages != per_epoch.balloon_target_pages).to_numpy()
+    first = int(np.flatnonzero(unsettled)[-1]) + 2 if unsettled.any() else 0
+    after_settled = np.arange(len(per_epoch)) >= first
+    window = per_epoch[after_warm_up.to_numpy() & after_settled]
+    return {
+        "guest_faults": float(window.guest_faults.sum()),
+        "accesses": float(window.accesses.sum()),
+        "balloon_pages": float(window.balloon_pages.mean()) if len(window) else float("nan"),
+        "epochs": float(len(window)),
+    }
+
+
+def balloon_equivalence_table(run_paths) -> pd.DataFrame:
+    """One row per balloon-equivalence run: policy label, the memory taken from the VM
+    (its settled balloon, or M minus its configured memory), and its settled guest faults
+    per 1,000 accesses (:func:`settled_faults`)."""
+    from balloonreplay.metrics import read_metrics_metadata
+
+    rows = []
+    for path in run_paths:
+        meta = read_metrics_metadata(path)
+        run = meta.get("run", {})
+        if run.get("status", "ok") != "ok":
+            continue
+        metrics = pd.read_parquet(path)
+        if metrics.empty:
+            continue
+        page_bytes = int(meta.get("config", {}).get("page_size_bytes") or 4096)
+        repeat = int((run.get("clone") or {}).get("repeat", 1))
+        window = settled_faults(metrics, repeat)
+        params = run.get("policy_params") or {}
+        rows.append(
+            {
+                "policy": run.get("policy"),
+                "configured_bytes": sum(run.get("config_pages") or []) * page_bytes,
+                "balloon_bytes": window["balloon_pages"] * page_bytes,
+                "faults_per_kaccess": 1000 * window["guest_faults"] / max(window["accesses"], 1),
+                "settled_epochs": window["epochs"],
+                "balloon_limit_percent": params.get("max_balloon_percent"),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    full = table.configured_bytes.max()
+    # Memory taken away: the balloon where there is one; M minus the configured memory
+    # for the VM configured small.
+    table["taken_bytes"] = table.balloon_bytes.where(
+        table.configured_bytes == full, full - table.configured_bytes
+    )
+    table["full_bytes"] = full
+    return table
+
+
 def plot_balloon_equivalence(
-    summary: pd.DataFrame, ballooned: str, configured: str, out_path: str | os.PathLike
+    table: pd.DataFrame, ballooned: str, configured: str, out_path: str | os.PathLike
 ) -> None:
-    """Figure 5 (the shape of Waldspurger's Fig. 2): guest faults of a VM ballooned from M
-    down to M−B versus a VM configured with M−B, over B."""
+    """Figure 5 (the shape of Waldspurger's Fig. 2): settled guest faults of a VM ballooned
+    from M down to M−B versus a VM configured with M−B, over B (``table`` from
+    :func:`balloon_equivalence_table`)."""
     sns = _theme()
     import matplotlib.pyplot as plt
 
-    data = _ok(summary)
-    big = data[data.policy == ballooned]
-    small = data[data.policy == configured]
-    if big.empty or small.empty:
-        return _no_data(out_path, "Balloon equivalence", "no balloon-equivalence experiment")
-    full_bytes = big.configured_mem_bytes.max()
-    frames = [
-        big.assign(kind=f"ballooned from {full_bytes / MIB:g} MiB"),
-        small.assign(kind="configured with M − B"),
-    ]
-    long = pd.concat(frames)
-    long["balloon (MiB)"] = (full_bytes - long.host_mem_bytes) / MIB
+    if table.empty or not {ballooned, configured} <= set(table.policy):
+        return _no_data(out_path, "Balloon equivalence", "no balloon-equivalence runs")
+    data = table[table.policy.isin([ballooned, configured])].copy()
+    full_bytes = data.full_bytes.max()
+    kinds = {
+        ballooned: f"ballooned from {full_bytes / MIB:g} MiB",
+        configured: "configured with M − B",
+    }
+    data["kind"] = data.policy.map(kinds)
+    data["B (MiB)"] = data.taken_bytes / MIB
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     sns.lineplot(
-        data=long.sort_values("balloon (MiB)"),
-        x="balloon (MiB)",
-        y="guest_faults",
+        data=data.sort_values("B (MiB)"),
+        x="B (MiB)",
+        y="faults_per_kaccess",
         hue="kind",
         style="kind",
+        hue_order=list(kinds.values()),
+        style_order=list(kinds.values()),
         markers=True,
         dashes=False,
         ax=ax,
     )
-    ax.set_xlabel("memory taken away B (MiB): balloon size, or less configured memory")
-    ax.set_ylabel("guest faults (count)")
+    limits = data.balloon_limit_percent.dropna()
+    if len(limits):
+        limit_mib = float(limits.iloc[0]) / 100 * full_bytes / MIB
+        ax.axvline(limit_mib, color="0.4", linestyle=":", linewidth=1)
+        ax.annotate(
+            f"balloon limit {float(limits.iloc[0]):g}% of M\n(ESX Mem.CtlMaxPercent)",
+            (limit_mib, 0.95),
+            xycoords=("data", "axes fraction"),
+            ha="right",
+            va="top",
+            fontsize=7,
+        )
+    ax.set_xlabel("memory taken away B (MiB): settled balloon, or less configured memory")
+    ax.set_ylabel("guest faults per 1,000 accesses\n(after warm-up and inflation)")
     ax.legend(title=None, fontsize=8)
     ax.set_title("Balloon equivalence: ballooned M − B behaves like configured M − B")
     _finish(fig, out_path)
@@ -377,13 +460,17 @@ def plot_double_paging(summary: pd.DataFrame, out_path: str | os.PathLike) -> No
         data=long, x="policy_display", y="events", hue="event", order=order, ax=ax, errorbar=None
     )
     ax.set_xlabel("host policy")
-    ax.set_ylabel("events (count, all VMs)")
+    # Stale reads can outnumber the others a hundredfold: a log scale keeps all three
+    # visible (symlog, so a zero count is a zero bar).
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("events (count, all VMs; log scale)")
     ax.tick_params(axis="x", rotation=30)
     for label in ax.get_xticklabels():
         label.set_horizontalalignment("right")
     ratio = data.overcommit_ratio.max()
     ax.set_title(f"Double paging at {ratio:.2f}× overcommit")
-    ax.legend(title=None, fontsize=8)
+    ax.legend(title=None, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _finish(fig, out_path)
 
 
@@ -404,9 +491,12 @@ def study_figures(
     roles: dict,
     out_dir: str | os.PathLike,
     suffixes: tuple[str, ...] = (".png", ".pdf"),
+    balloon_runs=(),
 ) -> list[str]:
     """Draw the six study figures from the summary tables; ``roles`` (config ``figures:``)
-    names the experiment (and run) each figure draws. Returns the files written."""
+    names the experiment (and run) each figure draws; ``balloon_runs``: the metrics files
+    of the balloon-equivalence experiment (its figure counts faults per epoch). Returns
+    the files written."""
     from balloonreplay.metrics import read_metrics_metadata
     from balloonreplay.summary import display_name
 
@@ -422,8 +512,15 @@ def study_figures(
     if overcommit is None and not ratios.empty:
         overcommit = ratios.experiment.iloc[0]
     sweep = rows(overcommit)
-    at_vms = roles.get("double_paging_vms") or (int(sweep.n_vms.max()) if len(sweep) else 0)
+    if roles.get("double_paging"):
+        # Its own experiment: the most overcommitted point of it.
+        paging = _ok(rows(roles["double_paging"]))
+        paging = paging[paging.overcommit_ratio == paging.overcommit_ratio.max()]
+    else:
+        at_vms = roles.get("double_paging_vms") or (int(sweep.n_vms.max()) if len(sweep) else 0)
+        paging = sweep[sweep.n_vms == at_vms]
     balloon = roles.get("balloon_equivalence") or {}
+    balloon_table = balloon_equivalence_table(balloon_runs)
     draw = {
         "swap_traffic": lambda out: plot_swap_traffic(sweep, out),
         "consolidation": lambda out: plot_consolidation(
@@ -431,12 +528,12 @@ def study_figures(
         ),
         "sharing": lambda out: plot_sharing(rows(roles.get("sharing")), out),
         "balloon_equivalence": lambda out: plot_balloon_equivalence(
-            rows(balloon.get("experiment")),
+            balloon_table,
             balloon.get("ballooned", "balloon"),
             balloon.get("configured", "configured"),
             out,
         ),
-        "double_paging": lambda out: plot_double_paging(sweep[sweep.n_vms == at_vms], out),
+        "double_paging": lambda out: plot_double_paging(paging, out),
     }
     if timeline_path is not None:
         metrics = pd.read_parquet(timeline_path)

@@ -124,3 +124,70 @@ def test_run_point_records_the_run_and_a_refusal(tmp_path):
         "does not overcommit"
         in read_metrics_metadata(tmp_path / "refused.parquet")["run"]["message"]
     )
+
+
+def test_repeat_runs_the_trace_again_in_the_same_vms():
+    table, meta = two_vm_trace()  # times 0, 5, 10, 15: a span of 16 ns
+    repeated, repeated_meta = X.scale_vms(table, meta, None, repeat=2)
+    data = repeated.to_pydict()
+    assert data["t_ns"] == [0, 5, 10, 15, 16, 21, 26, 31]
+    assert data["vm"] == [0, 1, 0, 1] * 2 and data["page"] == [0, 0, 1, 2] * 2
+    assert repeated_meta.accesses == 8 and repeated_meta.config_pages == [100, 200]
+    # Cloned afterwards: every copy runs both passes.
+    cloned, _ = X.scale_vms(table, meta, 4, stagger_ns=100, repeat=3)
+    assert cloned.num_rows == 4 * 3 * 2 and np.all(np.diff(cloned.column("t_ns").to_numpy()) >= 0)
+    with pytest.raises(ConfigError, match="clone.repeat"):
+        X.scale_vms(table, meta, None, repeat=0)
+
+
+# Why the double-paging experiment replays page-cache readers and not the sqlite capture:
+# VSwapper's stale and false swap reads need a guest frame that is host-swapped while the
+# guest puts a new page in it. The model's guests evict on demand and reuse the victim's
+# frame at once, and they always write an anonymous victim back, which first swaps its
+# frame in (a silent swap write). So anonymous memory alone can show silent writes only;
+# a clean page-cache victim is dropped without a swap-in, leaving its frame host-swapped
+# for the next disk read (stale) or zero-fill (false). Both engines agree on each case.
+def _double_paging(file_backed: bool, engine: str) -> dict:
+    import balloonreplay
+
+    rng = np.random.default_rng(7)
+    n = 1500
+    vm = np.arange(n) % 2
+    pages = rng.integers(0, 24, n)
+    table = pa.table(
+        {
+            "vm": pa.array(vm, pa.uint16()),
+            "t_ns": pa.array(np.arange(n) * 2_000, pa.uint64()),
+            "page": pa.array(pages, pa.uint64()),
+            # Page-cache pages are only read (clean); anonymous ones written half the time.
+            "write": (rng.random(n) < 0.5) & (not file_backed),
+            "content": pa.nulls(n, pa.uint64()),
+            "file_backed": np.full(n, file_backed),
+        },
+        schema=CANONICAL_SCHEMA,
+    )
+    # Two VMs of 12 frames for 24 pages each (guest swapping) on 16 host pages (host
+    # swapping at random).
+    result = balloonreplay.replay(
+        table, vms="12p", host="16p", policy="host-swap", engine=engine, epoch_ns=100_000
+    )
+    return {
+        k: result.summary[k]
+        for k in ("silent_swap_writes", "stale_swap_reads", "false_swap_reads", "host_swap_out")
+    }
+
+
+@pytest.mark.parametrize("engine", ["numba", "reference"])
+def test_double_paging_needs_clean_page_cache_victims(engine):
+    anonymous = _double_paging(file_backed=False, engine=engine)
+    assert anonymous["host_swap_out"] > 0 and anonymous["silent_swap_writes"] > 0
+    assert anonymous["stale_swap_reads"] == 0 and anonymous["false_swap_reads"] == 0
+    page_cache = _double_paging(file_backed=True, engine=engine)
+    assert page_cache["host_swap_out"] > 0 and page_cache["stale_swap_reads"] > 0
+
+
+def test_role_runs_are_the_grid_of_the_named_experiment():
+    experiments = {"e": EXPERIMENT}
+    runs = X.role_runs(experiments, {"experiment": "e", "ballooned": "static"})
+    assert runs == X.grid_runs("e", EXPERIMENT) and len(runs) == 4
+    assert X.role_runs(experiments, None) == [] and X.role_runs(experiments, {}) == []

@@ -61,22 +61,30 @@ def synthetic_metrics(n_vms=3, epochs=10) -> pd.DataFrame:
     return metrics_frame(rows)
 
 
+def synthetic_balloon_table(summary) -> pd.DataFrame:
+    """Rows as balloon_equivalence_table returns them, from the summary's esx/mom rows."""
+    full = 2**30
+    rows = []
+    for label, source in (("balloon", "esx"), ("configured", "mom")):
+        for row in summary[summary.policy == source].itertuples():
+            taken = row.n_vms * 2**26
+            rows.append(
+                {
+                    "policy": label,
+                    "configured_bytes": full if label == "balloon" else full - taken,
+                    "taken_bytes": taken,
+                    "full_bytes": full,
+                    "faults_per_kaccess": row.guest_faults / 1000,
+                    "settled_epochs": 10.0,
+                    "balloon_limit_percent": 65.0 if label == "balloon" else None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def figures(summary, tmp_path):
     ratios = consolidation(summary)
-    balloon = pd.concat(
-        [
-            summary[summary.policy == "esx"].assign(
-                policy="balloon",
-                configured_mem_bytes=2**30,
-                host_mem_bytes=lambda d: 2**30 - d.n_vms * 2**26,
-            ),
-            summary[summary.policy == "mom"].assign(
-                policy="configured",
-                configured_mem_bytes=lambda d: 2**30 - d.n_vms * 2**26,
-                host_mem_bytes=lambda d: 2**30 - d.n_vms * 2**26,
-            ),
-        ]
-    )
+    balloon = synthetic_balloon_table(summary)
     at_point = summary[summary.n_vms == 2]
     return {
         "swap_traffic": lambda out: plots.plot_swap_traffic(summary, out),
@@ -110,7 +118,9 @@ def test_figure_is_a_non_empty_image(tmp_path, name, suffix):
     assert data.startswith(b"\x89PNG" if suffix == ".png" else b"%PDF")
 
 
-@pytest.mark.parametrize("name", ["swap_traffic", "consolidation", "sharing", "double_paging"])
+@pytest.mark.parametrize(
+    "name", ["swap_traffic", "consolidation", "sharing", "double_paging", "balloon_equivalence"]
+)
 def test_figure_without_data_is_an_explicit_placeholder(tmp_path, name):
     empty = synthetic_summary().iloc[:0]
     out = tmp_path / f"{name}.png"
@@ -123,3 +133,34 @@ def test_policy_colours_are_stable_across_figures():
     b = plots.policy_palette(["oVirt MOM", "VMware ESX", "host swapping only", "zzz"])
     assert a["VMware ESX"] == b["VMware ESX"] and a["oVirt MOM"] == b["oVirt MOM"]
     assert len(set(b.values())) == 4
+
+
+def balloon_metrics(balloon, target, faults, accesses=100) -> pd.DataFrame:
+    """One VM's per-epoch metrics with the given balloon gauges and fault counts."""
+    epochs = len(balloon)
+    rows = {c: np.zeros(epochs, dtype=np.int64) for c in ALL_COLUMNS}
+    rows["epoch"] = np.arange(epochs)
+    rows["t_ns"] = (np.arange(epochs) + 1) * 1_000_000_000
+    rows["accesses"] = np.full(epochs, accesses)
+    rows["balloon_pages"] = np.asarray(balloon)
+    rows["balloon_target_pages"] = np.asarray(target)
+    rows["guest_faults"] = np.asarray(faults)
+    return metrics_frame(rows)
+
+
+def test_settled_faults_skip_the_warm_up_pass_and_the_inflation():
+    # Two passes of 4 epochs. The balloon reaches its target (30) at the end of epoch 5,
+    # after the second pass began at epoch 4: only epochs 6 and 7 count.
+    metrics = balloon_metrics(
+        balloon=[0, 10, 20, 20, 25, 30, 30, 30],
+        target=[30, 30, 30, 30, 30, 30, 30, 30],
+        faults=[50, 40, 30, 30, 20, 10, 3, 4],
+    )
+    window = plots.settled_faults(metrics, repeat=2)
+    assert window == {"guest_faults": 7.0, "accesses": 200.0, "balloon_pages": 30.0, "epochs": 2.0}
+    # Without a balloon only the warm-up is skipped.
+    flat = balloon_metrics([0] * 8, [0] * 8, [50, 40, 30, 30, 20, 10, 3, 4])
+    assert plots.settled_faults(flat, repeat=2)["guest_faults"] == 20 + 10 + 3 + 4
+    assert plots.settled_faults(flat, repeat=1)["guest_faults"] == sum(
+        [50, 40, 30, 30, 20, 10, 3, 4]
+    )

@@ -33,6 +33,14 @@ rule figures:
         summary="results/summary.parquet",
         consolidation="results/consolidation.parquet",
         timeline=timeline_run(),
+        # Its figure counts guest faults per epoch (after the warm-up and the balloon's
+        # inflation), so it reads the balloon-equivalence runs, not just their totals.
+        balloon_runs=[
+            run_path(run)
+            for run in X.role_runs(
+                EXPERIMENTS, FIGURE_ROLES.get("balloon_equivalence")
+            )
+        ],
     output:
         swap_traffic=report(
             "results/figures/swap_traffic.png",

@@ -13,4 +13,5 @@ study_figures(
     sm.input.timeline[0] if sm.input.timeline else None,
     dict(sm.params.roles),
     sm.params.out_dir,
+    balloon_runs=list(sm.input.balloon_runs),
 )
