@@ -210,6 +210,18 @@ def test_balloon_inflates_in_proportion_to_vm_size_and_never_host_swaps():
     assert list(decision.balloon_target_pages) == [90, 30]
 
 
+def test_balloon_counts_host_swapped_pages_as_memory_to_reclaim():
+    """After emergency host swapping, 300 free pages (inside the band) hide 400 guest
+    pages the host swapped: the balloons grow until the host could take them back."""
+    policy = make_policy("balloon")
+    policy.start(start_snapshot([3000, 1000], 4000))
+    decision = policy.decide(
+        snapshot([3000, 1000], 4000, balloon=[150, 50], host_free=300, swapped=[300, 100])
+    )
+    # Effective free: 300 - 400 = -100; reclaim up to 240 (6%): 340 more pages, 3:1.
+    assert list(decision.balloon_target_pages) == [405, 135]
+
+
 # ---------------------------------------------------------------------- esx
 ESX_FAST = "sample_period_s=1,realloc_period_s=1"
 

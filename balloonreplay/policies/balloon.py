@@ -55,7 +55,10 @@ class BalloonPolicy(HostPolicy):
 
     def decide(self, snapshot: Snapshot) -> Decision | None:
         host = int(snapshot.host_pages)
-        free = snapshot.host_free_pages
+        # Host-swapped guest pages are memory the guests hold and the host owes them
+        # (the engine swaps only in emergencies, when ballooning stalled): count them as
+        # used, so the balloons grow until the host could take them all back.
+        free = snapshot.host_free_pages - int(snapshot.host_swapped_pages.sum())
         low = int(np.ceil(host * self.params.inflate_below_free_percent / 100.0))
         high = int(np.floor(host * self.params.deflate_above_free_percent / 100.0))
         if free < low:

@@ -5,7 +5,10 @@ distances, the Fenwick-tree kernel of :mod:`balloonreplay.mrc`). Every period th
 memory available to the guests is split so that each next chunk of memory goes where it
 cuts the most misses per page, with look-ahead over non-convex curves (as in utility-based
 partitioning), above each VM's floor and up to its configured memory; the balloon of each
-VM is its configured memory minus its share. Nothing is reclaimed while everything fits.
+VM is its configured memory minus its share. Nothing is reclaimed while everything fits,
+nor while host free memory stays above ``inflate_below_free_percent`` (balloons then only
+shrink toward the shares): a VM that has not started yet has a flat curve and would
+otherwise be ballooned to its floor before anyone needs its memory.
 
 Where the accesses come from: the snapshot carries counters, not access streams, so the
 policy reads the VMs' accesses itself from the trace being replayed (handed to it by the
@@ -167,6 +170,9 @@ class MrcPolicy(HostPolicy):
         decay: float = 1.0
         # Memory kept free on the host, % of host memory.
         host_reserve_percent: float = 0.0
+        # Inflate only while host free memory is below this share of host memory (ESX's
+        # high free-memory state, 6%, as the balloon policy).
+        inflate_below_free_percent: float = 6.0
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -175,6 +181,7 @@ class MrcPolicy(HostPolicy):
         self._attached = None
         self._curves: list[_VmCurve] = []
         self.allocation_pages: np.ndarray | None = None
+        self._targets: np.ndarray | None = None
 
     def start(self, snapshot: Snapshot) -> Decision:
         p = self.params
@@ -261,4 +268,10 @@ class MrcPolicy(HostPolicy):
         else:
             alloc = self._fallback_allocation(snapshot, budget)
         self.allocation_pages = alloc
-        return Decision(balloon_target_pages=np.clip(config - alloc, 0, config - 1))
+        targets = np.clip(config - alloc, 0, config - 1)
+        threshold = snapshot.host_pages * self.params.inflate_below_free_percent / 100.0
+        if snapshot.host_free_pages >= threshold:
+            current = self._targets if self._targets is not None else np.zeros_like(targets)
+            targets = np.minimum(targets, current)  # memory is ample: only give back
+        self._targets = targets
+        return Decision(balloon_target_pages=targets.copy())
