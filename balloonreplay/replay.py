@@ -54,6 +54,7 @@ class ReplayResult:
             "policy": self.policy,
             "trace": self.trace,
             "summary": self.summary,
+            "invariants_ok": self.summary.get("invariants_ok"),
         }
 
     def write(self, path: str | os.PathLike) -> None:
@@ -208,11 +209,14 @@ class _Buffers:
         "file": np.uint8,
     }
 
-    def __init__(self, VS: np.ndarray, pages_per_vm: list[int], trace_path):
-        from balloonreplay.engine.state import V_END, V_PBASE, V_POS
+    def __init__(self, VS: np.ndarray, pages_per_vm: list[int], trace_path, max_rows: int):
+        from balloonreplay.engine.state import V_END, V_INPUT_DONE, V_PBASE, V_POS
 
         self.VS = VS
-        self.V_POS, self.V_END = V_POS, V_END
+        self.V_POS, self.V_END, self.V_INPUT_DONE = V_POS, V_END, V_INPUT_DONE
+        # Unconsumed rows kept in memory per VM; the rest wait on disk (balloonreplay/spill.py).
+        self.max_rows = max(int(max_rows), 1)
+        self.spill = None
         self.nvm = VS.shape[0]
         self.pbase = VS[:, V_PBASE].copy()
         self.npages = np.asarray(pages_per_vm, dtype=np.int64)
@@ -303,23 +307,67 @@ class _Buffers:
             self.VS[0, self.V_END] = len(self.cols["t"])
             return
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        fresh = []
+        for v in range(self.nvm):
+            rows = {name: new[name][starts[v] : starts[v] + counts[v]] for name in self.COLUMNS}
+            # Beyond max_rows, and behind rows already on disk (order), rows go to disk.
+            spilled = self.spill is not None and self.spill.pending[v] > 0
+            keep = (
+                0 if spilled else max(0, min(int(counts[v]), self.max_rows - int(end[v] - pos[v])))
+            )
+            if keep < counts[v]:
+                if self.spill is None:
+                    from balloonreplay.spill import RowSpill
+
+                    self.spill = RowSpill(self.nvm, self.DTYPES)
+                self.spill.push(v, {name: col[keep:] for name, col in rows.items()})
+            fresh.append({name: col[:keep] for name, col in rows.items()})
+        self._append(fresh)
+
+    def _append(self, fresh: list[dict[str, np.ndarray]]) -> None:
+        """Rebuild the columns: per VM its unconsumed rows, then ``fresh[v]``."""
+        pos = self.VS[:, self.V_POS].copy()
+        end = self.VS[:, self.V_END].copy()
         new_pos = np.zeros(self.nvm, dtype=np.int64)
         new_end = np.zeros(self.nvm, dtype=np.int64)
         offset = 0
         for v in range(self.nvm):
             new_pos[v] = offset
-            offset += int(end[v] - pos[v]) + int(counts[v])
+            offset += int(end[v] - pos[v]) + len(fresh[v]["t"])
             new_end[v] = offset
         for name in self.COLUMNS:
             old = self.cols[name]
-            fresh = new[name]
             parts = []
             for v in range(self.nvm):
                 parts.append(old[pos[v] : end[v]])
-                parts.append(fresh[starts[v] : starts[v] + counts[v]])
+                parts.append(fresh[v][name])
             self.cols[name] = _readonly(np.concatenate(parts))
         self.VS[:, self.V_POS] = new_pos
         self.VS[:, self.V_END] = new_end
+
+    def refill(self) -> bool:
+        """Read back spilled rows of the VMs that ran out; False if none of them has any
+        (then the next batch of the trace is what they need)."""
+        if self.spill is None:
+            return False
+        VS = self.VS
+        starving = (VS[:, self.V_POS] >= VS[:, self.V_END]) & (self.spill.pending > 0)
+        if not starving.any():
+            return False
+        empty = {name: np.zeros(0, dtype=dtype) for name, dtype in self.DTYPES.items()}
+        self._append(
+            [self.spill.pop(v, self.max_rows) if starving[v] else empty for v in range(self.nvm)]
+        )
+        return True
+
+    def input_done(self) -> None:
+        """The trace is read to its end: a VM has all its rows once none wait on disk."""
+        done = np.ones(self.nvm, dtype=bool) if self.spill is None else self.spill.pending == 0
+        self.VS[done, self.V_INPUT_DONE] = 1
+
+    def close(self) -> None:
+        if self.spill is not None:
+            self.spill.close()
 
 
 def _flags(column: pa.Array) -> np.ndarray:
@@ -543,10 +591,13 @@ def warm_up() -> None:
 def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed=True):
     from balloonreplay.engine import kernel
     from balloonreplay.engine import state as S
+    from balloonreplay.engine.checks import check_end_of_run
     from balloonreplay.engine.state import allocate
 
     state = allocate(config, pages_per_vm)
-    buffers = _Buffers(state.VS, pages_per_vm, getattr(trace, "path", None))
+    # Two batches' worth of rows per VM in memory, the rest spilled to disk (spill.py).
+    max_rows = 2 * batch_rows // config.num_vms
+    buffers = _Buffers(state.VS, pages_per_vm, getattr(trace, "path", None), max_rows)
     rows: list[dict[str, np.ndarray]] = []
     _apply(state, config, policy.start(_snapshot(state, config, -1, 0)))
     source = _parquet_batches(trace, batch_rows, config.num_vms)
@@ -558,9 +609,11 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
         while True:
             status = kernel.run(*state, *buffers.arrays())
             if status == S.ST_NEED_DATA:
+                if buffers.refill():
+                    continue
                 item = next(batches, None)
                 if item is None:
-                    state.VS[:, S.V_INPUT_DONE] = 1
+                    buffers.input_done()
                 else:
                     rows_read, prepared = item
                     buffers.add(prepared)
@@ -586,7 +639,11 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
                 )
     finally:
         batches.close()  # stops the prefetch thread on every way out
+        buffers.close()
     table = {k: np.concatenate([r[k] for r in rows]) for k in ALL_COLUMNS}
+    # Conservation laws on the final state: a broken one raises, so no metrics are
+    # written from a run that lost or invented a page.
+    check_end_of_run(state, table)
     last_t = [
         int(state.VS[v, S.V_LAST_T]) if state.VS[v, S.V_DONE_ACC] > 0 else None
         for v in range(config.num_vms)
@@ -675,6 +732,9 @@ def replay(
             "end_ns": int(end_ns),
             "replay_seconds": seconds,
             "engine": engine,
+            # numba: checked on the final state (_run_engine); the reference checks at
+            # every quantum only with debug_checks, and None says "not checked".
+            "invariants_ok": True if engine == "numba" or config.debug_checks else None,
         }
     )
     result = ReplayResult(
