@@ -17,6 +17,7 @@ from workflow_runs import (
     assert_same_results,
     run_files,
     run_study,
+    share_recordings,
     snakemake_argv,
     uninterrupted_study,
 )
@@ -40,6 +41,7 @@ def test_killed_study_resumes_to_the_same_results(tmp_path_factory, tmp_path):
     total = len(run_files(reference))
     root = tmp_path / "study"
     root.mkdir()
+    share_recordings(reference, root)
     log = (tmp_path / "killed.log").open("w")
     # Its own session, so the kill takes Snakemake and every job it started.
     study = subprocess.Popen(
