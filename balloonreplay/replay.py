@@ -32,7 +32,7 @@ from balloonreplay.errors import ConfigError, TraceError
 from balloonreplay.latencies import get_latencies
 from balloonreplay.metrics import ALL_COLUMNS, metrics_frame, totals, write_metrics
 from balloonreplay.policies import Decision, HostPolicy, Snapshot, make_policy
-from balloonreplay.traces.io import DEFAULT_BATCH_ROWS, Trace, open_trace
+from balloonreplay.traces.io import DEFAULT_BATCH_ROWS, Trace, iter_parquet_batches, open_trace
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch
 from balloonreplay.units import parse_size_pages
 
@@ -416,7 +416,7 @@ def _parquet_batches(trace, batch_rows: int, num_vms: int) -> Iterator[pa.Record
                     return None
                 constant[name] &= stats.max == (False if name == "file_backed" else 0)
     columns = [name for name in CANONICAL_SCHEMA.names if not constant.get(name, False)]
-    return pf.iter_batches(batch_size=batch_rows, columns=columns)
+    return iter_parquet_batches(pf, batch_rows, columns)
 
 
 _END = object()

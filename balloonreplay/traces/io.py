@@ -110,6 +110,31 @@ def write_trace(
     return writer.rows
 
 
+def iter_parquet_batches(
+    pf: pq.ParquetFile, batch_rows: int, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of about ``batch_rows`` rows, read a few whole row groups at a time.
+
+    Not ``ParquetFile.iter_batches``: in pyarrow 26 its reader keeps what it has decoded
+    until it is exhausted (measured: Arrow's allocation grew by 520 MiB over 40 batches
+    of 1 Mi rows, and by 36 MiB this way), so a 500-million-row trace would not fit in
+    memory. Reading row groups by index frees each table once its batches are used."""
+    groups = pf.metadata.num_row_groups
+    g = 0
+    while g < groups:
+        chunk = [g]
+        rows = pf.metadata.row_group(g).num_rows
+        g += 1
+        while g < groups and rows < batch_rows:
+            chunk.append(g)
+            rows += pf.metadata.row_group(g).num_rows
+            g += 1
+        table = pf.read_row_groups(chunk, columns=columns)
+        # One contiguous chunk per column, so batches have batch_rows rows whatever the
+        # row-group size.
+        yield from table.combine_chunks().to_batches(max_chunksize=batch_rows)
+
+
 class Trace:
     """A canonical trace on disk: metadata plus streaming access to its rows."""
 
@@ -133,7 +158,7 @@ class Trace:
         return self._file.metadata.num_rows
 
     def iter_batches(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        for batch in self._file.iter_batches(batch_size=batch_rows):
+        for batch in iter_parquet_batches(self._file, batch_rows):
             yield conform_batch(batch, self.path)
 
     def read_table(self) -> pa.Table:
