@@ -4,8 +4,8 @@ This layer checks inputs, streams the trace into per-VM buffers, calls the numba
 (balloonreplay/engine/kernel.py) until it needs more trace or reaches an epoch boundary,
 and there asks the host policy for its decision. Memory is O(distinct pages + batch):
 the engine state is indexed by dense page and frame ids, and only unconsumed rows are
-buffered (a trace ordered by time across VMs keeps that to about one batch; a trace
-sorted by VM would buffer the VMs read ahead of their turn).
+buffered, at most two batches' worth per VM; the rows of a VM that lags behind the
+others (it stalls more, or the trace is sorted by VM) wait on disk (spill.py).
 """
 
 from __future__ import annotations
