@@ -4,8 +4,8 @@ This layer checks inputs, streams the trace into per-VM buffers, calls the numba
 (balloonreplay/engine/kernel.py) until it needs more trace or reaches an epoch boundary,
 and there asks the host policy for its decision. Memory is O(distinct pages + batch):
 the engine state is indexed by dense page and frame ids, and only unconsumed rows are
-buffered (a trace ordered by time across VMs keeps that to about one batch; a trace
-sorted by VM would buffer the VMs read ahead of their turn).
+buffered, at most two batches' worth per VM; the rows of a VM that lags behind the
+others (it stalls more, or the trace is sorted by VM) wait on disk (spill.py).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class ReplayResult:
             "policy": self.policy,
             "trace": self.trace,
             "summary": self.summary,
+            "invariants_ok": self.summary.get("invariants_ok"),
         }
 
     def write(self, path: str | os.PathLike) -> None:
@@ -208,11 +209,14 @@ class _Buffers:
         "file": np.uint8,
     }
 
-    def __init__(self, VS: np.ndarray, pages_per_vm: list[int], trace_path):
-        from balloonreplay.engine.state import V_END, V_PBASE, V_POS
+    def __init__(self, VS: np.ndarray, pages_per_vm: list[int], trace_path, max_rows: int):
+        from balloonreplay.engine.state import V_END, V_INPUT_DONE, V_PBASE, V_POS
 
         self.VS = VS
-        self.V_POS, self.V_END = V_POS, V_END
+        self.V_POS, self.V_END, self.V_INPUT_DONE = V_POS, V_END, V_INPUT_DONE
+        # Unconsumed rows kept in memory per VM; the rest wait on disk (balloonreplay/spill.py).
+        self.max_rows = max(int(max_rows), 1)
+        self.spill = None
         self.nvm = VS.shape[0]
         self.pbase = VS[:, V_PBASE].copy()
         self.npages = np.asarray(pages_per_vm, dtype=np.int64)
@@ -310,23 +314,67 @@ class _Buffers:
             self.VS[0, self.V_END] = len(self.cols["t"])
             return
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        fresh = []
+        for v in range(self.nvm):
+            rows = {name: new[name][starts[v] : starts[v] + counts[v]] for name in self.COLUMNS}
+            # Beyond max_rows, and behind rows already on disk (order), rows go to disk.
+            spilled = self.spill is not None and self.spill.pending[v] > 0
+            keep = (
+                0 if spilled else max(0, min(int(counts[v]), self.max_rows - int(end[v] - pos[v])))
+            )
+            if keep < counts[v]:
+                if self.spill is None:
+                    from balloonreplay.spill import RowSpill
+
+                    self.spill = RowSpill(self.nvm, self.DTYPES)
+                self.spill.push(v, {name: col[keep:] for name, col in rows.items()})
+            fresh.append({name: col[:keep] for name, col in rows.items()})
+        self._append(fresh)
+
+    def _append(self, fresh: list[dict[str, np.ndarray]]) -> None:
+        """Rebuild the columns: per VM its unconsumed rows, then ``fresh[v]``."""
+        pos = self.VS[:, self.V_POS].copy()
+        end = self.VS[:, self.V_END].copy()
         new_pos = np.zeros(self.nvm, dtype=np.int64)
         new_end = np.zeros(self.nvm, dtype=np.int64)
         offset = 0
         for v in range(self.nvm):
             new_pos[v] = offset
-            offset += int(end[v] - pos[v]) + int(counts[v])
+            offset += int(end[v] - pos[v]) + len(fresh[v]["t"])
             new_end[v] = offset
         for name in self.COLUMNS:
             old = self.cols[name]
-            fresh = new[name]
             parts = []
             for v in range(self.nvm):
                 parts.append(old[pos[v] : end[v]])
-                parts.append(fresh[starts[v] : starts[v] + counts[v]])
+                parts.append(fresh[v][name])
             self.cols[name] = _readonly(np.concatenate(parts))
         self.VS[:, self.V_POS] = new_pos
         self.VS[:, self.V_END] = new_end
+
+    def refill(self) -> bool:
+        """Read back spilled rows of the VMs that ran out; False if none of them has any
+        (then the next batch of the trace is what they need)."""
+        if self.spill is None:
+            return False
+        VS = self.VS
+        starving = (VS[:, self.V_POS] >= VS[:, self.V_END]) & (self.spill.pending > 0)
+        if not starving.any():
+            return False
+        empty = {name: np.zeros(0, dtype=dtype) for name, dtype in self.DTYPES.items()}
+        self._append(
+            [self.spill.pop(v, self.max_rows) if starving[v] else empty for v in range(self.nvm)]
+        )
+        return True
+
+    def input_done(self) -> None:
+        """The trace is read to its end: a VM has all its rows once none wait on disk."""
+        done = np.ones(self.nvm, dtype=bool) if self.spill is None else self.spill.pending == 0
+        self.VS[done, self.V_INPUT_DONE] = 1
+
+    def close(self) -> None:
+        if self.spill is not None:
+            self.spill.close()
 
 
 def _flags(column: pa.Array) -> np.ndarray:
@@ -611,10 +659,13 @@ def warm_up() -> None:
 def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed=True):
     from balloonreplay.engine import kernel
     from balloonreplay.engine import state as S
+    from balloonreplay.engine.checks import check_end_of_run
     from balloonreplay.engine.state import allocate
 
     state = allocate(config, pages_per_vm)
-    buffers = _Buffers(state.VS, pages_per_vm, getattr(trace, "path", None))
+    # Two batches' worth of rows per VM in memory, the rest spilled to disk (spill.py).
+    max_rows = 2 * batch_rows // config.num_vms
+    buffers = _Buffers(state.VS, pages_per_vm, getattr(trace, "path", None), max_rows)
     rows: list[dict[str, np.ndarray]] = []
     samples = _Samples(config.num_vms)
     _apply(state, config, policy.start(_snapshot(state, config, -1, 0, samples)), samples)
@@ -627,9 +678,11 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
         while True:
             status = kernel.run(*state, *buffers.arrays())
             if status == S.ST_NEED_DATA:
+                if buffers.refill():
+                    continue
                 item = next(batches, None)
                 if item is None:
-                    state.VS[:, S.V_INPUT_DONE] = 1
+                    buffers.input_done()
                 else:
                     rows_read, prepared = item
                     buffers.add(prepared)
@@ -649,13 +702,16 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
                 rows.append(_rows(state, epoch, int(state.G[S.G_NOW])))
                 break
             else:
-                code = int(state.G[S.G_ERROR])
-                raise AssertionError(
-                    f"engine invariant violated: {S.ERROR_MESSAGES.get(code, code)}"
-                )
+                from balloonreplay.engine.checks import InvariantError
+
+                raise InvariantError(int(state.G[S.G_ERROR]), "during the run")
     finally:
         batches.close()  # stops the prefetch thread on every way out
+        buffers.close()
     table = {k: np.concatenate([r[k] for r in rows]) for k in ALL_COLUMNS}
+    # Conservation laws on the final state: a broken one raises, so no metrics are
+    # written from a run that lost or invented a page.
+    check_end_of_run(state, table)
     last_t = [
         int(state.VS[v, S.V_LAST_T]) if state.VS[v, S.V_DONE_ACC] > 0 else None
         for v in range(config.num_vms)
@@ -748,6 +804,9 @@ def replay(
             "end_ns": int(end_ns),
             "replay_seconds": seconds,
             "engine": engine,
+            # numba: checked on the final state (_run_engine); the reference checks at
+            # every quantum only with debug_checks, and None says "not checked".
+            "invariants_ok": True if engine == "numba" or config.debug_checks else None,
         }
     )
     result = ReplayResult(

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from balloonreplay.errors import BalloonreplayError
 from balloonreplay.metrics import TOTAL_COLUMNS, read_metrics_metadata
 from balloonreplay.units import PAGE_SIZE_BYTES
 
@@ -138,7 +139,11 @@ def run_row(
         # Σ configured guest memory ÷ host memory (DESIGN.md, "Outputs").
         "overcommit_ratio": sum(config_pages) / host_pages if host_pages else math.nan,
         "epochs": int(metrics.epoch.max()) + 1 if len(metrics) else 0,
+        # Wall-clock time of the replay: the one column that differs between equal runs.
         "replay_seconds": float(engine.get("replay_seconds", math.nan)),
+        # True: the conservation laws held at the end of the replay (a failed check is an
+        # error, never a file); None: no replay ran (refused) or it was not checked.
+        "invariants_ok": invariants_ok(metadata),
         "slo_slowdown": float(run.get("slo_slowdown", DEFAULT_SLO_SLOWDOWN)),
     }
     for column in TOTAL_COLUMNS:
@@ -182,6 +187,22 @@ def run_row(
     return row
 
 
+def invariants_ok(metadata: Mapping[str, Any]) -> bool | None:
+    """What the metrics file records about the end-of-run invariant check."""
+    ok = metadata.get("invariants_ok", metadata.get("summary", {}).get("invariants_ok"))
+    return None if ok is None else bool(ok)
+
+
+def _read_checked_run(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
+    metrics, meta = read_run(path)
+    if invariants_ok(meta) is False:
+        raise BalloonreplayError(
+            f"{os.fspath(path)}: metadata key 'invariants_ok': expected true, got false "
+            "(the replay broke a conservation law; its metrics are not a result)"
+        )
+    return metrics, meta
+
+
 def _baseline_key(run: Mapping[str, Any]) -> tuple:
     return (
         run.get("experiment"),
@@ -198,11 +219,11 @@ def summarize_runs(
     workload and policy (NaN where the experiment does not sweep VMs per host)."""
     baselines: dict[tuple, dict[str, Any]] = {}
     for path in baseline_paths:
-        metrics, meta = read_run(path)
+        metrics, meta = _read_checked_run(path)
         baselines[_baseline_key(meta.get("run", {}))] = run_row(metrics, meta)
     rows = []
     for path in run_paths:
-        metrics, meta = read_run(path)
+        metrics, meta = _read_checked_run(path)
         rows.append(run_row(metrics, meta, baselines.get(_baseline_key(meta.get("run", {})))))
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -337,6 +358,7 @@ __all__ = [
     "consolidation",
     "consolidation_point",
     "display_name",
+    "invariants_ok",
     "next_points",
     "pages_saved_by_sharing",
     "read_run",

@@ -1,9 +1,14 @@
-"""Invariants, checked at the end of every quantum when the debug flag is set (and by the
-tests): frames add up, host accounting holds and stays within host_pages, resident pages
-and their frames agree on content, saved copies equal the last write, no page or frame
-was swapped in more often than out. Returns an ERR_* code, 0 when all hold."""
+"""Invariants: frames add up, host accounting holds and stays within host_pages, resident
+pages and their frames agree on content, saved copies equal the last write, no page or
+frame was swapped in more often than out. ``check_invariants`` returns an ERR_* code, 0
+when all hold; the kernel runs it at the end of every quantum when the debug flag is set.
+Every replay runs ``check_end_of_run`` once on its final state (one pass over frames and
+pages, negligible beside the replay), so no result is ever written from a state that
+lost or invented a page."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from balloonreplay.engine.flags import entry
 from balloonreplay.engine.state import (
@@ -14,6 +19,7 @@ from balloonreplay.engine.state import (
     ERR_HOST,
     ERR_LINK,
     ERR_SWAP,
+    ERROR_MESSAGES,
     F_HOST,
     F_PAGE,
     FC_CONTENT,
@@ -27,6 +33,7 @@ from balloonreplay.engine.state import (
     G_HOST_USED,
     G_NVM,
     G_OVERHEAD_TOTAL,
+    G_TRACK,
     NIL,
     P_FRAME,
     P_WHERE,
@@ -38,7 +45,10 @@ from balloonreplay.engine.state import (
     PC_SWAP_INS,
     PC_SWAP_OUTS,
     RESIDENT,
+    SHARED,
+    SWAPPED,
     UNBACKED,
+    V_BACKED,
     V_BAL_N,
     V_C,
     V_FBASE,
@@ -46,7 +56,10 @@ from balloonreplay.engine.state import (
     V_NPAGES,
     V_PBASE,
     V_RESIDENT,
+    V_SHARED,
+    V_SWAPPED,
 )
+from balloonreplay.errors import BalloonreplayError
 
 
 @entry
@@ -96,3 +109,116 @@ def check_invariants(F, FC, P, PC, VS, G):
     if overhead != G[G_OVERHEAD_TOTAL] or G[G_HOST_USED] > G[G_HOST_PAGES]:
         return ERR_HOST
     return 0
+
+
+@entry
+def check_structure(F, FC, P, VS, G, FS, BS, seen):
+    """The laws that hold whether or not the engine tracks contents and per-page swap
+    counts (G_TRACK, off without sharing or debug checks, when FC_GUEST, PC_* and the
+    saved copies are not kept): every frame of a VM is in exactly one of its free stack,
+    its balloon stack or a page, and those three add up to config_pages; page and frame
+    links agree both ways; balloon frames are unbacked; the per-VM host gauges count the
+    frames' host states; host used = backed + distinct shared contents + overhead <=
+    host_pages; no frame was host-swapped in more often than out. ``seen``: one zeroed
+    int8 per frame (the kernels do not allocate)."""
+    backed_total = 0
+    for v in range(G[G_NVM]):
+        base = VS[v, V_FBASE]
+        c = VS[v, V_C]
+        nfree = VS[v, V_FREE_N]
+        nbal = VS[v, V_BAL_N]
+        if nfree < 0 or nbal < 0 or VS[v, V_RESIDENT] < 0:
+            return ERR_FRAMES
+        if nfree + nbal + VS[v, V_RESIDENT] != c:
+            return ERR_FRAMES
+        for i in range(base, base + nfree):
+            f = FS[i]
+            if f < base or f >= base + c or seen[f] != 0 or F[f, F_PAGE] != NIL:
+                return ERR_FRAMES
+            seen[f] = 1
+        for i in range(base, base + nbal):
+            f = BS[i]
+            if f < base or f >= base + c or seen[f] != 0 or F[f, F_PAGE] != NIL:
+                return ERR_FRAMES
+            if F[f, F_HOST] != UNBACKED:
+                return ERR_FRAMES
+            seen[f] = 1
+        resident = 0
+        backed = 0
+        shared = 0
+        swapped = 0
+        for f in range(base, base + c):
+            pg = F[f, F_PAGE]
+            if pg != NIL:
+                if seen[f] != 0:
+                    return ERR_FRAMES
+                seen[f] = 1
+                resident += 1
+                if P[pg, P_FRAME] != f or P[pg, P_WHERE] != RESIDENT:
+                    return ERR_LINK
+            if seen[f] != 1:
+                return ERR_FRAMES  # a frame in no list: lost
+            h = F[f, F_HOST]
+            if h == BACKED:
+                backed += 1
+            elif h == SHARED:
+                shared += 1
+            elif h == SWAPPED:
+                swapped += 1
+            if FC[f, FC_HINS] > FC[f, FC_HOUTS]:
+                return ERR_SWAP
+        if resident != VS[v, V_RESIDENT]:
+            return ERR_FRAMES
+        if backed != VS[v, V_BACKED] or shared != VS[v, V_SHARED] or swapped != VS[v, V_SWAPPED]:
+            return ERR_HOST
+        backed_total += backed
+        pbase = VS[v, V_PBASE]
+        for pg in range(pbase, pbase + VS[v, V_NPAGES]):
+            f = P[pg, P_FRAME]
+            if (f == NIL) != (P[pg, P_WHERE] != RESIDENT):
+                return ERR_LINK
+            if f != NIL and (f < base or f >= base + c or F[f, F_PAGE] != pg):
+                return ERR_LINK
+    if G[G_HOST_USED] != backed_total + G[G_DISTINCT] + G[G_OVERHEAD_TOTAL]:
+        return ERR_HOST
+    if G[G_HOST_USED] > G[G_HOST_PAGES]:
+        return ERR_HOST
+    return 0
+
+
+class InvariantError(BalloonreplayError):
+    """The engine's final state breaks a conservation law: a bug in the model, never a
+    result. ``code`` is the ERR_* code of the first law found broken."""
+
+    def __init__(self, code: int, where: str = "at the end of the run"):
+        self.code = code
+        message = ERROR_MESSAGES.get(code, f"unknown error code {code}")
+        super().__init__(f"replay invariant violated {where}: {message}")
+
+
+def check_end_of_run(state, metrics: dict | None = None) -> None:
+    """Check the conservation laws on a final EngineState; raise InvariantError if one
+    fails. The structural laws always; with content tracking on (sharing or debug checks),
+    also contents, saved copies and the per-page swap balance (check_invariants). Without
+    tracking there are no per-page swap counts, so the swap balance is checked per VM over
+    the whole run from ``metrics`` (the metrics columns as arrays, one row per VM per
+    epoch): swap-ins never exceed swap-outs, in the guest and on the host."""
+    seen = np.zeros(state.F.shape[0], dtype=np.int8)
+    code = int(
+        check_structure(state.F, state.FC, state.P, state.VS, state.G, state.FS, state.BS, seen)
+    )
+    if code == 0 and state.G[G_TRACK] == 1:
+        code = int(check_invariants(state.F, state.FC, state.P, state.PC, state.VS, state.G))
+    if code == 0 and metrics is not None:
+        nvm = state.VS.shape[0]
+        vm = np.asarray(metrics["vm"], dtype=np.int64)
+        for swap_in, swap_out in (
+            ("guest_swap_in", "guest_swap_out"),
+            ("host_swap_in", "host_swap_out"),
+        ):
+            ins = np.bincount(vm, weights=metrics[swap_in], minlength=nvm)
+            outs = np.bincount(vm, weights=metrics[swap_out], minlength=nvm)
+            if (ins > outs).any():
+                code = ERR_SWAP
+    if code != 0:
+        raise InvariantError(code)

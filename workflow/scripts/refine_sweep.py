@@ -4,6 +4,7 @@ import json
 import sys
 
 from balloonreplay.summary import consolidation_point, next_points, summarize_runs
+from balloonreplay.traces.io import atomic_path
 
 sm = snakemake  # noqa: F821 (snakemake is injected)
 # Left open: a traceback raised at exit must still reach the log.
@@ -16,5 +17,6 @@ print(
     f"within SLO by VM count: {within}; boundary {best} (known: {known}); next: {new}",
     file=sys.stderr,
 )
-with open(sm.output[0], "w") as out:
+# Atomic (temporary file, then rename): a killed job never leaves a half-written round.
+with atomic_path(sm.output[0]) as tmp, open(tmp, "w") as out:
     json.dump({"round": int(sm.wildcards.round), "within": within, "next_points": new}, out)
