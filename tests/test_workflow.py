@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from workflow_runs import uninterrupted_study
 
 from balloonreplay.metrics import METRIC_COLUMNS, read_metrics_metadata
 from balloonreplay.plots import STUDY_FIGURES
@@ -42,9 +43,9 @@ def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.Complet
     )
 
 
-def test_tiny_config_runs_end_to_end(tmp_path):
-    result = snakemake(tmp_path, TEST_CONFIG)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_tiny_config_runs_end_to_end(tmp_path_factory):
+    # The study the resume and determinism tests compare against: run once per session.
+    tmp_path = uninterrupted_study(tmp_path_factory, cores=2)
     config = yaml.safe_load(TEST_CONFIG.read_text())
     for name, workload in config["workloads"].items():
         trace = open_trace(tmp_path / "traces" / f"{name}.parquet")
