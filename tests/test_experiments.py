@@ -163,6 +163,7 @@ def _double_paging(file_backed: bool, engine: str) -> dict:
             "write": (rng.random(n) < 0.5) & (not file_backed),
             "content": pa.nulls(n, pa.uint64()),
             "file_backed": np.full(n, file_backed),
+            "free": np.zeros(n, dtype=bool),
         },
         schema=CANONICAL_SCHEMA,
     )
