@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import copy
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from workflow_runs import snakemake
 
 from balloonreplay.config_check import check_config
 from balloonreplay.errors import ConfigError
@@ -179,23 +179,7 @@ def test_the_shipped_configs_pass(name):
 def dry_run(tmp_path: Path, config: dict) -> subprocess.CompletedProcess:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "snakemake"),
-            "--dry-run",
-            "--cores",
-            "1",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return snakemake(tmp_path, path, "--dry-run", cores=1, timeout=300)
 
 
 @pytest.mark.parametrize(

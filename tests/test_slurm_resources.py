@@ -10,19 +10,17 @@ back from `snakemake --dry-run`, which prints every job's resources. No SLURM ne
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from workflow_runs import snakemake
 
 from balloonreplay.traces.io import write_trace
 from balloonreplay.traces.schema import TraceMetadata, make_batch
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 PAGE_BYTES = 4096
 
 # The documented formula (README, "Running the study on a SLURM cluster"), restated.
@@ -67,24 +65,7 @@ def dry_run_resources(workdir: Path, config: dict, *targets: str) -> dict[str, d
     """Each planned job's output (first line) -> its resources, from a dry run."""
     configfile = workdir / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
-    run = subprocess.run(
-        [
-            str(SNAKEMAKE),
-            *targets,
-            "--dry-run",
-            "--cores",
-            "1",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(configfile),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = snakemake(workdir, configfile, *targets, "--dry-run", cores=1, timeout=300)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     jobs = {}
     for block in re.split(r"\n\s*\n", run.stdout + run.stderr):

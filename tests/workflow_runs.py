@@ -23,11 +23,16 @@ TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"
 WALL_CLOCK_COLUMNS = ("replay_seconds",)
 
 
-def snakemake_argv(workdir: Path, cores: int, *args: str) -> list[str]:
-    """The README's command (`snakemake --cores N`, the default profile applies) on the
-    `.test/` config, run in `workdir`."""
+def snakemake_argv(
+    workdir: Path, cores: int, *args: str, configfile: Path = TEST_CONFIG
+) -> list[str]:
+    """The README's command (`snakemake --cores N`, the default profile applies) on a
+    config (the `.test/` one unless told), run in `workdir`."""
+    # `args` first: after --configfile (which takes several files) a target would be
+    # read as one more config file.
     return [
         str(SNAKEMAKE),
+        *args,
         "--cores",
         str(cores),
         "--snakefile",
@@ -35,9 +40,21 @@ def snakemake_argv(workdir: Path, cores: int, *args: str) -> list[str]:
         "--directory",
         str(workdir),
         "--configfile",
-        str(TEST_CONFIG),
-        *args,
+        str(configfile),
     ]
+
+
+def snakemake(
+    workdir: Path, configfile: Path, *args: str, cores: int = 2, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run Snakemake on `configfile` in `workdir`, capturing its output."""
+    return subprocess.run(
+        snakemake_argv(workdir, cores, *args, configfile=configfile),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_study(workdir: Path, cores: int) -> subprocess.CompletedProcess:
