@@ -721,13 +721,12 @@ class ReferenceModel:
         }
 
     def snapshot(self, epoch: int, t_ns: int) -> Snapshot:
-        gauges = [self.gauges(vm) for vm in self.vms]
-
-        def per_vm(source, key):
-            return np.array([row[key] for row in source], dtype=np.int64)
-
-        counters = [vm.counters for vm in self.vms]
-        return Snapshot(
+        rows = [self.gauges(vm) for vm in self.vms]
+        gauges = {name: [row[name] for row in rows] for name in GAUGES}
+        counters = {name: [vm.counters[name] for vm in self.vms] for name in COUNTERS}
+        return Snapshot.from_measures(
+            gauges,
+            counters,
             epoch=epoch,
             t_ns=t_ns,
             epoch_ns=self.cfg.epoch_ns,
@@ -735,28 +734,10 @@ class ReferenceModel:
             host_used_pages=self.host_used,
             overhead_pages=np.array(self.cfg.overhead_pages, dtype=np.int64),
             config_pages=np.array(self.cfg.config_pages, dtype=np.int64),
-            balloon_pages=per_vm(gauges, "balloon_pages"),
-            balloon_target_pages=per_vm(gauges, "balloon_target_pages"),
-            free_pages=per_vm(gauges, "free_pages"),
-            resident_pages=per_vm(gauges, "resident_pages"),
-            backed_pages=per_vm(gauges, "backed_pages"),
-            shared_pages=per_vm(gauges, "shared_pages"),
-            host_swapped_pages=per_vm(gauges, "host_swapped_pages"),
-            touched_pages=per_vm(gauges, "touched_pages"),
-            free_backed_pages=per_vm(gauges, "free_backed_pages"),
             sampled_pages=np.array([len(vm.sample) for vm in self.vms], dtype=np.int64),
             sampled_touched_pages=np.array(
                 [sum(1 for f in vm.sample if f.sample_touched) for vm in self.vms], dtype=np.int64
             ),
-            accesses=per_vm(counters, "accesses"),
-            guest_frees=per_vm(counters, "guest_frees"),
-            guest_faults=per_vm(counters, "guest_faults"),
-            guest_swap_in=per_vm(counters, "guest_swap_in"),
-            guest_swap_out=per_vm(counters, "guest_swap_out"),
-            host_swap_in=per_vm(counters, "host_swap_in"),
-            host_swap_out=per_vm(counters, "host_swap_out"),
-            blocked_ns=per_vm(counters, "blocked_ns"),
-            stall_ns=per_vm(counters, "stall_ns"),
             # Before the first access no VM counts as finished (the engine has read no
             # trace yet), even one without accesses.
             finished=np.array([vm.finished() and epoch >= 0 for vm in self.vms], dtype=bool),

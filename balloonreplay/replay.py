@@ -537,7 +537,9 @@ def _snapshot(state, config: ReplayConfig, epoch: int, t_ns: int, samples: _Samp
     c = _counters(state)
     VS = state.VS
     finished = (VS[:, S.V_POS] >= VS[:, S.V_END]) & (VS[:, S.V_INPUT_DONE] == 1)
-    return Snapshot(
+    return Snapshot.from_measures(
+        g,
+        c,
         epoch=epoch,
         t_ns=t_ns,
         epoch_ns=config.epoch_ns,
@@ -545,26 +547,8 @@ def _snapshot(state, config: ReplayConfig, epoch: int, t_ns: int, samples: _Samp
         host_used_pages=int(state.G[S.G_HOST_USED]),
         overhead_pages=np.asarray(config.overhead_pages, dtype=np.int64),
         config_pages=np.asarray(config.config_pages, dtype=np.int64),
-        balloon_pages=g["balloon_pages"],
-        balloon_target_pages=g["balloon_target_pages"],
-        free_pages=g["free_pages"],
-        resident_pages=g["resident_pages"],
-        backed_pages=g["backed_pages"],
-        shared_pages=g["shared_pages"],
-        host_swapped_pages=g["host_swapped_pages"],
-        touched_pages=g["touched_pages"],
-        free_backed_pages=g["free_backed_pages"],
         sampled_pages=sampled,
         sampled_touched_pages=sampled_touched,
-        accesses=c["accesses"],
-        guest_frees=c["guest_frees"],
-        guest_faults=c["guest_faults"],
-        guest_swap_in=c["guest_swap_in"],
-        guest_swap_out=c["guest_swap_out"],
-        host_swap_in=c["host_swap_in"],
-        host_swap_out=c["host_swap_out"],
-        blocked_ns=c["blocked_ns"],
-        stall_ns=c["stall_ns"],
         finished=finished,
     )
 

@@ -1,22 +1,10 @@
-"""Guest FIFO: insert at head, hits change nothing, victim = tail (list A)."""
+"""Guest FIFO: insert at head, hits change nothing, victim = tail (list A): LRU's list
+operations without its move on a hit."""
 
 from __future__ import annotations
 
-from balloonreplay.engine.dlist import push_head, unlink
-from balloonreplay.engine.flags import inline
-from balloonreplay.engine.state import F_NEXT, F_PREV, V_AH, V_AN, V_AT
+from balloonreplay.engine.guest_lru import lru_insert as fifo_insert
+from balloonreplay.engine.guest_lru import lru_remove as fifo_remove
+from balloonreplay.engine.guest_lru import lru_victim as fifo_victim
 
-
-@inline
-def fifo_insert(F, VS, v, f):
-    push_head(F, VS, v, f, F_PREV, F_NEXT, V_AH, V_AT, V_AN)
-
-
-@inline
-def fifo_victim(F, VS, v):
-    return VS[v, V_AT]
-
-
-@inline
-def fifo_remove(F, VS, v, f):
-    unlink(F, VS, v, f, F_PREV, F_NEXT, V_AH, V_AT, V_AN)
+__all__ = ["fifo_insert", "fifo_remove", "fifo_victim"]

@@ -66,6 +66,39 @@ class Snapshot:
     stall_ns: np.ndarray
     finished: np.ndarray  # bool: the VM has replayed all its accesses (False at epoch -1)
 
+    # The per-VM fields a replay fills from its gauges and its epoch counters, by name.
+    GAUGES: ClassVar[tuple[str, ...]] = (
+        "balloon_pages",
+        "balloon_target_pages",
+        "free_pages",
+        "resident_pages",
+        "backed_pages",
+        "shared_pages",
+        "host_swapped_pages",
+        "touched_pages",
+        "free_backed_pages",
+    )
+    COUNTERS: ClassVar[tuple[str, ...]] = (
+        "accesses",
+        "guest_frees",
+        "guest_faults",
+        "guest_swap_in",
+        "guest_swap_out",
+        "host_swap_in",
+        "host_swap_out",
+        "blocked_ns",
+        "stall_ns",
+    )
+
+    @classmethod
+    def from_measures(cls, gauges: dict, counters: dict, **fields: Any) -> Snapshot:
+        """A snapshot whose per-VM gauges and counters are taken by name from `gauges`
+        and `counters` (one value per VM each); `fields` gives the rest."""
+        for names, source in ((cls.GAUGES, gauges), (cls.COUNTERS, counters)):
+            for name in names:
+                fields[name] = np.asarray(source[name], dtype=np.int64)
+        return cls(**fields)
+
     @property
     def num_vms(self) -> int:
         return len(self.config_pages)

@@ -162,6 +162,17 @@ def _check_keys(obj: Mapping[str, Any], allowed: set[str], key: str) -> None:
             raise ConfigError(where, f"unknown key (expected one of {', '.join(sorted(allowed))})")
 
 
+def _required_mapping(value: Any, names: tuple[str, ...], key: str, unit: str = "") -> Mapping:
+    """A mapping with exactly the keys `names`, each required."""
+    raw = _mapping(value, key)
+    _check_keys(raw, set(names), key)
+    for name in names:
+        if name not in raw:
+            what = f"an integer number of {unit}" if unit else "an integer"
+            raise ConfigError(f"{key}.{name}", f"missing ({what})")
+    return raw
+
+
 def _int(value: Any, key: str, *, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(key, f"expected an integer, got {value!r}")
@@ -270,11 +281,7 @@ def _parse_phase(raw: Any, key: str, vm_mean_ns: float) -> Phase:
 
     burst = None
     if "burst" in raw:
-        braw = _mapping(raw["burst"], f"{key}.burst")
-        _check_keys(braw, {"on_ns", "off_ns"}, f"{key}.burst")
-        for name in ("on_ns", "off_ns"):
-            if name not in braw:
-                raise ConfigError(f"{key}.burst.{name}", "missing (an integer number of ns)")
+        braw = _required_mapping(raw["burst"], ("on_ns", "off_ns"), f"{key}.burst", "ns")
         burst = Burst(
             on_ns=_int(braw["on_ns"], f"{key}.burst.on_ns", minimum=1),
             off_ns=_int(braw["off_ns"], f"{key}.burst.off_ns", minimum=0),
@@ -282,11 +289,7 @@ def _parse_phase(raw: Any, key: str, vm_mean_ns: float) -> Phase:
 
     shift = None
     if "shift" in raw:
-        sraw = _mapping(raw["shift"], f"{key}.shift")
-        _check_keys(sraw, {"every_accesses", "pages"}, f"{key}.shift")
-        for name in ("every_accesses", "pages"):
-            if name not in sraw:
-                raise ConfigError(f"{key}.shift.{name}", "missing (an integer)")
+        sraw = _required_mapping(raw["shift"], ("every_accesses", "pages"), f"{key}.shift")
         shift = Shift(
             every_accesses=_int(sraw["every_accesses"], f"{key}.shift.every_accesses", minimum=1),
             pages=_size_pages(sraw["pages"], f"{key}.shift.pages"),
