@@ -75,3 +75,13 @@ def test_a_corrupt_data_page_is_a_trace_error_naming_the_row_group(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(TraceError, match="row group 0"):
         balloonreplay.replay(path, vms="16p")
+
+
+def test_canonical_files_use_delta_times_and_byte_stream_split_pages(tmp_path):
+    import pyarrow.parquet as pq
+
+    path, _ = write(tmp_path, 1, "none", False)
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(7)}
+    assert "DELTA_BINARY_PACKED" in encodings["t_ns"]
+    assert "BYTE_STREAM_SPLIT" in encodings["page"]

@@ -661,3 +661,17 @@ def test_esx_keeps_the_estimate_of_a_vm_without_a_sample():
                  sampled_touched=[50, 0])
     )  # fmt: skip
     assert policy.fast[0] == pytest.approx(0.7) and policy.fast[1] == pytest.approx(0.2)
+
+
+def test_mrc_does_not_balloon_while_host_memory_is_ample():
+    """Configured memory exceeds the host, but 40% of it is free: a VM that has not
+    started (flat curve) keeps its memory; once free memory falls below 6%, mrc
+    partitions."""
+    policy = make_policy("mrc:period_s=1,min_percent=10")
+    policy.start(start_snapshot([1000, 1000], 1500))
+    ample = policy.decide(snapshot([1000, 1000], 1500, t_s=1, resident=[600, 0]))
+    assert list(ample.balloon_target_pages) == [0, 0]
+    tight = policy.decide(
+        snapshot([1000, 1000], 1500, t_s=2, resident=[900, 560], guest_faults=[900, 100])
+    )
+    assert tight.balloon_target_pages.sum() > 0
