@@ -32,22 +32,33 @@ from balloonreplay.policies import Decision, HostPolicy
 from balloonreplay.replay import warm_up
 from balloonreplay.traces.formats.oracle_general import OracleGeneralFormat
 from balloonreplay.traces.io import write_trace
+from balloonreplay.traces.remap import PageRemapper
 from balloonreplay.traces.schema import TraceMetadata, make_batch
 
 ROWS_PER_BATCH = 1 << 20
 
 
 def zipf_pages(n: int, distinct: int, alpha: float, rng: np.random.Generator) -> np.ndarray:
-    """Inverse-CDF sampling; popular pages get random ids (not 0, 1, 2, ...)."""
+    """Inverse-CDF sampling; popular pages get random raw numbers (not 0, 1, 2, ...)."""
     cdf = np.cumsum(1.0 / np.arange(1, distinct + 1) ** alpha)
     cdf /= cdf[-1]
     ranks = np.searchsorted(cdf, rng.random(n), side="right")
     return rng.permutation(distinct)[np.minimum(ranks, distinct - 1)]
 
 
-def write_traces(workdir: Path, n: int, distinct: int, vms: int, seed: int) -> dict[str, Path]:
+def dense_ids(vm: np.ndarray, raw_pages: np.ndarray) -> np.ndarray:
+    """The dense page ids ingest gives these raw page numbers (per VM, in order of first
+    appearance: traces/remap.py), so the engine reads what it reads for any real trace."""
+    return PageRemapper().remap(vm, raw_pages).astype(np.int64)
+
+
+def write_traces(
+    workdir: Path, n: int, distinct: int, vms: int, seed: int, raw_ids: bool = False
+) -> dict[str, Path]:
     rng = np.random.default_rng(seed)
     pages = zipf_pages(n, distinct, 0.9, rng)
+    if not raw_ids:
+        pages = dense_ids(np.zeros(n, dtype=np.uint16), pages)
     writes = rng.random(n) < 0.3
     t_ns = np.arange(n, dtype=np.int64) * 50  # one access per 50 ns of guest time
     paths = {"single": workdir / "zipf-1vm.parquet", "multi": workdir / f"zipf-{vms}vm.parquet"}
@@ -80,6 +91,8 @@ def write_traces(workdir: Path, n: int, distinct: int, vms: int, seed: int) -> d
     per_vm = distinct // vms
     vm = np.arange(n) % vms
     vm_pages = pages % per_vm
+    if not raw_ids:
+        vm_pages = dense_ids(vm.astype(np.uint16), vm_pages)
     content = np.where(vm_pages % 10 == 0, 0, vm_pages % 97 + 1).astype(np.uint64)
     meta = TraceMetadata(
         source="bench-zipf",
@@ -180,11 +193,19 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    parser.add_argument(
+        "--raw-ids",
+        action="store_true",
+        help="replay the generator's random page numbers as they are, without the dense "
+        "first-appearance ids ingest gives every trace (popular pages scattered in memory)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         t = time.perf_counter()
-        paths = write_traces(Path(tmp), args.accesses, args.pages, args.vms, args.seed)
+        paths = write_traces(
+            Path(tmp), args.accesses, args.pages, args.vms, args.seed, args.raw_ids
+        )
         print(
             f"generated {args.accesses:,} accesses in {time.perf_counter() - t:.1f} s",
             file=sys.stderr,

@@ -10,6 +10,7 @@ from balloonreplay.engine.balloon import balloon_step
 from balloonreplay.engine.checks import check_invariants
 from balloonreplay.engine.dlist import move_to_head
 from balloonreplay.engine.flags import entry, inline
+from balloonreplay.engine.hits import hit_run, prefetch_ahead
 from balloonreplay.engine.host import (
     host_swap_out,
     in_memory,
@@ -17,7 +18,6 @@ from balloonreplay.engine.host import (
     release,
     set_host,
 )
-from balloonreplay.engine.prefetch import prefetch_row
 from balloonreplay.engine.rng import next_below
 from balloonreplay.engine.sharing import NS_PER_S, scan_step
 from balloonreplay.engine.state import (
@@ -29,9 +29,6 @@ from balloonreplay.engine.state import (
     C_REPORTED,
     F_ABIT,
     F_HOST,
-    F_NEXT,
-    F_PAGE,
-    F_PREV,
     FC_HNEXT,
     FC_HPREV,
     FC_KNOWN,
@@ -56,8 +53,6 @@ from balloonreplay.engine.state import (
     GP_FIFO,
     GP_LRU,
     HSEL_LRU,
-    NIL,
-    P_FRAME,
     PH_END,
     PH_RUN,
     PH_START,
@@ -91,10 +86,6 @@ from balloonreplay.engine.state import (
     V_TARGET,
     V_TOUCHED,
 )
-
-# How far ahead (in accesses) the run loop prefetches a page row, its frame row and the
-# frame's list neighbours: each stage reads the row the previous one brought in.
-PF_PAGE, PF_FRAME, PF_LINKS = 16, 8, 4
 
 
 @inline
@@ -191,6 +182,9 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
                 pos = VS[v, V_POS]
                 stop = VS[v, V_END]
                 while True:
+                    pos = hit_run(
+                        F, FC, P, PC, VS, G, CNT, TS, BT, BP, BW, BF, v, pos, stop, end, track
+                    )
                     if pos >= stop:
                         if VS[v, V_INPUT_DONE] == 0:
                             VS[v, V_POS] = pos
@@ -199,37 +193,9 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
                     issue = BT[pos] + VS[v, V_STALL]
                     if issue >= end:
                         break
-                    if pos + PF_PAGE < stop:
-                        prefetch_row(P, BP[pos + PF_PAGE])
-                    if pos + PF_FRAME < stop:
-                        fa = P[BP[pos + PF_FRAME], P_FRAME]
-                        if fa != NIL:
-                            prefetch_row(F, fa)
-                    if pos + PF_LINKS < stop:
-                        pa = BP[pos + PF_LINKS]
-                        fa = P[pa, P_FRAME]
-                        if fa != NIL:
-                            na = F[fa, F_PREV]
-                            if na != NIL:
-                                prefetch_row(F, na)
-                            na = F[fa, F_NEXT]
-                            if na != NIL:
-                                prefetch_row(F, na)
-                            if track and BW[pos + PF_LINKS]:
-                                prefetch_row(FC, fa)
-                        if track:
-                            prefetch_row(PC, pa)
-                    if tail_victim and VS[v, V_FREE_N] == 0:
-                        # the next fault's victim: the page in the tail frame, and the
-                        # frame before it (the next tail)
-                        ta = VS[v, V_AT]
-                        if ta != NIL:
-                            pa = F[ta, F_PAGE]
-                            if pa != NIL:
-                                prefetch_row(P, pa)
-                            na = F[ta, F_PREV]
-                            if na != NIL:
-                                prefetch_row(F, na)
+                    prefetch_ahead(
+                        F, FC, P, PC, VS, BP, BW, v, pos, stop, track, tail_victim, VS[v, V_AT]
+                    )
                     if not access(
                         F,
                         FC,
