@@ -529,12 +529,18 @@ def _counters(state) -> dict[str, np.ndarray]:
     return {name: state.CNT[:, i].copy() for i, name in enumerate(COUNTERS)}
 
 
-def _snapshot(state, config: ReplayConfig, epoch: int, t_ns: int, samples: _Samples) -> Snapshot:
+def _snapshot(
+    state, config: ReplayConfig, epoch: int, t_ns: int, samples: _Samples, rows=None
+) -> Snapshot:
+    """The policy's view after an epoch; ``rows``: that epoch's metrics rows (_rows), whose
+    gauges and counters it copies instead of measuring them again."""
     from balloonreplay.engine import state as S
 
-    g = _gauges(state)
+    if rows is None:
+        g, c = _gauges(state), _counters(state)
+    else:  # copies: a policy may keep or change its snapshot's arrays
+        g = c = {name: column.copy() for name, column in rows.items()}
     sampled, sampled_touched = samples.counts(state)
-    c = _counters(state)
     VS = state.VS
     finished = (VS[:, S.V_POS] >= VS[:, S.V_END]) & (VS[:, S.V_INPUT_DONE] == 1)
     return Snapshot.from_measures(
@@ -676,7 +682,7 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
                 t_ns = int(state.G[S.G_NOW])
                 kernel.sampling_pass(state.F, state.FC, state.VS, state.G, state.TS)
                 rows.append(_rows(state, epoch, t_ns))
-                snapshot = _snapshot(state, config, epoch, t_ns, samples)
+                snapshot = _snapshot(state, config, epoch, t_ns, samples, rows[-1])
                 state.CNT[:] = 0
                 _apply(state, config, policy.decide(snapshot), samples)
                 epoch += 1

@@ -254,8 +254,12 @@ def allocate(config: ReplayConfig, pages_per_vm: list[int], skip_idle: bool = Tr
     for col in (F_PREV, F_NEXT, F_PAGE):
         F[:, col] = NIL
     FC = np.zeros((max(n_frames, 1), FRAME_COLD_FIELDS), dtype=np.int64)
-    FC[:, FC_HPREV] = NIL
-    FC[:, FC_HNEXT] = NIL
+    if config.host_selection == "lru-sampled":
+        # Only lru-sampled keeps the host list (host.py); otherwise the cold rows stay
+        # untouched zero pages until a fault writes them, which saves writing every row
+        # of a large guest's frames before the first access.
+        FC[:, FC_HPREV] = NIL
+        FC[:, FC_HNEXT] = NIL
     P = np.zeros((max(n_pages, 1), PAGE_FIELDS), dtype=np.int32)
     P[:, P_FRAME] = NIL
     PC = np.zeros((max(n_pages, 1), PAGE_COLD_FIELDS), dtype=np.int64)
