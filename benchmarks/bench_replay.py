@@ -2,7 +2,9 @@
 
 Generates a Zipf trace (alpha 0.9 over 2 million pages, 20 million accesses by default),
 replays it through the engine in two configurations, and times libCacheSim's LRU on the
-same accesses (written as an oracleGeneral file):
+same accesses (written as an oracleGeneral file). The popular pages get random numbers,
+which are then given the dense first-appearance ids ingest gives every trace (so the
+engine reads what it reads for a real trace; ``--raw-ids`` keeps the random numbers):
 
   1. one VM, guest lru, no host pressure (the issue's target: >= 10x libCacheSim LRU);
   2. 8 VMs, 1.5x overcommit, balloons inflating, random host swapping, page sharing, in
