@@ -58,9 +58,8 @@ def write_traces(
     workdir: Path, n: int, distinct: int, vms: int, seed: int, raw_ids: bool = False
 ) -> dict[str, Path]:
     rng = np.random.default_rng(seed)
-    pages = zipf_pages(n, distinct, 0.9, rng)
-    if not raw_ids:
-        pages = dense_ids(np.zeros(n, dtype=np.uint16), pages)
+    raw_pages = zipf_pages(n, distinct, 0.9, rng)
+    pages = raw_pages if raw_ids else dense_ids(np.zeros(n, dtype=np.uint16), raw_pages)
     writes = rng.random(n) < 0.3
     t_ns = np.arange(n, dtype=np.int64) * 50  # one access per 50 ns of guest time
     paths = {"single": workdir / "zipf-1vm.parquet", "multi": workdir / f"zipf-{vms}vm.parquet"}
@@ -92,10 +91,12 @@ def write_traces(
     # values (zero pages above all) so the scanner finds work.
     per_vm = distinct // vms
     vm = np.arange(n) % vms
-    vm_pages = pages % per_vm
+    # Folded and given contents by raw number, then relabelled: with or without
+    # --raw-ids, the same workload under different page ids.
+    vm_pages = raw_pages % per_vm
+    content = np.where(vm_pages % 10 == 0, 0, vm_pages % 97 + 1).astype(np.uint64)
     if not raw_ids:
         vm_pages = dense_ids(vm.astype(np.uint16), vm_pages)
-    content = np.where(vm_pages % 10 == 0, 0, vm_pages % 97 + 1).astype(np.uint64)
     meta = TraceMetadata(
         source="bench-zipf",
         parameters={"alpha": 0.9, "pages": distinct, "vms": vms},
