@@ -579,12 +579,12 @@ def _apply(state, config: ReplayConfig, decision: Decision | None, samples: _Sam
     if decision.host_swap_target_pages is not None:
         targets = np.clip(np.asarray(decision.host_swap_target_pages, dtype=np.int64), 0, c)
         kernel.apply_swap_targets(
-            state.F, state.FC, state.VS, state.G, state.CNT, state.RNG, state.SH, targets
+            state.F, state.FC, state.P, state.VS, state.G, state.CNT, state.RNG, state.SH, targets
         )
     if decision.unback_free_pages is not None:
         counts = np.maximum(np.asarray(decision.unback_free_pages, dtype=np.int64), 0)
         kernel.unback_free(
-            state.F, state.FC, state.VS, state.G, state.CNT, state.SH, state.FS, counts
+            state.F, state.FC, state.P, state.VS, state.G, state.CNT, state.SH, state.FS, counts
         )
     if decision.sample_pages is not None:
         samples.redraw(state, decision.sample_pages)
@@ -680,7 +680,7 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
                         progress.update(rows_read)
             elif status == S.ST_EPOCH_END:
                 t_ns = int(state.G[S.G_NOW])
-                kernel.sampling_pass(state.F, state.FC, state.VS, state.G, state.TS)
+                kernel.sampling_pass(state.F, state.FC, state.P, state.VS, state.G, state.TS)
                 rows.append(_rows(state, epoch, t_ns))
                 snapshot = _snapshot(state, config, epoch, t_ns, samples, rows[-1])
                 state.CNT[:] = 0
@@ -688,7 +688,7 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
                 epoch += 1
                 state.G[S.G_EPOCH_END] += config.epoch_ns
             elif status == S.ST_DONE:
-                kernel.sampling_pass(state.F, state.FC, state.VS, state.G, state.TS)
+                kernel.sampling_pass(state.F, state.FC, state.P, state.VS, state.G, state.TS)
                 rows.append(_rows(state, epoch, int(state.G[S.G_NOW])))
                 break
             else:

@@ -47,7 +47,7 @@ def kernel_seconds(path: Path, reps: int, **options) -> list[float]:
         while True:
             status = kernel.run(*state, *buffers.arrays())
             if status == S.ST_EPOCH_END:
-                kernel.sampling_pass(state.F, state.FC, state.VS, state.G, state.TS)
+                kernel.sampling_pass(state.F, state.FC, state.P, state.VS, state.G, state.TS)
                 state.G[S.G_EPOCH_END] += config.epoch_ns
             elif status == S.ST_DONE:
                 break

@@ -5,6 +5,7 @@ pressure with and without host swapping, sharing on and off, file-backed pages."
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +15,7 @@ from engine_helpers import (
     assert_frames_equal,
     assert_snapshots_equal,
     check_metrics,
+    trace_table,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 import balloonreplay
 from balloonreplay.engine.config import GUEST_POLICIES
 from balloonreplay.latencies import Latencies
+from balloonreplay.policies import Decision, HostPolicy
 from balloonreplay.traces.schema import make_batch
 
 # The default run is at least 200 examples (issue 3); raise it with the env variable.
@@ -38,13 +41,13 @@ QUANTUM_NS = 1_000
 
 
 @st.composite
-def scenarios(draw):
-    nvm = draw(st.integers(1, 3))
+def scenarios(draw, lone=False):
+    nvm = 1 if lone else draw(st.integers(1, 3))
     config_pages = draw(st.lists(st.integers(1, 6), min_size=nvm, max_size=nvm))
     pages = draw(st.lists(st.integers(1, 10), min_size=nvm, max_size=nvm))
     overhead = draw(st.lists(st.integers(0, 2), min_size=nvm, max_size=nvm))
     host_pages = draw(st.integers(sum(overhead) + 1, sum(overhead) + sum(config_pages) + 2))
-    n = draw(st.integers(0, 120))
+    n = draw(st.integers(0, 300 if lone else 120))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     vm = rng.integers(0, nvm, n)
@@ -102,8 +105,74 @@ def scenarios(draw):
         seed=draw(st.integers(0, 1000)),
         forbid_swap=draw(st.sampled_from([0.0, 0.5, 1.0])),
     )
+    if lone:
+        # What a study's baseline run is: one VM, no sharing, no per-quantum checks.
+        options.update(sharing=False, debug_checks=False)
     batch_rows = draw(st.integers(1, 64))
     return pa.Table.from_batches([batch]), options, policy_params, batch_rows
+
+
+@settings(PROFILE)
+@given(scenarios(lone=True))
+def test_lone_vm_without_host_policy_equals_reference(scenario):
+    """One VM, no host policy, no sharing or checks: the engine replays hits and the
+    faults that need nothing of the host in its hit loop, and runs on from quantum to
+    quantum there (engine/hits.py). Every metric still equals the reference's."""
+    table, options, _, batch_rows = scenario
+    reference = balloonreplay.replay(table, engine="reference", **options)
+    engine = balloonreplay.replay(table, batch_rows=batch_rows, **options)
+    assert_frames_equal(engine.metrics, reference.metrics)
+    assert engine.summary["slowdown"] == reference.summary["slowdown"]
+    assert engine.summary["end_ns"] == reference.summary["end_ns"]
+
+
+class FixedBalloonNoSwap(HostPolicy):
+    """One VM, a fixed balloon target, host swapping forbidden: an access can block, and
+    only the emergency quantum (host swapping when nothing else moves) unblocks it."""
+
+    name = "test-fixed-balloon"
+
+    @dataclass
+    class Params:
+        target: int = 0
+
+    def start(self, s):
+        return Decision(balloon_target_pages=np.array([self.params.target]), allow_host_swap=False)
+
+    def decide(self, s):
+        return self.start(s)
+
+
+@pytest.mark.parametrize(
+    "target, t_ns, pages",
+    [
+        # a blocked quantum, then the emergency one: the emergency ends with its quantum
+        (0, [0, 1500, 2100, 2600], [0, 1, 1, 2]),
+        # a quantum where the balloon grows: its progress does not carry into the next
+        (1, [0, 1500, 1600], [0, 1, 1]),
+    ],
+)
+def test_lone_vm_runs_on_after_blocked_and_balloon_quanta(target, t_ns, pages):
+    """The lone-VM run-on (hits.next_quantum) after quanta where the kernel's emergency
+    and balloon-progress flags were set: what the quantum's end would reset."""
+    zero = Latencies(**{name: 0 for name in Latencies.__dataclass_fields__})
+    options = dict(
+        vms="3p",
+        host="1p",
+        overhead_pages=[0],
+        quantum_ns=1_000,
+        epoch_ns=100_000,
+        latencies=zero,
+        balloon_rate_pages_per_s=5_000_000,
+    )
+    n = len(t_ns)
+    table = trace_table(np.zeros(n, np.int64), np.array(t_ns), np.array(pages), np.zeros(n, bool))
+    policy = FixedBalloonNoSwap(FixedBalloonNoSwap.Params(target))
+    reference = balloonreplay.replay(table, engine="reference", policy=policy, **options)
+    engine = balloonreplay.replay(table, policy=policy, **options)
+    assert_frames_equal(engine.metrics, reference.metrics)
+    assert engine.summary["end_ns"] == reference.summary["end_ns"]
+    assert reference.metrics["blocked_ns"].sum() > 0  # the VM did block
 
 
 def _restore_per_vm_order(order, vm, t):

@@ -79,8 +79,23 @@ def _resident_frame(state):
 
 
 def _swapped_page(state):
-    where = state.P[:, S.P_WHERE]
+    where = (state.P[:, S.P_FLAGS] & S.PF_WHERE_MASK) >> S.PF_WHERE_SHIFT
     return int(np.flatnonzero(where == S.IN_SWAP)[0])
+
+
+def _tag_without_access_bit(state):
+    f = _resident_frame(state)
+    pg = state.F[f, S.F_PAGE]
+    state.F[f, S.F_ABIT] &= ~S.ABIT_ACCESSED
+    tag = int(state.G[S.G_ACCESS_TAG])
+    state.P[pg, S.P_FLAGS] = (state.P[pg, S.P_FLAGS] & S.PF_LOW_MASK) | (tag << S.PF_TAG_SHIFT)
+
+
+def _unlink_second(state):
+    """VM 0's list head links past the second page, which still thinks it is listed."""
+    head = state.VS[0, S.V_AH]
+    second = state.P[head, S.P_NEXT]
+    state.P[head, S.P_NEXT] = state.P[second, S.P_NEXT]
 
 
 # Each corruption breaks one law the way a bug would; the check must name that law.
@@ -97,6 +112,25 @@ CORRUPTIONS = {
         lambda s: s.P.__setitem__(
             (s.F[_resident_frame(s), S.F_PAGE], S.P_FRAME), _resident_frame(s) + 1
         ),
+        S.ERR_LINK,
+    ),
+    "page's mirror misses its frame's host state": (
+        lambda s: s.P.__setitem__(
+            (s.F[_resident_frame(s), S.F_PAGE], S.P_FLAGS),
+            s.P[s.F[_resident_frame(s), S.F_PAGE], S.P_FLAGS] ^ S.PF_HOST_SWAPPED,
+        ),
+        S.ERR_LINK,
+    ),
+    "page's access tag without its frame's access bit": (
+        lambda s: _tag_without_access_bit(s),
+        S.ERR_LINK,
+    ),
+    "guest list shorter than its count": (
+        lambda s: s.VS.__setitem__((0, S.V_AN), s.VS[0, S.V_AN] + 1),
+        S.ERR_LINK,
+    ),
+    "guest list skips a page": (
+        lambda s: _unlink_second(s),
         S.ERR_LINK,
     ),
     "host above host_pages": (

@@ -5,6 +5,16 @@ from __future__ import annotations
 from balloonreplay.engine.flags import inline, jit
 from balloonreplay.engine.guest import guest_hit, guest_insert, guest_remove, guest_victim
 from balloonreplay.engine.host import cow_break, get_page, host_swap_in, stall
+from balloonreplay.engine.pages import (
+    mirror_frame,
+    page_dirty,
+    page_file,
+    page_where,
+    set_page_dirty,
+    set_page_file,
+    set_page_where,
+    with_access_mirror,
+)
 from balloonreplay.engine.state import (
     ABIT_ACCESSED,
     ABIT_SAMPLED,
@@ -28,6 +38,7 @@ from balloonreplay.engine.state import (
     FC_KNOWN,
     FREE,
     FREE_OP,
+    G_ACCESS_TAG,
     G_ERROR,
     G_TRACK,
     IN_SWAP,
@@ -39,10 +50,8 @@ from balloonreplay.engine.state import (
     NEW,
     NIL,
     ON_DISK,
-    P_DIRTY,
-    P_FILE,
+    P_FLAGS,
     P_FRAME,
-    P_WHERE,
     PAGE,
     PC_CONTENT,
     PC_KNOWN,
@@ -76,32 +85,33 @@ def pop_free(VS, FS, v):
 
 
 @inline
-def evict(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, f):
-    """Evict the page in frame f (the guest's victim). False: blocked, nothing done."""
-    pg = F[f, F_PAGE]
-    file_backed = P[pg, P_FILE] == 1
-    write_out = (not file_backed) or P[pg, P_DIRTY] == 1
+def evict(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg):
+    """Evict page pg (the guest's victim) from its frame. False: blocked, nothing done."""
+    f = P[pg, P_FRAME]
+    file_backed = page_file(P, pg) == 1
+    dirty = page_dirty(P, pg)
+    write_out = (not file_backed) or dirty
     if write_out and F[f, F_HOST] == SWAPPED:
-        if not host_swap_in(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+        if not host_swap_in(F, FC, P, VS, G, L, CNT, RNG, SH, v, f):
             return False
         CNT[v, C_SILENT] += 1
-    guest_remove(F, VS, G, v, f)
+    guest_remove(P, VS, G, v, pg)
     if file_backed:
-        if P[pg, P_DIRTY] == 1:
+        if dirty:
             CNT[v, C_DISK_WRITES] += 1
             stall(VS, CNT, v, L[L_DISK_WRITE])
-        P[pg, P_WHERE] = ON_DISK
+        set_page_where(P, pg, ON_DISK)
     else:
         CNT[v, C_GUEST_SWAP_OUT] += 1
         stall(VS, CNT, v, L[L_GUEST_SWAP_OUT])
         if G[G_TRACK] == 1:
             PC[pg, PC_SWAP_OUTS] += 1
-        P[pg, P_WHERE] = IN_SWAP
+        set_page_where(P, pg, IN_SWAP)
     if G[G_TRACK] == 1:
         PC[pg, PC_SKNOWN] = PC[pg, PC_KNOWN]
         PC[pg, PC_SCONTENT] = PC[pg, PC_CONTENT]
         FC[f, FC_GUEST] = FREE
-    P[pg, P_DIRTY] = 0
+    set_page_dirty(P, pg, False)
     P[pg, P_FRAME] = NIL
     F[f, F_PAGE] = NIL
     VS[v, V_RESIDENT] -= 1
@@ -113,23 +123,23 @@ def evict(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, f):
 def fault(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, known, content):
     """Bring page pg into a frame; return the frame, or NIL if blocked."""
     if VS[v, V_FREE_N] == 0:
-        if not evict(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, guest_victim(F, VS, G, v)):
+        if not evict(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, guest_victim(P, VS, G, v)):
             return NIL
     f = pop_free(VS, FS, v)
-    where = P[pg, P_WHERE]
+    where = page_where(P, pg)
     if where == NEW:
-        source = SRC_DISK if P[pg, P_FILE] == 1 else SRC_ZERO
+        source = SRC_DISK if page_file(P, pg) == 1 else SRC_ZERO
     elif where == IN_SWAP:
         source = SRC_SWAP
     else:
         source = SRC_DISK
     h = F[f, F_HOST]
     if h == UNBACKED:
-        if not get_page(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+        if not get_page(F, FC, P, VS, G, L, CNT, RNG, SH, v, f):
             push_free(VS, FS, v, f)
             return NIL
     elif h == SWAPPED:
-        if not host_swap_in(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+        if not host_swap_in(F, FC, P, VS, G, L, CNT, RNG, SH, v, f):
             push_free(VS, FS, v, f)
             return NIL
         if source == SRC_ZERO:
@@ -137,7 +147,7 @@ def fault(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, known, content):
         else:
             CNT[v, C_STALE] += 1
     elif h == SHARED:
-        if not cow_break(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+        if not cow_break(F, FC, P, VS, G, L, CNT, RNG, SH, v, f):
             push_free(VS, FS, v, f)
             return NIL
     CNT[v, C_GUEST_FAULTS] += 1
@@ -161,12 +171,13 @@ def fault(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, known, content):
         FC[f, FC_GUEST] = PAGE
         FC[f, FC_KNOWN] = PC[pg, PC_KNOWN]
         FC[f, FC_CONTENT] = PC[pg, PC_CONTENT]
-    P[pg, P_WHERE] = RESIDENT
+    set_page_where(P, pg, RESIDENT)
+    set_page_dirty(P, pg, False)
     P[pg, P_FRAME] = f
-    P[pg, P_DIRTY] = 0
     F[f, F_PAGE] = pg
+    mirror_frame(F, P, f)
     VS[v, V_RESIDENT] += 1
-    guest_insert(F, VS, G, v, f)
+    guest_insert(P, VS, G, v, pg)
     return f
 
 
@@ -178,30 +189,30 @@ def free_page(F, FC, P, PC, VS, G, L, CNT, FS, v, pg):
     CNT[v, C_FREES] += 1
     f = P[pg, P_FRAME]
     if f != NIL:
-        guest_remove(F, VS, G, v, f)
+        guest_remove(P, VS, G, v, pg)
         F[f, F_PAGE] = NIL
         if G[G_TRACK] == 1:
             FC[f, FC_GUEST] = FREE
         VS[v, V_RESIDENT] -= 1
         push_free(VS, FS, v, f)
-    if P[pg, P_FILE] == 1:
+    if page_file(P, pg) == 1:
         if f != NIL:
-            if P[pg, P_DIRTY] == 1:
+            if page_dirty(P, pg):
                 CNT[v, C_DISK_WRITES] += 1
                 stall(VS, CNT, v, L[L_DISK_WRITE])
-            P[pg, P_WHERE] = ON_DISK
+            set_page_where(P, pg, ON_DISK)
             if G[G_TRACK] == 1:
                 PC[pg, PC_SKNOWN] = PC[pg, PC_KNOWN]
                 PC[pg, PC_SCONTENT] = PC[pg, PC_CONTENT]
     else:
-        P[pg, P_WHERE] = NEW
+        set_page_where(P, pg, NEW)
         if G[G_TRACK] == 1:
             PC[pg, PC_KNOWN] = 0
             PC[pg, PC_CONTENT] = 0
             PC[pg, PC_SKNOWN] = 0
             PC[pg, PC_SCONTENT] = 0
     P[pg, P_FRAME] = NIL
-    P[pg, P_DIRTY] = 0
+    set_page_dirty(P, pg, False)
 
 
 @inline
@@ -210,18 +221,18 @@ def access(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, TS, v, pg, write, known, co
     if write == FREE_OP:
         free_page(F, FC, P, PC, VS, G, L, CNT, FS, v, pg)
         return True
-    if P[pg, P_FILE] != file_backed:  # a store would dirty the line on every access
-        P[pg, P_FILE] = file_backed
+    if page_file(P, pg) != file_backed:  # a store would dirty the line on every access
+        set_page_file(P, pg, file_backed)
     f = P[pg, P_FRAME]
     if f != NIL:
         h = F[f, F_HOST]
         if h == SWAPPED:
-            if not host_swap_in(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+            if not host_swap_in(F, FC, P, VS, G, L, CNT, RNG, SH, v, f):
                 return False
         elif h == SHARED and write:
-            if not cow_break(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+            if not cow_break(F, FC, P, VS, G, L, CNT, RNG, SH, v, f):
                 return False
-        guest_hit(F, VS, G, v, f)
+        guest_hit(P, VS, G, v, pg)
     else:
         f = fault(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, known, content)
         if f == NIL:
@@ -233,12 +244,13 @@ def access(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, TS, v, pg, write, known, co
             FC[f, FC_KNOWN] = known
             FC[f, FC_CONTENT] = content
         if file_backed:
-            P[pg, P_DIRTY] = 1
+            set_page_dirty(P, pg, True)
     abit = F[f, F_ABIT]
     if abit & ABIT_ACCESSED == 0:
         # ABIT_SAMPLED (2) shifted is ABIT_SAMPLE_TOUCHED (4)
         F[f, F_ABIT] = abit | ABIT_ACCESSED | ((abit & ABIT_SAMPLED) << 1)
         TS[VS[v, V_FBASE] + VS[v, V_NTOUCH]] = f  # so the epoch's pass visits only these
         VS[v, V_NTOUCH] += 1
+    P[pg, P_FLAGS] = with_access_mirror(P[pg, P_FLAGS], G[G_ACCESS_TAG])
     CNT[v, C_ACCESSES] += 1
     return True

@@ -34,13 +34,13 @@ NS_PER_S = 1_000_000_000
 @jit
 def inflate_one(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, v):
     if VS[v, V_FREE_N] == 0:
-        if not evict(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, guest_victim(F, VS, G, v)):
+        if not evict(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, guest_victim(P, VS, G, v)):
             return False
     f = pop_free(VS, FS, v)
     h = F[f, F_HOST]
     if h == BACKED or h == SHARED:
         release(F, FC, VS, G, SH, f)
-    set_host(F, FC, VS, f, UNBACKED)  # a swapped copy is discarded
+    set_host(F, FC, P, VS, f, UNBACKED)  # a swapped copy is discarded
     FC[f, FC_KNOWN] = 0
     FC[f, FC_GUEST] = BALLOON
     BS[VS[v, V_FBASE] + VS[v, V_BAL_N]] = f

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from balloonreplay.engine.flags import entry
+from balloonreplay.engine.flags import entry, inline
+from balloonreplay.engine.pages import mirror_ok, page_where
 from balloonreplay.engine.state import (
     BACKED,
     BALLOON,
@@ -29,14 +30,18 @@ from balloonreplay.engine.state import (
     FC_KNOWN,
     FREE,
     G_DISTINCT,
+    G_GP,
     G_HOST_PAGES,
     G_HOST_USED,
     G_NVM,
     G_OVERHEAD_TOTAL,
     G_TRACK,
+    GP_TWOLIST,
     NIL,
+    P_FLAGS,
     P_FRAME,
-    P_WHERE,
+    P_NEXT,
+    P_PREV,
     PAGE,
     PC_CONTENT,
     PC_KNOWN,
@@ -44,12 +49,19 @@ from balloonreplay.engine.state import (
     PC_SKNOWN,
     PC_SWAP_INS,
     PC_SWAP_OUTS,
+    PF_ACTIVE,
     RESIDENT,
     SHARED,
     SWAPPED,
     UNBACKED,
+    V_AH,
+    V_AN,
+    V_AT,
     V_BACKED,
     V_BAL_N,
+    V_BH,
+    V_BN,
+    V_BT,
     V_C,
     V_FBASE,
     V_FREE_N,
@@ -60,6 +72,50 @@ from balloonreplay.engine.state import (
     V_SWAPPED,
 )
 from balloonreplay.errors import BalloonreplayError
+
+
+@inline
+def guest_lists_ok(P, VS, G, v):
+    """VM v's guest-policy lists (A, and B for twolist's active pages) hold its resident
+    pages, as many as VS counts: each resident page's neighbours are resident pages of v
+    that link back to it, and a page without a predecessor (successor) is its list's
+    head (tail). One pass over the pages in order, not a walk along the links, so it
+    costs little on large guests; a separate ring of pages that link to each other would
+    go unnoticed."""
+    pbase = VS[v, V_PBASE]
+    end = pbase + VS[v, V_NPAGES]
+    twolist = G[G_GP] == GP_TWOLIST
+    if (VS[v, V_AH] == NIL) != (VS[v, V_AN] == 0) or (VS[v, V_AT] == NIL) != (VS[v, V_AN] == 0):
+        return False
+    if (VS[v, V_BH] == NIL) != (VS[v, V_BN] == 0) or (VS[v, V_BT] == NIL) != (VS[v, V_BN] == 0):
+        return False
+    listed_a = 0
+    listed_b = 0
+    for pg in range(pbase, end):
+        if P[pg, P_FRAME] == NIL:
+            continue
+        active = twolist and (P[pg, P_FLAGS] & PF_ACTIVE) != 0
+        if active:
+            listed_b += 1
+        else:
+            listed_a += 1
+        prev = P[pg, P_PREV]
+        if prev == NIL:
+            if pg != (VS[v, V_BH] if active else VS[v, V_AH]):
+                return False
+        elif prev < pbase or prev >= end or P[prev, P_NEXT] != pg or P[prev, P_FRAME] == NIL:
+            return False
+        elif twolist and ((P[prev, P_FLAGS] & PF_ACTIVE) != 0) != active:
+            return False  # linked across the two lists
+        nxt = P[pg, P_NEXT]
+        if nxt == NIL:
+            if pg != (VS[v, V_BT] if active else VS[v, V_AT]):
+                return False
+        elif nxt < pbase or nxt >= end or P[nxt, P_PREV] != pg or P[nxt, P_FRAME] == NIL:
+            return False
+        elif twolist and ((P[nxt, P_FLAGS] & PF_ACTIVE) != 0) != active:
+            return False  # linked across the two lists
+    return listed_a == VS[v, V_AN] and listed_b == VS[v, V_BN]
 
 
 @entry
@@ -81,7 +137,7 @@ def check_invariants(F, FC, P, PC, VS, G):
             elif g == PAGE:
                 resident += 1
                 pg = F[f, F_PAGE]
-                if P[pg, P_FRAME] != f:
+                if P[pg, P_FRAME] != f or not mirror_ok(F, P, G, f, pg):
                     return ERR_LINK
                 if PC[pg, PC_KNOWN] != FC[f, FC_KNOWN] or PC[pg, PC_CONTENT] != FC[f, FC_CONTENT]:
                     return ERR_CONTENT
@@ -97,7 +153,7 @@ def check_invariants(F, FC, P, PC, VS, G):
         for pg in range(pbase, pbase + VS[v, V_NPAGES]):
             if PC[pg, PC_SWAP_INS] > PC[pg, PC_SWAP_OUTS]:
                 return ERR_SWAP
-            if P[pg, P_WHERE] != RESIDENT:
+            if page_where(P, pg) != RESIDENT:
                 if P[pg, P_FRAME] != NIL:
                     return ERR_LINK
                 if (
@@ -105,6 +161,8 @@ def check_invariants(F, FC, P, PC, VS, G):
                     or PC[pg, PC_SCONTENT] != PC[pg, PC_CONTENT]
                 ):
                     return ERR_CONTENT
+        if not guest_lists_ok(P, VS, G, v):
+            return ERR_LINK
     overhead = G[G_HOST_USED] - backed - G[G_DISTINCT]
     if overhead != G[G_OVERHEAD_TOTAL] or G[G_HOST_USED] > G[G_HOST_PAGES]:
         return ERR_HOST
@@ -154,7 +212,9 @@ def check_structure(F, FC, P, VS, G, FS, BS, seen):
                     return ERR_FRAMES
                 seen[f] = 1
                 resident += 1
-                if P[pg, P_FRAME] != f or P[pg, P_WHERE] != RESIDENT:
+                if P[pg, P_FRAME] != f or page_where(P, pg) != RESIDENT:
+                    return ERR_LINK
+                if not mirror_ok(F, P, G, f, pg):
                     return ERR_LINK
             if seen[f] != 1:
                 return ERR_FRAMES  # a frame in no list: lost
@@ -175,10 +235,12 @@ def check_structure(F, FC, P, VS, G, FS, BS, seen):
         pbase = VS[v, V_PBASE]
         for pg in range(pbase, pbase + VS[v, V_NPAGES]):
             f = P[pg, P_FRAME]
-            if (f == NIL) != (P[pg, P_WHERE] != RESIDENT):
+            if (f == NIL) != (page_where(P, pg) != RESIDENT):
                 return ERR_LINK
             if f != NIL and (f < base or f >= base + c or F[f, F_PAGE] != pg):
                 return ERR_LINK
+        if not guest_lists_ok(P, VS, G, v):
+            return ERR_LINK
     if G[G_HOST_USED] != backed_total + G[G_DISTINCT] + G[G_OVERHEAD_TOTAL]:
         return ERR_HOST
     if G[G_HOST_USED] > G[G_HOST_PAGES]:

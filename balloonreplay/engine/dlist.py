@@ -1,4 +1,5 @@
-"""Intrusive doubly-linked lists over frames: links in two frame fields, ends and count in
+"""Intrusive doubly-linked lists over the rows of an array (pages for the guest policies,
+cold frame rows for the host list): links in two fields of a row, ends and count in
 three VM fields. Head = most recently inserted. O(1) push, remove and move."""
 
 from __future__ import annotations

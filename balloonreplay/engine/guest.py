@@ -1,6 +1,6 @@
 """The guest-policy interface: insert, hit, victim, remove, dispatched on G[G_GP].
 
-Every policy keeps the frames of the VM's resident pages. ``victim`` may change the
+Every policy keeps the VM's resident pages (linked through their page rows). ``victim`` may change the
 policy's state (clock hand, twolist aging) but leaves the victim in place; ``remove``
 takes it out once its eviction has succeeded.
 """
@@ -21,51 +21,51 @@ from balloonreplay.engine.state import G_ACTIVE_PCT, G_GP, GP_CLOCK, GP_FIFO, GP
 
 
 @inline
-def guest_insert(F, VS, G, v, f):
+def guest_insert(P, VS, G, v, pg):
     gp = G[G_GP]
     if gp == GP_LRU:
-        lru_insert(F, VS, v, f)
+        lru_insert(P, VS, v, pg)
     elif gp == GP_CLOCK:
-        clock_insert(F, VS, v, f)
+        clock_insert(P, VS, v, pg)
     elif gp == GP_FIFO:
-        fifo_insert(F, VS, v, f)
+        fifo_insert(P, VS, v, pg)
     else:
-        twolist_insert(F, VS, v, f)
+        twolist_insert(P, VS, v, pg)
 
 
 @inline
-def guest_hit(F, VS, G, v, f):
+def guest_hit(P, VS, G, v, pg):
     gp = G[G_GP]
     if gp == GP_LRU:
-        lru_hit(F, VS, v, f)
+        lru_hit(P, VS, v, pg)
     elif gp == GP_CLOCK:
-        clock_hit(F, VS, v, f)
+        clock_hit(P, VS, v, pg)
     elif gp == GP_FIFO:
         pass
     else:
-        twolist_hit(F, VS, v, f, G[G_ACTIVE_PCT])
+        twolist_hit(P, VS, v, pg, G[G_ACTIVE_PCT])
 
 
 @inline
-def guest_victim(F, VS, G, v):
+def guest_victim(P, VS, G, v):
     gp = G[G_GP]
     if gp == GP_LRU:
-        return lru_victim(F, VS, v)
+        return lru_victim(P, VS, v)
     elif gp == GP_CLOCK:
-        return clock_victim(F, VS, v)
+        return clock_victim(P, VS, v)
     elif gp == GP_FIFO:
-        return fifo_victim(F, VS, v)
-    return twolist_victim(F, VS, v, G[G_ACTIVE_PCT])
+        return fifo_victim(P, VS, v)
+    return twolist_victim(P, VS, v, G[G_ACTIVE_PCT])
 
 
 @inline
-def guest_remove(F, VS, G, v, f):
+def guest_remove(P, VS, G, v, pg):
     gp = G[G_GP]
     if gp == GP_LRU:
-        lru_remove(F, VS, v, f)
+        lru_remove(P, VS, v, pg)
     elif gp == GP_CLOCK:
-        clock_remove(F, VS, v, f)
+        clock_remove(P, VS, v, pg)
     elif gp == GP_FIFO:
-        fifo_remove(F, VS, v, f)
+        fifo_remove(P, VS, v, pg)
     else:
-        twolist_remove(F, VS, v, f)
+        twolist_remove(P, VS, v, pg)

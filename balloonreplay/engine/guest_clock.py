@@ -6,30 +6,30 @@ from __future__ import annotations
 
 from balloonreplay.engine.dlist import move_to_head, push_head, unlink
 from balloonreplay.engine.flags import inline, jit
-from balloonreplay.engine.state import F_BIT, F_NEXT, F_PREV, V_AH, V_AN, V_AT
+from balloonreplay.engine.state import P_FLAGS, P_NEXT, P_PREV, PF_REF, V_AH, V_AN, V_AT
 
 
 @inline
-def clock_insert(F, VS, v, f):
-    F[f, F_BIT] = 0
-    push_head(F, VS, v, f, F_PREV, F_NEXT, V_AH, V_AT, V_AN)
+def clock_insert(P, VS, v, pg):
+    P[pg, P_FLAGS] &= ~PF_REF
+    push_head(P, VS, v, pg, P_PREV, P_NEXT, V_AH, V_AT, V_AN)
 
 
 @inline
-def clock_hit(F, VS, v, f):
-    F[f, F_BIT] = 1
+def clock_hit(P, VS, v, pg):
+    P[pg, P_FLAGS] |= PF_REF
 
 
 @jit
-def clock_victim(F, VS, v):
+def clock_victim(P, VS, v):
     tail = VS[v, V_AT]
-    while F[tail, F_BIT] == 1:
-        F[tail, F_BIT] = 0
-        move_to_head(F, VS, v, tail, F_PREV, F_NEXT, V_AH, V_AT, V_AN)
+    while P[tail, P_FLAGS] & PF_REF:
+        P[tail, P_FLAGS] &= ~PF_REF
+        move_to_head(P, VS, v, tail, P_PREV, P_NEXT, V_AH, V_AT, V_AN)
         tail = VS[v, V_AT]
     return tail
 
 
 @inline
-def clock_remove(F, VS, v, f):
-    unlink(F, VS, v, f, F_PREV, F_NEXT, V_AH, V_AT, V_AN)
+def clock_remove(P, VS, v, pg):
+    unlink(P, VS, v, pg, P_PREV, P_NEXT, V_AH, V_AT, V_AN)

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 from balloonreplay.engine.dlist import move_to_head, push_head, unlink
 from balloonreplay.engine.flags import inline
-from balloonreplay.engine.state import F_NEXT, F_PREV, V_AH, V_AN, V_AT
+from balloonreplay.engine.state import P_NEXT, P_PREV, V_AH, V_AN, V_AT
 
 
 @inline
-def lru_insert(F, VS, v, f):
-    push_head(F, VS, v, f, F_PREV, F_NEXT, V_AH, V_AT, V_AN)
+def lru_insert(P, VS, v, pg):
+    push_head(P, VS, v, pg, P_PREV, P_NEXT, V_AH, V_AT, V_AN)
 
 
 @inline
-def lru_hit(F, VS, v, f):
-    move_to_head(F, VS, v, f, F_PREV, F_NEXT, V_AH, V_AT, V_AN)
+def lru_hit(P, VS, v, pg):
+    move_to_head(P, VS, v, pg, P_PREV, P_NEXT, V_AH, V_AT, V_AN)
 
 
 @inline
-def lru_victim(F, VS, v):
+def lru_victim(P, VS, v):
     return VS[v, V_AT]
 
 
 @inline
-def lru_remove(F, VS, v, f):
-    unlink(F, VS, v, f, F_PREV, F_NEXT, V_AH, V_AT, V_AN)
+def lru_remove(P, VS, v, pg):
+    unlink(P, VS, v, pg, P_PREV, P_NEXT, V_AH, V_AT, V_AN)

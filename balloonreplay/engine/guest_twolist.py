@@ -11,10 +11,11 @@ from __future__ import annotations
 from balloonreplay.engine.dlist import move_to_head, push_head, unlink
 from balloonreplay.engine.flags import inline, jit
 from balloonreplay.engine.state import (
-    F_BIT,
-    F_LIST,
-    F_NEXT,
-    F_PREV,
+    P_FLAGS,
+    P_NEXT,
+    P_PREV,
+    PF_ACTIVE,
+    PF_REF,
     V_AH,
     V_AN,
     V_AT,
@@ -25,52 +26,50 @@ from balloonreplay.engine.state import (
 
 
 @inline
-def twolist_insert(F, VS, v, f):
-    F[f, F_BIT] = 0
-    F[f, F_LIST] = 0
-    push_head(F, VS, v, f, F_PREV, F_NEXT, V_AH, V_AT, V_AN)
+def twolist_insert(P, VS, v, pg):
+    P[pg, P_FLAGS] &= ~(PF_REF | PF_ACTIVE)
+    push_head(P, VS, v, pg, P_PREV, P_NEXT, V_AH, V_AT, V_AN)
 
 
 @jit
-def _demote(F, VS, v):
+def _demote(P, VS, v):
     tail = VS[v, V_BT]
-    unlink(F, VS, v, tail, F_PREV, F_NEXT, V_BH, V_BT, V_BN)
-    F[tail, F_LIST] = 0
-    F[tail, F_BIT] = 0
-    push_head(F, VS, v, tail, F_PREV, F_NEXT, V_AH, V_AT, V_AN)
+    unlink(P, VS, v, tail, P_PREV, P_NEXT, V_BH, V_BT, V_BN)
+    P[tail, P_FLAGS] &= ~(PF_REF | PF_ACTIVE)
+    push_head(P, VS, v, tail, P_PREV, P_NEXT, V_AH, V_AT, V_AN)
 
 
 @jit
-def twolist_balance(F, VS, v, active_percent):
+def twolist_balance(P, VS, v, active_percent):
     while VS[v, V_BN] > (VS[v, V_BN] + VS[v, V_AN]) * active_percent // 100:
-        _demote(F, VS, v)
+        _demote(P, VS, v)
 
 
 @jit
-def twolist_hit(F, VS, v, f, active_percent):
-    if F[f, F_LIST] == 1:
-        move_to_head(F, VS, v, f, F_PREV, F_NEXT, V_BH, V_BT, V_BN)
-    elif F[f, F_BIT] == 0:
-        F[f, F_BIT] = 1
+def twolist_hit(P, VS, v, pg, active_percent):
+    flags = P[pg, P_FLAGS]
+    if flags & PF_ACTIVE:
+        move_to_head(P, VS, v, pg, P_PREV, P_NEXT, V_BH, V_BT, V_BN)
+    elif flags & PF_REF == 0:
+        P[pg, P_FLAGS] = flags | PF_REF
     else:
-        unlink(F, VS, v, f, F_PREV, F_NEXT, V_AH, V_AT, V_AN)
-        F[f, F_LIST] = 1
-        F[f, F_BIT] = 0
-        push_head(F, VS, v, f, F_PREV, F_NEXT, V_BH, V_BT, V_BN)
-        twolist_balance(F, VS, v, active_percent)
+        unlink(P, VS, v, pg, P_PREV, P_NEXT, V_AH, V_AT, V_AN)
+        P[pg, P_FLAGS] = (flags & ~PF_REF) | PF_ACTIVE
+        push_head(P, VS, v, pg, P_PREV, P_NEXT, V_BH, V_BT, V_BN)
+        twolist_balance(P, VS, v, active_percent)
 
 
 @jit
-def twolist_victim(F, VS, v, active_percent):
-    twolist_balance(F, VS, v, active_percent)
+def twolist_victim(P, VS, v, active_percent):
+    twolist_balance(P, VS, v, active_percent)
     if VS[v, V_AN] == 0:
-        _demote(F, VS, v)
+        _demote(P, VS, v)
     return VS[v, V_AT]
 
 
 @inline
-def twolist_remove(F, VS, v, f):
-    if F[f, F_LIST] == 1:
-        unlink(F, VS, v, f, F_PREV, F_NEXT, V_BH, V_BT, V_BN)
+def twolist_remove(P, VS, v, pg):
+    if P[pg, P_FLAGS] & PF_ACTIVE:
+        unlink(P, VS, v, pg, P_PREV, P_NEXT, V_BH, V_BT, V_BN)
     else:
-        unlink(F, VS, v, f, F_PREV, F_NEXT, V_AH, V_AT, V_AN)
+        unlink(P, VS, v, pg, P_PREV, P_NEXT, V_AH, V_AT, V_AN)

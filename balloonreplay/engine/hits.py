@@ -1,102 +1,303 @@
-"""The per-access fast path: runs of plain guest hits with their bookkeeping in registers.
+"""The per-access fast path: runs of plain guest hits (and plain faults) with their
+bookkeeping in registers.
 
 Most accesses of a replay hit a resident page whose frame is backed by the host; such a
-hit changes only the guest policy's list, the frame's access bit, the page's dirty bit
-and a few counts. ``hit_run`` replays such accesses back to back and stops at the first
-one that needs anything else (a fault, a host swap-in, a copy-on-write break, a free, a
-write whose content is tracked, a change of the page's file flag, the quantum's end or
-the buffer's end), which ``kernel.run`` then replays through ``access.access``.
+hit changes only the guest policy's list, the page's dirty bit, the content recorded for
+a write (when contents are tracked), the frame's access bit (once per epoch) and a few
+counts. Everything else it reads is in the page's row and its list neighbours' rows (the
+page row mirrors its frame's host state and access bit: engine/pages.py), so a hit reads
+the frame row only on the page's first access in an epoch (or first since it came in).
+Most faults of an lru or fifo guest need nothing of the host either (the victim's frame
+is backed, or a free frame is, or the host has free machine pages): ``plain_fault``
+replays those. And a lone VM with nothing else happening at quantum boundaries runs on
+into the next quantum (``next_quantum``). ``hit_run`` replays such accesses back to back and stops
+at the first one that needs anything else (a fault the host takes part in, a host
+swap-in, a copy-on-write break, a free, a change of the page's file flag, the quantum's
+end or the buffer's end), which ``kernel.run`` then replays through ``access.access``.
 
-What it does to the state is exactly what ``access`` does for the same access (the
-property tests compare the engine with reference.py); it is faster because the counts,
-the VM's touched-frame count and the LRU list's ends live in local variables, which the
-compiler keeps in registers, instead of in VS/G/CNT rows it must reload after every
-store to a frame row (it cannot prove the arrays distinct), and because the guest
-policy is dispatched once per run, not once per access.
+What it does to the state is exactly what ``access`` and the quantum loop do for the same
+accesses (the property tests compare the engine with reference.py, one of them with lone
+VMs and no host policy, where these paths carry nearly every access); it is faster
+because the counts, the VM's touched-frame count, its stall and the list's ends live in
+local variables, which the compiler keeps in registers, instead of in VS/G/CNT rows it
+must reload after every store to a state row (it cannot prove the arrays distinct),
+because the guest policy is dispatched once per run, not once per access, and because
+a fault or a quantum's end does not leave the loop.
 """
 
 from __future__ import annotations
 
 from balloonreplay.engine.flags import inline
-from balloonreplay.engine.guest_clock import clock_hit
 from balloonreplay.engine.guest_twolist import twolist_hit
+from balloonreplay.engine.host import host_list_add, set_host
+from balloonreplay.engine.pages import HOST_MIRROR, access_mirrored, with_access_mirror
 from balloonreplay.engine.prefetch import prefetch_row
 from balloonreplay.engine.state import (
     ABIT_ACCESSED,
     ABIT_SAMPLED,
+    BACKED,
     C_ACCESSES,
+    C_DISK_READS,
+    C_DISK_WRITES,
+    C_GUEST_FAULTS,
+    C_GUEST_SWAP_IN,
+    C_GUEST_SWAP_OUT,
+    C_STALL,
+    C_ZERO_FILLS,
+    ERR_CONTENT,
     F_ABIT,
     F_HOST,
-    F_NEXT,
     F_PAGE,
-    F_PREV,
+    FC_CONTENT,
+    FC_GUEST,
+    FC_KNOWN,
     FREE_OP,
+    G_ACCESS_TAG,
     G_ACTIVE_PCT,
+    G_BALLOON_PROGRESS_Q,
+    G_DEBUG,
     G_DONE_Q,
+    G_EMERGENCY,
+    G_EPOCH_END,
+    G_ERROR,
     G_GP,
+    G_HOST_PAGES,
+    G_HOST_USED,
+    G_NOW,
+    G_NVM,
+    G_QUANTUM,
+    G_SHARING,
+    G_SKIP,
     GP_CLOCK,
     GP_FIFO,
     GP_LRU,
+    IN_SWAP,
+    L_DISK_READ,
+    L_DISK_WRITE,
+    L_GUEST_SWAP_IN,
+    L_GUEST_SWAP_OUT,
+    L_ZERO_FILL,
+    NEW,
     NIL,
-    P_DIRTY,
-    P_FILE,
+    ON_DISK,
+    P_FLAGS,
     P_FRAME,
-    SHARED,
-    SWAPPED,
+    P_NEXT,
+    P_PREV,
+    PAGE,
+    PC_CONTENT,
+    PC_KNOWN,
+    PC_SCONTENT,
+    PC_SKNOWN,
+    PC_SWAP_INS,
+    PC_SWAP_OUTS,
+    PF_DIRTY,
+    PF_FILE,
+    PF_HOST_SHARED,
+    PF_HOST_SWAPPED,
+    PF_LOW_MASK,
+    PF_REF,
+    PF_WHERE_MASK,
+    PF_WHERE_SHIFT,
+    RESIDENT,
+    UNBACKED,
     V_AH,
+    V_AN,
     V_AT,
+    V_BAL_N,
     V_DONE_ACC,
     V_FBASE,
     V_FREE_N,
     V_LAST_T,
     V_NTOUCH,
+    V_RESIDENT,
     V_STALL,
+    V_TARGET,
 )
 
-# How far ahead (in accesses) the replay prefetches a page row, its frame row and the
-# frame's list neighbours: each stage reads the row the previous one brought in.
+# How far ahead (in accesses) the replay prefetches a page row, the frame row of a page
+# whose access bit is not yet set this epoch, and a page's list neighbours: each stage
+# reads the row the previous one brought in.
 PF_PAGE, PF_FRAME, PF_LINKS = 16, 8, 4
 
 
 @inline
-def prefetch_ahead(F, FC, P, PC, VS, BP, BW, v, pos, stop, track, tail_victim, tail):
+def prefetch_ahead(F, FC, P, PC, VS, BP, BW, v, pos, stop, track, tail_victim, tail, tag):
     """Start loading the rows the accesses a few positions ahead will need, and the rows
     the next eviction will touch (for policies whose victim is the list tail)."""
     if pos + PF_PAGE < stop:
         prefetch_row(P, BP[pos + PF_PAGE])
     if pos + PF_FRAME < stop:
-        fa = P[BP[pos + PF_FRAME], P_FRAME]
-        if fa != NIL:
+        pa = BP[pos + PF_FRAME]
+        fa = P[pa, P_FRAME]
+        if fa != NIL and not access_mirrored(P[pa, P_FLAGS], tag):
             prefetch_row(F, fa)
     if pos + PF_LINKS < stop:
         pa = BP[pos + PF_LINKS]
-        fa = P[pa, P_FRAME]
-        if fa != NIL:
-            na = F[fa, F_PREV]
-            if na != NIL:
-                prefetch_row(F, na)
-            na = F[fa, F_NEXT]
-            if na != NIL:
-                prefetch_row(F, na)
-            if track and BW[pos + PF_LINKS]:
-                prefetch_row(FC, fa)
+        na = P[pa, P_PREV]
+        if na != NIL:
+            prefetch_row(P, na)
+        na = P[pa, P_NEXT]
+        if na != NIL:
+            prefetch_row(P, na)
         if track:
             prefetch_row(PC, pa)
+            fa = P[pa, P_FRAME]
+            if fa != NIL and BW[pos + PF_LINKS]:
+                prefetch_row(FC, fa)
     if tail_victim and tail != NIL and VS[v, V_FREE_N] == 0:
-        # the next fault's victim: the page in the tail frame, and the frame before it
-        # (the next tail)
-        pa = F[tail, F_PAGE]
-        if pa != NIL:
-            prefetch_row(P, pa)
-        na = F[tail, F_PREV]
+        # the next fault's victim: its frame, and the page before it (the next tail)
+        fa = P[tail, P_FRAME]
+        if fa != NIL:
+            prefetch_row(F, fa)
+        na = P[tail, P_PREV]
         if na != NIL:
-            prefetch_row(F, na)
+            prefetch_row(P, na)
 
 
 @inline
-def hit_run(F, FC, P, PC, VS, G, CNT, TS, BT, BP, BW, BF, v, pos, stop, end, track):
-    """Replay VM v's accesses from ``pos`` while each is a plain hit issued before
-    ``end``; return the position of the first one that is not (or ``stop``)."""
+def plain_fault(
+    F, FC, P, PC, VS, G, L, CNT, FS, v, pg, head, tail, stall_ns, track, known, content
+):
+    """A fault of an lru or fifo guest that needs nothing of the host, replayed as
+    ``access.fault`` would (with the content bookkeeping when ``track``): evict the list tail from its backed frame (or take a free
+    frame that is backed, or unbacked while the host has free machine pages) and fill
+    it. Returns (frame, list head, list tail, stall ns); frame NIL, with nothing
+    changed, when the fault needs more (a host-swapped or shared frame, a full host)."""
+    free_n = VS[v, V_FREE_N]
+    if free_n == 0:
+        victim = tail
+        if victim == NIL:
+            return NIL, head, tail, stall_ns
+        victim_flags = P[victim, P_FLAGS]
+        f = P[victim, P_FRAME]
+        if victim_flags & HOST_MIRROR:  # its frame is host-swapped or shared
+            return NIL, head, tail, stall_ns
+        # The victim leaves the tail and its frame goes to pg (the slow path pushes it on
+        # the free stack and pops it again), so the VM's resident, free and list counts
+        # end where they were.
+        tail = P[victim, P_PREV]
+        if tail != NIL:
+            P[tail, P_NEXT] = NIL
+        else:
+            head = NIL
+        P[victim, P_PREV] = NIL
+        if victim_flags & PF_FILE:
+            where = ON_DISK
+            if victim_flags & PF_DIRTY:
+                CNT[v, C_DISK_WRITES] += 1
+                stall_ns += L[L_DISK_WRITE]
+                CNT[v, C_STALL] += L[L_DISK_WRITE]
+        else:
+            where = IN_SWAP
+            CNT[v, C_GUEST_SWAP_OUT] += 1
+            stall_ns += L[L_GUEST_SWAP_OUT]
+            CNT[v, C_STALL] += L[L_GUEST_SWAP_OUT]
+            if track:
+                PC[victim, PC_SWAP_OUTS] += 1
+        if track:
+            PC[victim, PC_SKNOWN] = PC[victim, PC_KNOWN]
+            PC[victim, PC_SCONTENT] = PC[victim, PC_CONTENT]
+        P[victim, P_FLAGS] = (victim_flags & ~(PF_DIRTY | PF_WHERE_MASK)) | (
+            where << PF_WHERE_SHIFT
+        )
+        P[victim, P_FRAME] = NIL
+    else:
+        f = FS[VS[v, V_FBASE] + free_n - 1]
+        h = F[f, F_HOST]
+        if h == UNBACKED:
+            if G[G_HOST_USED] >= G[G_HOST_PAGES]:
+                return NIL, head, tail, stall_ns
+            set_host(F, FC, P, VS, f, BACKED)  # get_page with free machine pages
+            G[G_HOST_USED] += 1
+            host_list_add(F, FC, VS, G, f)
+        elif h != BACKED:
+            return NIL, head, tail, stall_ns
+        VS[v, V_FREE_N] = free_n - 1
+        VS[v, V_RESIDENT] += 1
+        VS[v, V_AN] += 1
+    flags = P[pg, P_FLAGS]
+    where = (flags & PF_WHERE_MASK) >> PF_WHERE_SHIFT
+    CNT[v, C_GUEST_FAULTS] += 1
+    if where == IN_SWAP:
+        CNT[v, C_GUEST_SWAP_IN] += 1
+        ns = L[L_GUEST_SWAP_IN]
+        if track:
+            PC[pg, PC_SWAP_INS] += 1
+    elif where == NEW and flags & PF_FILE == 0:
+        CNT[v, C_ZERO_FILLS] += 1
+        ns = L[L_ZERO_FILL]
+    else:
+        CNT[v, C_DISK_READS] += 1
+        ns = L[L_DISK_READ]
+    stall_ns += ns
+    CNT[v, C_STALL] += ns
+    if track:
+        if where == NEW:
+            PC[pg, PC_KNOWN] = known
+            PC[pg, PC_CONTENT] = content
+        elif PC[pg, PC_SKNOWN] != PC[pg, PC_KNOWN] or PC[pg, PC_SCONTENT] != PC[pg, PC_CONTENT]:
+            G[G_ERROR] = ERR_CONTENT
+        FC[f, FC_GUEST] = PAGE  # (the victim's FREE in between is overwritten here)
+        FC[f, FC_KNOWN] = PC[pg, PC_KNOWN]
+        FC[f, FC_CONTENT] = PC[pg, PC_CONTENT]
+    # resident, clean, in a backed frame; no access tag yet (the caller sets it)
+    P[pg, P_FLAGS] = (flags & PF_LOW_MASK & ~(PF_DIRTY | PF_WHERE_MASK | HOST_MIRROR)) | (
+        RESIDENT << PF_WHERE_SHIFT
+    )
+    P[pg, P_FRAME] = f
+    F[f, F_PAGE] = pg
+    P[pg, P_PREV] = NIL
+    P[pg, P_NEXT] = head
+    if head != NIL:
+        P[head, P_PREV] = pg
+    else:
+        tail = pg
+    return f, pg, tail, stall_ns
+
+
+@inline
+def next_quantum(VS, G, v, issue, end):
+    """The quantum ending at ``end`` is over for VM v, whose next access issues at
+    ``issue``. A lone VM whose quanta hold nothing but its own accesses (no balloon
+    moving, no scanner, no per-quantum checks) goes on into the quantum of that access
+    here, with what the quantum's end and the next one's start would do (kernel.run,
+    _try_skip_idle); returns that quantum's end, or -1 when the kernel must end the
+    quantum itself (other VMs, any of those, or an epoch boundary).
+
+    What the quantum's end and start would also do and need not be done here: clear
+    G_BLOCKED_Q (a VM that blocked left hit_run for the quantum, so it is 0), zero the
+    balloon credit (0 already: balloon_step zeroes it at the target) and stop on
+    G_ERROR (only content tracking sets it, and sharing or checks are off)."""
+    if (
+        G[G_NVM] != 1
+        or G[G_SKIP] == 0
+        or G[G_DEBUG] == 1
+        or G[G_SHARING] == 1
+        or VS[v, V_BAL_N] != VS[v, V_TARGET]
+    ):
+        return -1
+    q = G[G_QUANTUM]
+    epoch_end = G[G_EPOCH_END]
+    if end >= epoch_end:
+        return -1
+    now = end
+    if issue >= now + q:  # idle quanta
+        now = issue - issue % q
+        if now >= epoch_end:
+            return -1
+    G[G_NOW] = now
+    G[G_EMERGENCY] = 0
+    G[G_BALLOON_PROGRESS_Q] = 0
+    G[G_DONE_Q] = 0
+    return now + q
+
+
+@inline
+def hit_run(F, FC, P, PC, VS, G, L, CNT, FS, TS, BT, BP, BW, BK, BC, BF, v, pos, stop, end, track):
+    """Replay VM v's accesses from ``pos`` while each is a plain hit or a plain fault
+    issued before ``end`` (a lone VM: before the epoch's end); return the position of the
+    first one that is not (or ``stop``). kernel.run reads the quantum from G_NOW after."""
     gp = G[G_GP]
     lru = gp == GP_LRU
     tail_victim = lru or gp == GP_FIFO
@@ -106,60 +307,102 @@ def hit_run(F, FC, P, PC, VS, G, CNT, TS, BT, BP, BW, BF, v, pos, stop, end, tra
     ntouch = VS[v, V_NTOUCH]
     head = VS[v, V_AH]
     tail = VS[v, V_AT]
+    tag = G[G_ACCESS_TAG]
     start = pos
+    quantum_start = pos
     while pos < stop:
-        if BT[pos] + stall_ns >= end:
-            break
+        issue = BT[pos] + stall_ns
+        if issue >= end:
+            end = next_quantum(VS, G, v, issue, end)
+            if end < 0:
+                break
+            quantum_start = pos
+            continue
         write = BW[pos]
         if write == FREE_OP:
             break
         pg = BP[pos]
         f = P[pg, P_FRAME]
-        if f == NIL:
-            break
         file_backed = BF[pos]
-        if P[pg, P_FILE] != file_backed:
+        if f == NIL:
+            if not tail_victim or (P[pg, P_FLAGS] & PF_FILE) != file_backed:
+                break
+            f, head, tail, stall_ns = plain_fault(
+                F,
+                FC,
+                P,
+                PC,
+                VS,
+                G,
+                L,
+                CNT,
+                FS,
+                v,
+                pg,
+                head,
+                tail,
+                stall_ns,
+                track,
+                BK[pos],
+                BC[pos],
+            )
+            if f == NIL:
+                break
+        flags = P[pg, P_FLAGS]
+        if (flags & PF_FILE) != file_backed:
             break
-        h = F[f, F_HOST]
-        if h == SWAPPED or (h == SHARED and write):
+        if flags & PF_HOST_SWAPPED:
             break
-        if write and track:  # content is tracked: access() records it
+        if write and flags & PF_HOST_SHARED:  # a copy-on-write break: access() does it
             break
-        prefetch_ahead(F, FC, P, PC, VS, BP, BW, v, pos, stop, track, tail_victim, tail)
+        prefetch_ahead(F, FC, P, PC, VS, BP, BW, v, pos, stop, track, tail_victim, tail, tag)
+        old_flags = flags
         if lru:
-            if f != head:  # move to head; f is not the head, so it has a predecessor
-                p = F[f, F_PREV]
-                n = F[f, F_NEXT]
-                F[p, F_NEXT] = n
+            if pg != head:  # move to head; pg is not the head, so it has a predecessor
+                p = P[pg, P_PREV]
+                n = P[pg, P_NEXT]
+                P[p, P_NEXT] = n
                 if n != NIL:
-                    F[n, F_PREV] = p
+                    P[n, P_PREV] = p
                 else:
                     tail = p
-                F[f, F_PREV] = NIL
-                F[f, F_NEXT] = head
-                F[head, F_PREV] = f
-                head = f
+                P[pg, P_PREV] = NIL
+                P[pg, P_NEXT] = head
+                P[head, P_PREV] = pg
+                head = pg
         elif gp == GP_CLOCK:
-            clock_hit(F, VS, v, f)
+            flags |= PF_REF
         elif gp != GP_FIFO:
-            twolist_hit(F, VS, v, f, active_percent)
-        if write and file_backed:
-            P[pg, P_DIRTY] = 1
-        abit = F[f, F_ABIT]
-        if abit & ABIT_ACCESSED == 0:
-            # ABIT_SAMPLED (2) shifted is ABIT_SAMPLE_TOUCHED (4)
-            F[f, F_ABIT] = abit | ABIT_ACCESSED | ((abit & ABIT_SAMPLED) << 1)
-            TS[touched_base + ntouch] = f
-            ntouch += 1
+            twolist_hit(P, VS, v, pg, active_percent)
+            flags = old_flags = P[pg, P_FLAGS]
+        if write:
+            if track:  # the content written, as access() records it
+                PC[pg, PC_KNOWN] = BK[pos]
+                PC[pg, PC_CONTENT] = BC[pos]
+                FC[f, FC_KNOWN] = BK[pos]
+                FC[f, FC_CONTENT] = BC[pos]
+            if file_backed:
+                flags |= PF_DIRTY
+        if not access_mirrored(flags, tag):
+            abit = F[f, F_ABIT]
+            if abit & ABIT_ACCESSED == 0:
+                # ABIT_SAMPLED (2) shifted is ABIT_SAMPLE_TOUCHED (4)
+                F[f, F_ABIT] = abit | ABIT_ACCESSED | ((abit & ABIT_SAMPLED) << 1)
+                TS[touched_base + ntouch] = f
+                ntouch += 1
+            flags = with_access_mirror(flags, tag)
+        if flags != old_flags:
+            P[pg, P_FLAGS] = flags
         pos += 1
     done = pos - start
     if done > 0:
         VS[v, V_NTOUCH] = ntouch
-        if lru:
+        VS[v, V_STALL] = stall_ns
+        if tail_victim:
             VS[v, V_AH] = head
             VS[v, V_AT] = tail
         VS[v, V_LAST_T] = BT[pos - 1]
         VS[v, V_DONE_ACC] += done
-        G[G_DONE_Q] += done
+        G[G_DONE_Q] += pos - quantum_start
         CNT[v, C_ACCESSES] += done
     return pos

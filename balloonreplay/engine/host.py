@@ -10,6 +10,7 @@ from __future__ import annotations
 from balloonreplay.engine.dlist import push_head, unlink
 from balloonreplay.engine.flags import inline, jit
 from balloonreplay.engine.hashtable import ht_delete, ht_find
+from balloonreplay.engine.pages import HOST_MIRROR, host_mirror_bits
 from balloonreplay.engine.rng import next_below
 from balloonreplay.engine.state import (
     BACKED,
@@ -18,6 +19,7 @@ from balloonreplay.engine.state import (
     C_HOST_SWAP_OUT,
     C_STALL,
     F_HOST,
+    F_PAGE,
     F_VM,
     FC_CONTENT,
     FC_HINS,
@@ -37,6 +39,8 @@ from balloonreplay.engine.state import (
     L_COW,
     L_HOST_SWAP_IN,
     L_HOST_SWAP_OUT,
+    NIL,
+    P_FLAGS,
     SHARED,
     SWAPPED,
     UNBACKED,
@@ -73,8 +77,9 @@ def share_domain(G, v):
 
 
 @jit
-def set_host(F, FC, VS, f, new):
-    """Change a frame's host state, keeping the per-VM gauges."""
+def set_host(F, FC, P, VS, f, new):
+    """Change a frame's host state, keeping the per-VM gauges and the mirror in the page
+    the frame holds."""
     v = F[f, F_VM]
     old = F[f, F_HOST]
     if old == BACKED:
@@ -94,6 +99,9 @@ def set_host(F, FC, VS, f, new):
     elif new == SWAPPED:
         VS[v, V_SWAPPED] += 1
     F[f, F_HOST] = new
+    pg = F[f, F_PAGE]
+    if pg != NIL:
+        P[pg, P_FLAGS] = (P[pg, P_FLAGS] & ~HOST_MIRROR) | host_mirror_bits(new)
 
 
 # The host list orders each VM's in-memory frames for lru-sampled selection; nothing else
@@ -165,9 +173,9 @@ def release(F, FC, VS, G, SH, f):
 
 
 @jit
-def host_swap_out(F, FC, VS, G, CNT, SH, g):
+def host_swap_out(F, FC, P, VS, G, CNT, SH, g):
     release(F, FC, VS, G, SH, g)
-    set_host(F, FC, VS, g, SWAPPED)
+    set_host(F, FC, P, VS, g, SWAPPED)
     FC[g, FC_HOUTS] += 1
     CNT[F[g, F_VM], C_HOST_SWAP_OUT] += 1
 
@@ -178,24 +186,24 @@ def can_get_page(VS, G, v):
 
 
 @jit
-def get_page(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+def get_page(F, FC, P, VS, G, L, CNT, RNG, SH, v, f):
     """Frame f (not in memory) becomes backed. False: the host is full and may not swap."""
     if G[G_HOST_USED] >= G[G_HOST_PAGES]:
         if VS[v, V_ALLOW] == 0 and G[G_EMERGENCY] == 0:
             return False
         while G[G_HOST_USED] >= G[G_HOST_PAGES]:
             u = pick_host_vm(VS, G, RNG)
-            host_swap_out(F, FC, VS, G, CNT, SH, pick_host_frame(F, VS, G, RNG, u))
+            host_swap_out(F, FC, P, VS, G, CNT, SH, pick_host_frame(F, VS, G, RNG, u))
             stall(VS, CNT, v, L[L_HOST_SWAP_OUT])
-    set_host(F, FC, VS, f, BACKED)
+    set_host(F, FC, P, VS, f, BACKED)
     G[G_HOST_USED] += 1
     host_list_add(F, FC, VS, G, f)
     return True
 
 
 @jit
-def host_swap_in(F, FC, VS, G, L, CNT, RNG, SH, v, f):
-    if not get_page(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+def host_swap_in(F, FC, P, VS, G, L, CNT, RNG, SH, v, f):
+    if not get_page(F, FC, P, VS, G, L, CNT, RNG, SH, v, f):
         return False
     FC[f, FC_HINS] += 1
     CNT[v, C_HOST_SWAP_IN] += 1
@@ -204,20 +212,20 @@ def host_swap_in(F, FC, VS, G, L, CNT, RNG, SH, v, f):
 
 
 @jit
-def cow_break(F, FC, VS, G, L, CNT, RNG, SH, v, f):
+def cow_break(F, FC, P, VS, G, L, CNT, RNG, SH, v, f):
     mask = G[G_SH_MASK]
     i = ht_find(SH, mask, FC[f, FC_CONTENT], share_domain(G, v))
     if SH[i, 2] == 1:
         ht_delete(SH, mask, i)
         G[G_DISTINCT] -= 1
-        set_host(F, FC, VS, f, BACKED)  # the machine page becomes private in place
+        set_host(F, FC, P, VS, f, BACKED)  # the machine page becomes private in place
     else:
         if not can_get_page(VS, G, v):
             return False
         SH[i, 2] -= 1
         host_list_remove(F, FC, VS, G, f)
-        set_host(F, FC, VS, f, UNBACKED)
-        get_page(F, FC, VS, G, L, CNT, RNG, SH, v, f)
+        set_host(F, FC, P, VS, f, UNBACKED)
+        get_page(F, FC, P, VS, G, L, CNT, RNG, SH, v, f)
     CNT[v, C_COW] += 1
     stall(VS, CNT, v, L[L_COW])
     return True

@@ -18,6 +18,7 @@ from balloonreplay.engine.host import (
     release,
     set_host,
 )
+from balloonreplay.engine.pages import next_access_tag
 from balloonreplay.engine.rng import next_below
 from balloonreplay.engine.sharing import NS_PER_S, scan_step
 from balloonreplay.engine.state import (
@@ -32,6 +33,7 @@ from balloonreplay.engine.state import (
     FC_HNEXT,
     FC_HPREV,
     FC_KNOWN,
+    G_ACCESS_TAG,
     G_BALLOON_PROGRESS_Q,
     G_BLOCKED_Q,
     G_CUR,
@@ -170,7 +172,7 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
                     if credit < NS_PER_S:  # not a whole page yet: what scan_step would do
                         VS[v, V_SCAN_CREDIT] = credit
                     else:
-                        scan_step(F, FC, VS, G, CNT, RNG, SH, CA, v)
+                        scan_step(F, FC, P, VS, G, CNT, RNG, SH, CA, v)
             G[G_PHASE] = PH_RUN
             G[G_CUR] = 0
             G[G_DONE_Q] = 0
@@ -183,8 +185,29 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
                 stop = VS[v, V_END]
                 while True:
                     pos = hit_run(
-                        F, FC, P, PC, VS, G, CNT, TS, BT, BP, BW, BF, v, pos, stop, end, track
+                        F,
+                        FC,
+                        P,
+                        PC,
+                        VS,
+                        G,
+                        L,
+                        CNT,
+                        FS,
+                        TS,
+                        BT,
+                        BP,
+                        BW,
+                        BK,
+                        BC,
+                        BF,
+                        v,
+                        pos,
+                        stop,
+                        end,
+                        track,
                     )
+                    end = G[G_NOW] + q  # hit_run may have moved a lone VM on
                     if pos >= stop:
                         if VS[v, V_INPUT_DONE] == 0:
                             VS[v, V_POS] = pos
@@ -194,7 +217,20 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
                     if issue >= end:
                         break
                     prefetch_ahead(
-                        F, FC, P, PC, VS, BP, BW, v, pos, stop, track, tail_victim, VS[v, V_AT]
+                        F,
+                        FC,
+                        P,
+                        PC,
+                        VS,
+                        BP,
+                        BW,
+                        v,
+                        pos,
+                        stop,
+                        track,
+                        tail_victim,
+                        VS[v, V_AT],
+                        G[G_ACCESS_TAG],
                     )
                     if not access(
                         F,
@@ -249,10 +285,12 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
 
 
 @entry
-def sampling_pass(F, FC, VS, G, TS):
+def sampling_pass(F, FC, P, VS, G, TS):
     """At an epoch end: count the touched frames, clear their access bits and, for
     lru-sampled, move them to their host-list head in frame order. With random selection
-    only the touched frames are visited."""
+    only the touched frames are visited. Then a new access tag makes every page's access
+    mirror stale at once (engine/pages.py; when the tags run out, that clears every page
+    row's tag, once in PF_TAG_LIMIT epochs)."""
     for v in range(G[G_NVM]):
         base = VS[v, V_FBASE]
         touched = VS[v, V_NTOUCH]
@@ -267,18 +305,19 @@ def sampling_pass(F, FC, VS, G, TS):
                 F[TS[i], F_ABIT] &= ~ABIT_ACCESSED
         VS[v, V_TOUCHED] = touched
         VS[v, V_NTOUCH] = 0
+    next_access_tag(P, G)
 
 
 @entry
-def apply_swap_targets(F, FC, VS, G, CNT, RNG, SH, targets):
+def apply_swap_targets(F, FC, P, VS, G, CNT, RNG, SH, targets):
     """Host swap targets: swap out each VM's frames until it has `target` swapped frames."""
     for v in range(G[G_NVM]):
         while VS[v, V_SWAPPED] < targets[v] and VS[v, V_BACKED] + VS[v, V_SHARED] > 0:
-            host_swap_out(F, FC, VS, G, CNT, SH, pick_host_frame(F, VS, G, RNG, v))
+            host_swap_out(F, FC, P, VS, G, CNT, SH, pick_host_frame(F, VS, G, RNG, v))
 
 
 @entry
-def unback_free(F, FC, VS, G, CNT, SH, FS, counts):
+def unback_free(F, FC, P, VS, G, CNT, SH, FS, counts):
     """Free page reporting: unback the `counts[v]` frames at the bottom of VM v's free
     stack (free the longest); a swapped one loses its swap slot."""
     for v in range(G[G_NVM]):
@@ -290,7 +329,7 @@ def unback_free(F, FC, VS, G, CNT, SH, FS, counts):
                 continue
             if h == BACKED or h == SHARED:
                 release(F, FC, VS, G, SH, f)
-            set_host(F, FC, VS, f, UNBACKED)
+            set_host(F, FC, P, VS, f, UNBACKED)
             FC[f, FC_KNOWN] = 0
             CNT[v, C_REPORTED] += 1
 

@@ -35,7 +35,7 @@ NS_PER_S = 1_000_000_000
 
 
 @jit
-def scan_frame(F, FC, VS, G, SH, CA, f):
+def scan_frame(F, FC, P, VS, G, SH, CA, f):
     if F[f, F_HOST] != BACKED or FC[f, FC_KNOWN] == 0:
         return
     content = FC[f, FC_CONTENT]
@@ -45,7 +45,7 @@ def scan_frame(F, FC, VS, G, SH, CA, f):
     i = ht_find(SH, sh_mask, content, domain)
     if i >= 0:
         SH[i, 2] += 1
-        set_host(F, FC, VS, f, SHARED)
+        set_host(F, FC, P, VS, f, SHARED)
         G[G_HOST_USED] -= 1
         return
     c = ht_find(CA, ca_mask, content, domain)
@@ -60,8 +60,8 @@ def scan_frame(F, FC, VS, G, SH, CA, f):
         ):
             ht_insert(SH, sh_mask, content, domain, 2)
             G[G_DISTINCT] += 1
-            set_host(F, FC, VS, f, SHARED)
-            set_host(F, FC, VS, g, SHARED)
+            set_host(F, FC, P, VS, f, SHARED)
+            set_host(F, FC, P, VS, g, SHARED)
             G[G_HOST_USED] -= 1
             ht_delete(CA, ca_mask, c)
             FC[g, FC_CAND] = 0
@@ -80,7 +80,7 @@ def scan_frame(F, FC, VS, G, SH, CA, f):
 
 
 @jit
-def scan_step(F, FC, VS, G, CNT, RNG, SH, CA, v):
+def scan_step(F, FC, P, VS, G, CNT, RNG, SH, CA, v):
     VS[v, V_SCAN_CREDIT] += VS[v, V_SCAN_RATE] * G[G_QUANTUM]
     n = VS[v, V_SCAN_CREDIT] // NS_PER_S
     VS[v, V_SCAN_CREDIT] -= n * NS_PER_S
@@ -93,4 +93,4 @@ def scan_step(F, FC, VS, G, CNT, RNG, SH, CA, v):
             index = VS[v, V_SCAN_CURSOR]
             VS[v, V_SCAN_CURSOR] = (index + 1) % c
         CNT[v, C_SCANNED] += 1
-        scan_frame(F, FC, VS, G, SH, CA, base + index)
+        scan_frame(F, FC, P, VS, G, SH, CA, base + index)

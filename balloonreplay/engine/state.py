@@ -29,20 +29,20 @@ FREE, PAGE, BALLOON = 0, 1, 2
 UNBACKED, BACKED, SHARED, SWAPPED = 0, 1, 2, 3
 NEW, RESIDENT, IN_SWAP, ON_DISK = 0, 1, 2, 3
 
-# Hot fields (read on every access) live in narrow int32 rows, F (32 bytes per frame) and
-# P (16 bytes per page), so a trace's working set of rows stays in cache; the rest lives
-# in int64 rows FC and PC touched on faults, writes and host events only.
+# Hot fields live in narrow int32 rows, P (16 bytes per page) and F (16 bytes per frame);
+# the rest lives in int64 rows FC and PC touched on faults, writes and host events only.
+# A plain hit reads and writes one page row and its list neighbours' page rows (plus the
+# frame row and the touched-frame list on the page's first access in an epoch, and the
+# cold rows for a write whose content is tracked): the guest policy's lists link pages,
+# and the page row mirrors the two facts of its frame a hit needs (host state swapped or
+# shared, access bit set), so a trace's working set of rows is one 16-byte row per page.
 
 # frame fields, hot (F, int32)
-F_PREV = 0  # guest-policy list links
-F_NEXT = 1
-F_HOST = 2
-F_ABIT = 3  # ABIT_* flags: access bit (sampled at epoch ends), working-set sample
-F_PAGE = 4
-F_VM = 5
-F_BIT = 6  # clock reference bit / twolist referenced flag
-F_LIST = 7  # twolist: 0 inactive, 1 active
-FRAME_FIELDS = 8
+F_HOST = 0
+F_ABIT = 1  # ABIT_* flags: access bit (sampled at epoch ends), working-set sample
+F_PAGE = 2
+F_VM = 3
+FRAME_FIELDS = 4
 
 # F_ABIT bits. The access bit is cleared at every epoch end; a sampled frame's touched
 # bit is set by its first access in an epoch (the one that sets the access bit) and
@@ -66,11 +66,28 @@ FC_HINS = 8
 FRAME_COLD_FIELDS = 9
 
 # page fields, hot (P, int32)
-P_FRAME = 0
-P_FILE = 1
-P_WHERE = 2
-P_DIRTY = 3
+P_PREV = 0  # guest-policy list links (global page ids)
+P_NEXT = 1
+P_FRAME = 2
+P_FLAGS = 3  # PF_* bits; where the page is (NEW..ON_DISK) under PF_WHERE_MASK
 PAGE_FIELDS = 4
+
+# P_FLAGS bits
+PF_FILE = 1  # file-backed (the trace's file flag); must stay bit 0: compared with 0/1
+PF_DIRTY = 2  # a file-backed page written since it was read
+PF_REF = 4  # clock reference bit / twolist referenced flag
+PF_ACTIVE = 8  # twolist: on the active list
+# Mirrors of the page's frame, kept while the page is resident (engine/pages.py): the
+# two host bits are the frame's host state; a tag equal to G_ACCESS_TAG says the frame's
+# access bit is set (any other tag says nothing), so the epoch's end, which clears the
+# access bits, invalidates every page's mirror by changing G_ACCESS_TAG alone.
+PF_HOST_SWAPPED = 16
+PF_HOST_SHARED = 32
+PF_WHERE_SHIFT = 6  # NEW, RESIDENT, IN_SWAP or ON_DISK
+PF_WHERE_MASK = 3 << PF_WHERE_SHIFT
+PF_TAG_SHIFT = 8  # the rest of the int32: tags 1 .. PF_TAG_LIMIT - 1, 0 = none
+PF_TAG_LIMIT = 1 << 23
+PF_LOW_MASK = (1 << PF_TAG_SHIFT) - 1
 
 # page fields, cold (PC, int64)
 PC_KNOWN = 0
@@ -150,7 +167,8 @@ G_OVERHEAD_TOTAL = 25
 # them (two to four fewer cache lines per fault; the metrics are the same).
 G_TRACK = 26
 G_BALLOON_PROGRESS_Q = 27  # 1: the balloon steps of this quantum freed memory or grew
-GLOBAL_FIELDS = 28
+G_ACCESS_TAG = 28  # this epoch's tag for the pages' access mirror (PF_TAG_*)
+GLOBAL_FIELDS = 29
 
 PH_START, PH_RUN, PH_END = 0, 1, 2
 ST_NEED_DATA, ST_EPOCH_END, ST_DONE, ST_ERROR = 1, 2, 3, 4
@@ -251,8 +269,7 @@ def allocate(config: ReplayConfig, pages_per_vm: list[int], skip_idle: bool = Tr
         raise ConfigError("vm_mem", "the engine indexes frames and pages with int32")
     F = np.zeros((max(n_frames, 1), FRAME_FIELDS), dtype=np.int32)
     F[:n_frames, F_VM] = np.repeat(np.arange(nvm), config_pages)
-    for col in (F_PREV, F_NEXT, F_PAGE):
-        F[:, col] = NIL
+    F[:, F_PAGE] = NIL
     FC = np.zeros((max(n_frames, 1), FRAME_COLD_FIELDS), dtype=np.int64)
     if config.host_selection == "lru-sampled":
         # Only lru-sampled keeps the host list (host.py); otherwise the cold rows stay
@@ -261,6 +278,8 @@ def allocate(config: ReplayConfig, pages_per_vm: list[int], skip_idle: bool = Tr
         FC[:, FC_HPREV] = NIL
         FC[:, FC_HNEXT] = NIL
     P = np.zeros((max(n_pages, 1), PAGE_FIELDS), dtype=np.int32)
+    P[:, P_PREV] = NIL
+    P[:, P_NEXT] = NIL
     P[:, P_FRAME] = NIL
     PC = np.zeros((max(n_pages, 1), PAGE_COLD_FIELDS), dtype=np.int64)
 
@@ -304,6 +323,7 @@ def allocate(config: ReplayConfig, pages_per_vm: list[int], skip_idle: bool = Tr
     G[G_SKIP] = int(skip_idle)
     G[G_OVERHEAD_TOTAL] = sum(config.overhead_pages)
     G[G_TRACK] = int(config.sharing or config.debug_checks)
+    G[G_ACCESS_TAG] = 1
 
     lat = config.latencies
     L = np.array(
