@@ -1,8 +1,8 @@
 """The guest-policy interface: insert, hit, victim, remove, dispatched on G[G_GP].
 
-Every policy keeps the VM's resident pages (linked through their page rows). ``victim`` may change the
-policy's state (clock hand, twolist aging) but leaves the victim in place; ``remove``
-takes it out once its eviction has succeeded.
+Every policy keeps the VM's resident pages (linked through their page rows). ``victim``
+may change the policy's state (clock hand, twolist aging) but leaves the victim in
+place; ``remove`` takes it out once its eviction has succeeded.
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ the frame row only on the page's first access in an epoch (or first since it cam
 Most faults of an lru or fifo guest need nothing of the host either (the victim's frame
 is backed, or a free frame is, or the host has free machine pages): ``plain_fault``
 replays those. And a lone VM with nothing else happening at quantum boundaries runs on
-into the next quantum (``next_quantum``). ``hit_run`` replays such accesses back to back and stops
-at the first one that needs anything else (a fault the host takes part in, a host
-swap-in, a copy-on-write break, a free, a change of the page's file flag, the quantum's
-end or the buffer's end), which ``kernel.run`` then replays through ``access.access``.
+into the next quantum (``next_quantum``). ``hit_run`` replays such accesses back to back
+and stops at the first one that needs anything else (a fault the host takes part in, a
+host swap-in, a copy-on-write break, a free, a change of the page's file flag, the
+quantum's end or the buffer's end), which ``kernel.run`` then replays through
+``access.access``.
 
 What it does to the state is exactly what ``access`` and the quantum loop do for the same
 accesses (the property tests compare the engine with reference.py, one of them with lone
