@@ -85,6 +85,69 @@ def pop_free(VS, FS, v):
 
 
 @inline
+def count_eviction(PC, L, CNT, v, pg, file_backed, dirty, track):
+    """The guest's side of evicting page pg: its counts and, with content tracking, the
+    page's saved copy. Returns (where the page goes, the stall in ns)."""
+    ns = 0
+    if file_backed:
+        where = ON_DISK
+        if dirty:
+            CNT[v, C_DISK_WRITES] += 1
+            ns = L[L_DISK_WRITE]
+    else:
+        where = IN_SWAP
+        CNT[v, C_GUEST_SWAP_OUT] += 1
+        ns = L[L_GUEST_SWAP_OUT]
+        if track:
+            PC[pg, PC_SWAP_OUTS] += 1
+    if track:
+        PC[pg, PC_SKNOWN] = PC[pg, PC_KNOWN]
+        PC[pg, PC_SCONTENT] = PC[pg, PC_CONTENT]
+    return where, ns
+
+
+@inline
+def fill_source(P, pg, where):
+    """Where a fault fills page pg from: zeroes (a new anonymous page), swap or disk."""
+    if where == NEW:
+        return SRC_DISK if page_file(P, pg) == 1 else SRC_ZERO
+    if where == IN_SWAP:
+        return SRC_SWAP
+    return SRC_DISK
+
+
+@inline
+def count_fill(PC, L, CNT, v, pg, source, track):
+    """The guest's counts for a fault filling page pg from ``source``; returns the stall
+    in ns."""
+    CNT[v, C_GUEST_FAULTS] += 1
+    if source == SRC_SWAP:
+        CNT[v, C_GUEST_SWAP_IN] += 1
+        if track:
+            PC[pg, PC_SWAP_INS] += 1
+        return L[L_GUEST_SWAP_IN]
+    if source == SRC_DISK:
+        CNT[v, C_DISK_READS] += 1
+        return L[L_DISK_READ]
+    CNT[v, C_ZERO_FILLS] += 1
+    return L[L_ZERO_FILL]
+
+
+@inline
+def record_fill(FC, PC, G, f, pg, where, known, content):
+    """Content tracking at a fill: a new page takes the trace's content, one coming back
+    must bring its last write (else ERR_CONTENT), and frame f takes the page's."""
+    if where == NEW:
+        PC[pg, PC_KNOWN] = known
+        PC[pg, PC_CONTENT] = content
+    elif PC[pg, PC_SKNOWN] != PC[pg, PC_KNOWN] or PC[pg, PC_SCONTENT] != PC[pg, PC_CONTENT]:
+        G[G_ERROR] = ERR_CONTENT
+    FC[f, FC_GUEST] = PAGE
+    FC[f, FC_KNOWN] = PC[pg, PC_KNOWN]
+    FC[f, FC_CONTENT] = PC[pg, PC_CONTENT]
+
+
+@inline
 def evict(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg):
     """Evict page pg (the guest's victim) from its frame. False: blocked, nothing done."""
     f = P[pg, P_FRAME]
@@ -96,20 +159,11 @@ def evict(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg):
             return False
         CNT[v, C_SILENT] += 1
     guest_remove(P, VS, G, v, pg)
-    if file_backed:
-        if dirty:
-            CNT[v, C_DISK_WRITES] += 1
-            stall(VS, CNT, v, L[L_DISK_WRITE])
-        set_page_where(P, pg, ON_DISK)
-    else:
-        CNT[v, C_GUEST_SWAP_OUT] += 1
-        stall(VS, CNT, v, L[L_GUEST_SWAP_OUT])
-        if G[G_TRACK] == 1:
-            PC[pg, PC_SWAP_OUTS] += 1
-        set_page_where(P, pg, IN_SWAP)
-    if G[G_TRACK] == 1:
-        PC[pg, PC_SKNOWN] = PC[pg, PC_KNOWN]
-        PC[pg, PC_SCONTENT] = PC[pg, PC_CONTENT]
+    track = G[G_TRACK] == 1
+    where, ns = count_eviction(PC, L, CNT, v, pg, file_backed, dirty, track)
+    stall(VS, CNT, v, ns)
+    set_page_where(P, pg, where)
+    if track:
         FC[f, FC_GUEST] = FREE
     set_page_dirty(P, pg, False)
     P[pg, P_FRAME] = NIL
@@ -127,12 +181,7 @@ def fault(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, known, content):
             return NIL
     f = pop_free(VS, FS, v)
     where = page_where(P, pg)
-    if where == NEW:
-        source = SRC_DISK if page_file(P, pg) == 1 else SRC_ZERO
-    elif where == IN_SWAP:
-        source = SRC_SWAP
-    else:
-        source = SRC_DISK
+    source = fill_source(P, pg, where)
     h = F[f, F_HOST]
     if h == UNBACKED:
         if not get_page(F, FC, P, VS, G, L, CNT, RNG, SH, v, f):
@@ -150,27 +199,10 @@ def fault(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, known, content):
         if not cow_break(F, FC, P, VS, G, L, CNT, RNG, SH, v, f):
             push_free(VS, FS, v, f)
             return NIL
-    CNT[v, C_GUEST_FAULTS] += 1
-    if source == SRC_SWAP:
-        CNT[v, C_GUEST_SWAP_IN] += 1
-        stall(VS, CNT, v, L[L_GUEST_SWAP_IN])
-        if G[G_TRACK] == 1:
-            PC[pg, PC_SWAP_INS] += 1
-    elif source == SRC_DISK:
-        CNT[v, C_DISK_READS] += 1
-        stall(VS, CNT, v, L[L_DISK_READ])
-    else:
-        CNT[v, C_ZERO_FILLS] += 1
-        stall(VS, CNT, v, L[L_ZERO_FILL])
-    if G[G_TRACK] == 1:
-        if where == NEW:
-            PC[pg, PC_KNOWN] = known
-            PC[pg, PC_CONTENT] = content
-        elif PC[pg, PC_SKNOWN] != PC[pg, PC_KNOWN] or PC[pg, PC_SCONTENT] != PC[pg, PC_CONTENT]:
-            G[G_ERROR] = ERR_CONTENT
-        FC[f, FC_GUEST] = PAGE
-        FC[f, FC_KNOWN] = PC[pg, PC_KNOWN]
-        FC[f, FC_CONTENT] = PC[pg, PC_CONTENT]
+    track = G[G_TRACK] == 1
+    stall(VS, CNT, v, count_fill(PC, L, CNT, v, pg, source, track))
+    if track:
+        record_fill(FC, PC, G, f, pg, where, known, content)
     set_page_where(P, pg, RESIDENT)
     set_page_dirty(P, pg, False)
     P[pg, P_FRAME] = f

@@ -28,29 +28,22 @@ a fault or a quantum's end does not leave the loop.
 
 from __future__ import annotations
 
+from balloonreplay.engine.access import count_eviction, count_fill, fill_source, record_fill
 from balloonreplay.engine.flags import inline
 from balloonreplay.engine.guest_twolist import twolist_hit
 from balloonreplay.engine.host import host_list_add, set_host
-from balloonreplay.engine.pages import HOST_MIRROR, access_mirrored, with_access_mirror
+from balloonreplay.engine.pages import HOST_MIRROR, access_mirrored, page_where, with_access_mirror
 from balloonreplay.engine.prefetch import prefetch_row
 from balloonreplay.engine.state import (
     ABIT_ACCESSED,
     ABIT_SAMPLED,
     BACKED,
     C_ACCESSES,
-    C_DISK_READS,
-    C_DISK_WRITES,
-    C_GUEST_FAULTS,
-    C_GUEST_SWAP_IN,
-    C_GUEST_SWAP_OUT,
     C_STALL,
-    C_ZERO_FILLS,
-    ERR_CONTENT,
     F_ABIT,
     F_HOST,
     F_PAGE,
     FC_CONTENT,
-    FC_GUEST,
     FC_KNOWN,
     FREE_OP,
     G_ACCESS_TAG,
@@ -60,7 +53,6 @@ from balloonreplay.engine.state import (
     G_DONE_Q,
     G_EMERGENCY,
     G_EPOCH_END,
-    G_ERROR,
     G_GP,
     G_HOST_PAGES,
     G_HOST_USED,
@@ -72,26 +64,13 @@ from balloonreplay.engine.state import (
     GP_CLOCK,
     GP_FIFO,
     GP_LRU,
-    IN_SWAP,
-    L_DISK_READ,
-    L_DISK_WRITE,
-    L_GUEST_SWAP_IN,
-    L_GUEST_SWAP_OUT,
-    L_ZERO_FILL,
-    NEW,
     NIL,
-    ON_DISK,
     P_FLAGS,
     P_FRAME,
     P_NEXT,
     P_PREV,
-    PAGE,
     PC_CONTENT,
     PC_KNOWN,
-    PC_SCONTENT,
-    PC_SKNOWN,
-    PC_SWAP_INS,
-    PC_SWAP_OUTS,
     PF_DIRTY,
     PF_FILE,
     PF_HOST_SHARED,
@@ -161,9 +140,9 @@ def plain_fault(
     F, FC, P, PC, VS, G, L, CNT, FS, v, pg, head, tail, stall_ns, track, known, content
 ):
     """A fault of an lru or fifo guest that needs nothing of the host, replayed as
-    ``access.fault`` would (with the content bookkeeping when ``track``): evict the list tail from its backed frame (or take a free
-    frame that is backed, or unbacked while the host has free machine pages) and fill
-    it. Returns (frame, list head, list tail, stall ns); frame NIL, with nothing
+    ``access.fault`` would (with the content bookkeeping when ``track``): evict the list
+    tail from its backed frame (or take a free frame that is backed, or unbacked while
+    the host has free machine pages) and fill it. Returns (frame, list head, list tail, stall ns); frame NIL, with nothing
     changed, when the fault needs more (a host-swapped or shared frame, a full host)."""
     free_n = VS[v, V_FREE_N]
     if free_n == 0:
@@ -183,22 +162,18 @@ def plain_fault(
         else:
             head = NIL
         P[victim, P_PREV] = NIL
-        if victim_flags & PF_FILE:
-            where = ON_DISK
-            if victim_flags & PF_DIRTY:
-                CNT[v, C_DISK_WRITES] += 1
-                stall_ns += L[L_DISK_WRITE]
-                CNT[v, C_STALL] += L[L_DISK_WRITE]
-        else:
-            where = IN_SWAP
-            CNT[v, C_GUEST_SWAP_OUT] += 1
-            stall_ns += L[L_GUEST_SWAP_OUT]
-            CNT[v, C_STALL] += L[L_GUEST_SWAP_OUT]
-            if track:
-                PC[victim, PC_SWAP_OUTS] += 1
-        if track:
-            PC[victim, PC_SKNOWN] = PC[victim, PC_KNOWN]
-            PC[victim, PC_SCONTENT] = PC[victim, PC_CONTENT]
+        where, ns = count_eviction(
+            PC,
+            L,
+            CNT,
+            v,
+            victim,
+            victim_flags & PF_FILE != 0,
+            victim_flags & PF_DIRTY != 0,
+            track,
+        )
+        stall_ns += ns
+        CNT[v, C_STALL] += ns
         P[victim, P_FLAGS] = (victim_flags & ~(PF_DIRTY | PF_WHERE_MASK)) | (
             where << PF_WHERE_SHIFT
         )
@@ -217,31 +192,13 @@ def plain_fault(
         VS[v, V_FREE_N] = free_n - 1
         VS[v, V_RESIDENT] += 1
         VS[v, V_AN] += 1
-    flags = P[pg, P_FLAGS]
-    where = (flags & PF_WHERE_MASK) >> PF_WHERE_SHIFT
-    CNT[v, C_GUEST_FAULTS] += 1
-    if where == IN_SWAP:
-        CNT[v, C_GUEST_SWAP_IN] += 1
-        ns = L[L_GUEST_SWAP_IN]
-        if track:
-            PC[pg, PC_SWAP_INS] += 1
-    elif where == NEW and flags & PF_FILE == 0:
-        CNT[v, C_ZERO_FILLS] += 1
-        ns = L[L_ZERO_FILL]
-    else:
-        CNT[v, C_DISK_READS] += 1
-        ns = L[L_DISK_READ]
+    where = page_where(P, pg)
+    ns = count_fill(PC, L, CNT, v, pg, fill_source(P, pg, where), track)
     stall_ns += ns
     CNT[v, C_STALL] += ns
-    if track:
-        if where == NEW:
-            PC[pg, PC_KNOWN] = known
-            PC[pg, PC_CONTENT] = content
-        elif PC[pg, PC_SKNOWN] != PC[pg, PC_KNOWN] or PC[pg, PC_SCONTENT] != PC[pg, PC_CONTENT]:
-            G[G_ERROR] = ERR_CONTENT
-        FC[f, FC_GUEST] = PAGE  # (the victim's FREE in between is overwritten here)
-        FC[f, FC_KNOWN] = PC[pg, PC_KNOWN]
-        FC[f, FC_CONTENT] = PC[pg, PC_CONTENT]
+    if track:  # (what evict would set in between, FC_GUEST = FREE, is overwritten here)
+        record_fill(FC, PC, G, f, pg, where, known, content)
+    flags = P[pg, P_FLAGS]
     # resident, clean, in a backed frame; no access tag yet (the caller sets it)
     P[pg, P_FLAGS] = (flags & PF_LOW_MASK & ~(PF_DIRTY | PF_WHERE_MASK | HOST_MIRROR)) | (
         RESIDENT << PF_WHERE_SHIFT

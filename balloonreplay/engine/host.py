@@ -76,6 +76,11 @@ def share_domain(G, v):
     return v if G[G_INTRA] == 1 else -1
 
 
+@inline
+def holds_zero_page(FC, f):
+    return FC[f, FC_KNOWN] == 1 and FC[f, FC_CONTENT] == 0
+
+
 @jit
 def set_host(F, FC, P, VS, f, new):
     """Change a frame's host state, keeping the per-VM gauges and the mirror in the page
@@ -86,7 +91,7 @@ def set_host(F, FC, P, VS, f, new):
         VS[v, V_BACKED] -= 1
     elif old == SHARED:
         VS[v, V_SHARED] -= 1
-        if FC[f, FC_KNOWN] == 1 and FC[f, FC_CONTENT] == 0:  # cold row: shared frames only
+        if holds_zero_page(FC, f):  # a cold row: read for shared frames only
             VS[v, V_ZSHARED] -= 1
     elif old == SWAPPED:
         VS[v, V_SWAPPED] -= 1
@@ -94,7 +99,7 @@ def set_host(F, FC, P, VS, f, new):
         VS[v, V_BACKED] += 1
     elif new == SHARED:
         VS[v, V_SHARED] += 1
-        if FC[f, FC_KNOWN] == 1 and FC[f, FC_CONTENT] == 0:
+        if holds_zero_page(FC, f):
             VS[v, V_ZSHARED] += 1
     elif new == SWAPPED:
         VS[v, V_SWAPPED] += 1
