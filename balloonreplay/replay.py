@@ -466,35 +466,67 @@ def _prefetch(batches: Iterator, prepare, depth: int = 2) -> Iterator:
         stop.set()
 
 
-def _gauges(state) -> dict[str, np.ndarray]:
-    from balloonreplay.engine import state as S
+class _EpochRows:
+    """One epoch's metrics rows, one per VM, as an int64 matrix whose columns are
+    ALL_COLUMNS, gathered from the counters (CNT) and gauges (VS) in a few array
+    operations: a run whose faults stall its VMs far beyond their trace time has an
+    epoch per second of stalled time (over a thousand in the benchmark's quarter-footprint
+    replay), and pays this at every one."""
 
-    VS = state.VS
-    return {
-        "balloon_pages": VS[:, S.V_BAL_N].copy(),
-        "balloon_target_pages": VS[:, S.V_TARGET].copy(),
-        "free_pages": VS[:, S.V_FREE_N].copy(),
-        "resident_pages": VS[:, S.V_RESIDENT].copy(),
-        "backed_pages": VS[:, S.V_BACKED].copy(),
-        "shared_pages": VS[:, S.V_SHARED].copy(),
-        "zero_shared_pages": VS[:, S.V_ZSHARED].copy(),
-        "host_swapped_pages": VS[:, S.V_SWAPPED].copy(),
-        "touched_pages": VS[:, S.V_TOUCHED].copy(),
-        "free_backed_pages": _free_backed(state),
-    }
+    def __init__(self, num_vms: int):
+        from balloonreplay.engine import state as S
+        from balloonreplay.reference import COUNTERS
 
+        gauge_fields = {
+            "balloon_pages": S.V_BAL_N,
+            "balloon_target_pages": S.V_TARGET,
+            "free_pages": S.V_FREE_N,
+            "resident_pages": S.V_RESIDENT,
+            "backed_pages": S.V_BACKED,
+            "shared_pages": S.V_SHARED,
+            "zero_shared_pages": S.V_ZSHARED,
+            "host_swapped_pages": S.V_SWAPPED,
+            "touched_pages": S.V_TOUCHED,
+        }
+        self.col = {name: j for j, name in enumerate(ALL_COLUMNS)}
+        computed = ("vm", "epoch", "t_ns", "free_backed_pages", "host_used_pages")
+        computed += ("shared_contents",)
+        covered = set(COUNTERS) | set(gauge_fields) | set(computed)
+        if covered != set(ALL_COLUMNS) or len(covered) != len(ALL_COLUMNS):
+            raise AssertionError(f"metrics columns without a source: {covered ^ set(ALL_COLUMNS)}")
+        self.counter_cols = np.array([self.col[name] for name in COUNTERS])
+        self.num_counters = len(COUNTERS)
+        self.gauge_cols = np.array([self.col[name] for name in gauge_fields])
+        self.gauge_fields = np.array(list(gauge_fields.values()))
+        self.vm = np.arange(num_vms, dtype=np.int64)
+        self.free_backed = np.zeros(num_vms, dtype=np.int64)
+        self.G_HOST_USED, self.G_OVERHEAD_TOTAL = S.G_HOST_USED, S.G_OVERHEAD_TOTAL
 
-def _free_backed(state) -> np.ndarray:
-    from balloonreplay.engine import state as S
+    def take(self, state, epoch: int, t_ns: int) -> np.ndarray:
+        from balloonreplay.engine import kernel
 
-    VS = state.VS
-    out = np.zeros(VS.shape[0], dtype=np.int64)
-    for v in range(VS.shape[0]):
-        base = int(VS[v, S.V_FBASE])
-        free = state.FS[base : base + int(VS[v, S.V_FREE_N])]
-        host = state.F[free, S.F_HOST]
-        out[v] = int(np.count_nonzero((host == S.BACKED) | (host == S.SHARED)))
-    return out
+        c = self.col
+        out = np.empty((len(self.vm), len(ALL_COLUMNS)), dtype=np.int64)
+        out[:, c["vm"]] = self.vm
+        out[:, c["epoch"]] = epoch
+        out[:, c["t_ns"]] = t_ns
+        out[:, self.counter_cols] = state.CNT[:, : self.num_counters]
+        out[:, self.gauge_cols] = state.VS[:, self.gauge_fields]
+        kernel.free_backed_pages(state.F, state.VS, state.FS, self.free_backed)
+        out[:, c["free_backed_pages"]] = self.free_backed
+        host_used = int(state.G[self.G_HOST_USED])
+        out[:, c["host_used_pages"]] = host_used
+        # Machine pages = backed + distinct shared contents + overhead (the invariant).
+        out[:, c["shared_contents"]] = (
+            host_used - int(out[:, c["backed_pages"]].sum()) - int(state.G[self.G_OVERHEAD_TOTAL])
+        )
+        return out
+
+    @staticmethod
+    def columns(rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The metrics columns of a stack of these matrices, each column contiguous."""
+        rows = np.asfortranarray(rows)
+        return {name: rows[:, j] for j, name in enumerate(ALL_COLUMNS)}
 
 
 class _Samples:
@@ -523,23 +555,15 @@ class _Samples:
         return sampled, touched
 
 
-def _counters(state) -> dict[str, np.ndarray]:
-    from balloonreplay.reference import COUNTERS
-
-    return {name: state.CNT[:, i].copy() for i, name in enumerate(COUNTERS)}
-
-
 def _snapshot(
-    state, config: ReplayConfig, epoch: int, t_ns: int, samples: _Samples, rows=None
+    state, config: ReplayConfig, epoch: int, t_ns: int, samples: _Samples, rows: np.ndarray
 ) -> Snapshot:
-    """The policy's view after an epoch; ``rows``: that epoch's metrics rows (_rows), whose
-    gauges and counters it copies instead of measuring them again."""
+    """The policy's view after an epoch; ``rows``: that epoch's metrics rows
+    (_EpochRows.take), whose gauges and counters it copies (a policy may keep or change
+    its snapshot's arrays)."""
     from balloonreplay.engine import state as S
 
-    if rows is None:
-        g, c = _gauges(state), _counters(state)
-    else:  # copies: a policy may keep or change its snapshot's arrays
-        g = c = {name: column.copy() for name, column in rows.items()}
+    g = c = _EpochRows.columns(np.array(rows, order="F"))
     sampled, sampled_touched = samples.counts(state)
     VS = state.VS
     finished = (VS[:, S.V_POS] >= VS[:, S.V_END]) & (VS[:, S.V_INPUT_DONE] == 1)
@@ -590,28 +614,6 @@ def _apply(state, config: ReplayConfig, decision: Decision | None, samples: _Sam
         samples.redraw(state, decision.sample_pages)
 
 
-def _rows(state, epoch: int, t_ns: int) -> dict[str, np.ndarray]:
-    nvm = state.VS.shape[0]
-    rows = {
-        "vm": np.arange(nvm, dtype=np.int64),
-        "epoch": np.full(nvm, epoch, dtype=np.int64),
-        "t_ns": np.full(nvm, t_ns, dtype=np.int64),
-    }
-    rows.update(_counters(state))
-    gauges = _gauges(state)
-    rows.update(gauges)
-    from balloonreplay.engine import state as S
-
-    host_used = int(state.G[S.G_HOST_USED])
-    # Machine pages = backed + distinct shared contents + overhead (the invariant).
-    overhead = int(state.G[S.G_OVERHEAD_TOTAL])
-    rows["host_used_pages"] = np.full(nvm, host_used, dtype=np.int64)
-    rows["shared_contents"] = np.full(
-        nvm, host_used - int(gauges["backed_pages"].sum()) - overhead, dtype=np.int64
-    )
-    return rows
-
-
 _WARM = False
 
 
@@ -656,9 +658,11 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     # Two batches' worth of rows per VM in memory, the rest spilled to disk (spill.py).
     max_rows = 2 * batch_rows // config.num_vms
     buffers = _Buffers(state.VS, pages_per_vm, getattr(trace, "path", None), max_rows)
-    rows: list[dict[str, np.ndarray]] = []
+    rows: list[np.ndarray] = []
     samples = _Samples(config.num_vms)
-    _apply(state, config, policy.start(_snapshot(state, config, -1, 0, samples)), samples)
+    epoch_rows = _EpochRows(config.num_vms)
+    start = _snapshot(state, config, -1, 0, samples, epoch_rows.take(state, -1, 0))
+    _apply(state, config, policy.start(start), samples)
     source = _parquet_batches(trace, batch_rows, config.num_vms)
     if source is None:
         source = iter(trace.iter_batches(batch_rows))
@@ -681,7 +685,7 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
             elif status == S.ST_EPOCH_END:
                 t_ns = int(state.G[S.G_NOW])
                 kernel.sampling_pass(state.F, state.FC, state.P, state.VS, state.G, state.TS)
-                rows.append(_rows(state, epoch, t_ns))
+                rows.append(epoch_rows.take(state, epoch, t_ns))
                 snapshot = _snapshot(state, config, epoch, t_ns, samples, rows[-1])
                 state.CNT[:] = 0
                 _apply(state, config, policy.decide(snapshot), samples)
@@ -689,7 +693,7 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
                 state.G[S.G_EPOCH_END] += config.epoch_ns
             elif status == S.ST_DONE:
                 kernel.sampling_pass(state.F, state.FC, state.P, state.VS, state.G, state.TS)
-                rows.append(_rows(state, epoch, int(state.G[S.G_NOW])))
+                rows.append(epoch_rows.take(state, epoch, int(state.G[S.G_NOW])))
                 break
             else:
                 from balloonreplay.engine.checks import InvariantError
@@ -698,7 +702,7 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     finally:
         batches.close()  # stops the prefetch thread on every way out
         buffers.close()
-    table = {k: np.concatenate([r[k] for r in rows]) for k in ALL_COLUMNS}
+    table = _EpochRows.columns(np.concatenate(rows))
     # Conservation laws on the final state: a broken one raises, so no metrics are
     # written from a run that lost or invented a page.
     check_end_of_run(state, table)

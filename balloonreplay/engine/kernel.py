@@ -344,3 +344,17 @@ def draw_sample(F, VS, RNG, v, old, new):
         f = base + next_below(RNG, v, VS[v, V_C])
         new[i] = f
         F[f, F_ABIT] |= ABIT_SAMPLED
+
+
+@entry
+def free_backed_pages(F, VS, FS, out):
+    """Per VM, the guest's free frames that still hold machine memory (backed or shared):
+    the gauge free page reporting acts on."""
+    for v in range(VS.shape[0]):
+        base = VS[v, V_FBASE]
+        n = 0
+        for i in range(base, base + VS[v, V_FREE_N]):
+            h = F[FS[i], F_HOST]
+            if h == BACKED or h == SHARED:
+                n += 1
+        out[v] = n
