@@ -221,6 +221,10 @@ class _Buffers:
         self.pbase = VS[:, V_PBASE].copy()
         self.npages = np.asarray(pages_per_vm, dtype=np.int64)
         self.cols = {c: _readonly(np.zeros(0, dtype=self.DTYPES[c])) for c in self.COLUMNS}
+        # With several VMs: writable columns behind self.cols, cut in per-VM regions
+        # (_append).
+        self.base = {c: np.zeros(0, dtype=self.DTYPES[c]) for c in self.COLUMNS}
+        self.cap = 0
         self.t0: int | None = None
         self.path = trace_path
 
@@ -332,25 +336,50 @@ class _Buffers:
         self._append(fresh)
 
     def _append(self, fresh: list[dict[str, np.ndarray]]) -> None:
-        """Rebuild the columns: per VM its unconsumed rows, then ``fresh[v]``."""
+        """Put ``fresh[v]`` behind VM v's unconsumed rows. Each VM has a region of ``cap``
+        rows in the columns; rows stay where they are until the region's end is reached
+        (then the VM's unconsumed rows move to its start) or the region is too small
+        (then every region grows). So a row is copied about once, where rebuilding the
+        columns at every batch copied every VM's unconsumed rows again."""
         pos = self.VS[:, self.V_POS].copy()
         end = self.VS[:, self.V_END].copy()
-        new_pos = np.zeros(self.nvm, dtype=np.int64)
-        new_end = np.zeros(self.nvm, dtype=np.int64)
-        offset = 0
+        counts = np.array([len(rows["t"]) for rows in fresh], dtype=np.int64)
+        need = int((end - pos + counts).max())
+        if need > self.cap:
+            cap = min(max(need, 2 * self.cap), max(self.max_rows, need))
+            self._regions(cap, pos, end)
+            pos, end = self.VS[:, self.V_POS].copy(), self.VS[:, self.V_END].copy()
         for v in range(self.nvm):
-            new_pos[v] = offset
-            offset += int(end[v] - pos[v]) + len(fresh[v]["t"])
-            new_end[v] = offset
-        for name in self.COLUMNS:
-            old = self.cols[name]
-            parts = []
-            for v in range(self.nvm):
-                parts.append(old[pos[v] : end[v]])
-                parts.append(fresh[v][name])
-            self.cols[name] = _readonly(np.concatenate(parts))
-        self.VS[:, self.V_POS] = new_pos
-        self.VS[:, self.V_END] = new_end
+            n = int(counts[v])
+            if n == 0:
+                continue
+            start = v * self.cap
+            if end[v] + n > start + self.cap:  # move the unconsumed rows to the start
+                held = int(end[v] - pos[v])
+                for col in self.base.values():
+                    col[start : start + held] = col[pos[v] : end[v]]
+                pos[v], end[v] = start, start + held
+            for name, col in self.base.items():
+                col[end[v] : end[v] + n] = fresh[v][name]
+            end[v] += n
+        self.VS[:, self.V_POS] = pos
+        self.VS[:, self.V_END] = end
+
+    def _regions(self, cap: int, pos: np.ndarray, end: np.ndarray) -> None:
+        """New columns with a region of ``cap`` rows per VM, each VM's unconsumed rows
+        at the start of its region."""
+        base = {name: np.empty(self.nvm * cap, dtype=self.DTYPES[name]) for name in self.COLUMNS}
+        for v in range(self.nvm):
+            held = int(end[v] - pos[v])
+            for name, col in base.items():
+                col[v * cap : v * cap + held] = self.base[name][pos[v] : end[v]]
+            self.VS[v, self.V_POS] = v * cap
+            self.VS[v, self.V_END] = v * cap + held
+        self.base, self.cap = base, cap
+        for name, col in base.items():
+            view = col.view()
+            view.flags.writeable = False  # the kernel's one array type (_readonly)
+            self.cols[name] = view
 
     def refill(self) -> bool:
         """Read back spilled rows of the VMs that ran out; False if none of them has any
