@@ -696,6 +696,9 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     if source is None:
         source = iter(trace.iter_batches(batch_rows))
     batches = _prefetch(source, buffers.prepare)
+    # A policy that keeps the base class's decide() changes nothing after its start
+    # (``none``, ``static``): its epochs need no snapshot.
+    decides = type(policy).decide is not HostPolicy.decide
     epoch = 0
     try:
         while True:
@@ -715,9 +718,10 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
                 t_ns = int(state.G[S.G_NOW])
                 kernel.sampling_pass(state.F, state.FC, state.P, state.VS, state.G, state.TS)
                 rows.append(epoch_rows.take(state, epoch, t_ns))
-                snapshot = _snapshot(state, config, epoch, t_ns, samples, rows[-1])
                 state.CNT[:] = 0
-                _apply(state, config, policy.decide(snapshot), samples)
+                if decides:
+                    snapshot = _snapshot(state, config, epoch, t_ns, samples, rows[-1])
+                    _apply(state, config, policy.decide(snapshot), samples)
                 epoch += 1
                 state.G[S.G_EPOCH_END] += config.epoch_ns
             elif status == S.ST_DONE:

@@ -216,6 +216,9 @@ def main() -> None:
         warm_up()  # compile or load once, outside every timing
 
         rows = []
+        # Engine rows with a libCacheSim run at the same cache size: row index -> its
+        # (wall s, CPU s), for a like-for-like ratio beside the one against the 1/4 run.
+        same_size_peer: dict[int, tuple[float, float]] = {}
         # Guest memory of a quarter of the footprint (about a quarter of the accesses
         # miss) and of the whole footprint (only first touches miss).
         for label, cache_pages in (
@@ -226,6 +229,7 @@ def main() -> None:
                 paths["oracle"], cache_pages, args.accesses
             )
             rows.append((f"libCacheSim LRU, cache = {label}", lcs_s, lcs_cpu, lcs_misses))
+            same_size_peer[len(rows)] = (lcs_s, lcs_cpu)  # the engine row that follows
             print(f"libCacheSim {label}: {lcs_s:.2f} s", file=sys.stderr)
             single, cpu_s = replay_timed(paths["single"], vms=f"{cache_pages}p", guest_policy="lru")
             s = single.summary
@@ -276,14 +280,19 @@ def main() -> None:
 
     print(f"\n{args.accesses:,} accesses, Zipf alpha 0.9 over {args.pages:,} pages")
     print(
-        f"{'run':78s} {'wall s':>7s} {'M acc/s':>7s} {'vs LCS¹':>7s} "
-        f"{'CPU s':>7s} {'M acc/s':>7s} {'vs LCS¹':>7s} {'faults':>11s}"
+        f"{'run':78s} {'wall s':>7s} {'M acc/s':>7s} {'vs LCS¹':>7s} {'vs LCS²':>7s} "
+        f"{'CPU s':>7s} {'M acc/s':>7s} {'vs LCS¹':>7s} {'vs LCS²':>7s} {'faults':>11s}"
     )
-    for name, seconds, cpu, faults in rows:
+    for i, (name, seconds, cpu, faults) in enumerate(rows):
         rate, cpu_rate = args.accesses / seconds, args.accesses / cpu
+        same_wall = same_cpu = "      -"
+        if i in same_size_peer:
+            peer_s, peer_cpu = same_size_peer[i]
+            same_wall, same_cpu = f"{peer_s / seconds:6.1f}x", f"{peer_cpu / cpu:6.1f}x"
         print(
-            f"{name:78s} {seconds:7.2f} {rate / 1e6:7.1f} {rate / base_wall:6.1f}x "
-            f"{cpu:7.2f} {cpu_rate / 1e6:7.1f} {cpu_rate / base_cpu:6.1f}x {faults:11,d}"
+            f"{name:78s} {seconds:7.2f} {rate / 1e6:7.1f} {rate / base_wall:6.1f}x {same_wall} "
+            f"{cpu:7.2f} {cpu_rate / 1e6:7.1f} {cpu_rate / base_cpu:6.1f}x {same_cpu} "
+            f"{faults:11,d}"
         )
     for regime, m in multi.items():
         print(
@@ -296,9 +305,18 @@ def main() -> None:
         "¹ relative to libCacheSim LRU with a cache of 1/4 footprint, wall time to wall time "
         "and CPU time to CPU time (the replay's CPU time counts its decoding thread too)"
     )
+    print("² relative to libCacheSim LRU with a cache of the engine row's guest memory")
     print(f"second process: first replay call returns after {start_s:.2f} s (numba cache warm)")
     if args.json:
-        print(json.dumps({"rows": rows, "second_process_s": start_s}))
+        print(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "same_size_peer": {rows[i][0]: peer for i, peer in same_size_peer.items()},
+                    "second_process_s": start_s,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":
