@@ -7,14 +7,14 @@ and nothing iterates the table, so its layout never shows in the results."""
 
 from __future__ import annotations
 
-from balloonreplay.engine.flags import jit
+from balloonreplay.engine.flags import inline
 
 # splitmix64's constants as signed int64 (uint64 literals would make numba use floats).
 GOLDEN_SIGNED = -7046029254386353131
 MIX1_SIGNED = -4658895280553007687
 
 
-@jit
+@inline
 def _slot(content, domain, mask):
     x = content * GOLDEN_SIGNED + domain * 0x632BE59BD9B4E019
     x ^= x >> 29
@@ -23,7 +23,7 @@ def _slot(content, domain, mask):
     return x & mask
 
 
-@jit
+@inline
 def ht_find(T, mask, content, domain):
     i = _slot(content, domain, mask)
     while T[i, 2] != 0:
@@ -33,7 +33,7 @@ def ht_find(T, mask, content, domain):
     return -1
 
 
-@jit
+@inline
 def ht_insert(T, mask, content, domain, value):
     """Insert a key known to be absent."""
     i = _slot(content, domain, mask)
@@ -44,7 +44,7 @@ def ht_insert(T, mask, content, domain, value):
     T[i, 2] = value
 
 
-@jit
+@inline
 def ht_delete(T, mask, i):
     """Remove the entry in slot i (backward-shift deletion)."""
     T[i, 2] = 0
