@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from engine_helpers import trace_table
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import balloonreplay
 from balloonreplay import replay as replay_module
@@ -89,3 +91,66 @@ def test_row_spill_is_a_fifo_per_vm():
     finally:
         spill.close()
     assert not spill.directory.exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 40), min_size=3, max_size=3),  # rows the kernel uses
+            st.lists(st.integers(0, 30), min_size=3, max_size=3),  # rows a batch brings
+        ),
+        max_size=25,
+    ),
+    max_rows=st.integers(1, 60),
+)
+def test_buffers_give_each_vm_its_rows_in_order(steps, max_rows):
+    """Whatever the kernel consumes and the batches bring, each VM's rows in memory are
+    the next ones of its own sequence (regions grow, unconsumed rows move to a region's
+    start, the overflow waits on disk), and never more than max_rows of them."""
+    from balloonreplay.engine import state as S
+
+    nvm = 3
+    VS = np.zeros((nvm, S.VM_FIELDS), dtype=np.int64)
+    buffers = replay_module._Buffers(VS, [10**9] * nvm, None, max_rows)
+    sent = [[] for _ in range(nvm)]  # every row each VM was given, in order (its t)
+    used = [0] * nvm
+    t = 0
+    try:
+        for consume, bring in steps:
+            for v in range(nvm):
+                n = min(consume[v], int(VS[v, S.V_END] - VS[v, S.V_POS]))
+                VS[v, S.V_POS] += n
+                used[v] += n
+            while buffers.refill():
+                pass
+            t_col = np.arange(t, t + sum(bring), dtype=np.int64)
+            t += sum(bring)
+            vm = np.repeat(np.arange(nvm), bring)
+            for v in range(nvm):
+                sent[v].extend(t_col[vm == v].tolist())
+            buffers.add(
+                {
+                    "t": t_col,
+                    "page": t_col * 7,
+                    "write": (t_col % 2).astype(np.uint8),
+                    "known": np.ones(len(t_col), dtype=np.uint8),
+                    "content": -t_col,
+                    "file": (t_col % 3 == 0).astype(np.uint8),
+                    "counts": np.array(bring, dtype=np.int64),
+                }
+            )
+            t_kernel, page, write, known, content, file_backed = buffers.arrays()
+            assert not t_kernel.flags.writeable  # the kernel's one array type
+            for v in range(nvm):
+                pos, end = int(VS[v, S.V_POS]), int(VS[v, S.V_END])
+                assert end - pos <= max_rows
+                rows = t_kernel[pos:end]
+                assert rows.tolist() == sent[v][used[v] : used[v] + end - pos]
+                assert (page[pos:end] == rows * 7).all() and (content[pos:end] == -rows).all()
+                assert (write[pos:end] == rows % 2).all() and (known[pos:end] == 1).all()
+                assert (file_backed[pos:end] == (rows % 3 == 0)).all()
+                pending = 0 if buffers.spill is None else int(buffers.spill.pending[v])
+                assert used[v] + (end - pos) + pending == len(sent[v])
+    finally:
+        buffers.close()
