@@ -224,7 +224,8 @@ class _Buffers:
         # With several VMs: writable columns behind self.cols, cut in per-VM regions
         # (_append).
         self.base = {c: np.zeros(0, dtype=self.DTYPES[c]) for c in self.COLUMNS}
-        self.cap = 0
+        self.region = np.zeros(self.nvm, dtype=np.int64)
+        self.region_start = np.zeros(self.nvm, dtype=np.int64)
         self.t0: int | None = None
         self.path = trace_path
 
@@ -336,25 +337,27 @@ class _Buffers:
         self._append(fresh)
 
     def _append(self, fresh: list[dict[str, np.ndarray]]) -> None:
-        """Put ``fresh[v]`` behind VM v's unconsumed rows. Each VM has a region of ``cap``
-        rows in the columns; rows stay where they are until the region's end is reached
-        (then the VM's unconsumed rows move to its start) or the region is too small
-        (then every region grows). So a row is copied about once, where rebuilding the
-        columns at every batch copied every VM's unconsumed rows again."""
+        """Put ``fresh[v]`` behind VM v's unconsumed rows. Each VM has a region of the
+        columns (``region[v]`` rows from ``region_start[v]``); rows stay where they are
+        until the region's end is reached (then the VM's unconsumed rows move to its
+        start) or the region is too small (then the regions are laid out anew, that VM's
+        at least doubled, never beyond ``max_rows`` unless a VM holds more). So a row is
+        copied about once, where rebuilding the columns at every batch copied every VM's
+        unconsumed rows again."""
         pos = self.VS[:, self.V_POS].copy()
         end = self.VS[:, self.V_END].copy()
         counts = np.array([len(rows["t"]) for rows in fresh], dtype=np.int64)
-        need = int((end - pos + counts).max())
-        if need > self.cap:
-            cap = min(max(need, 2 * self.cap), max(self.max_rows, need))
-            self._regions(cap, pos, end)
+        need = end - pos + counts
+        if (need > self.region).any():
+            grown = np.minimum(np.maximum(need, 2 * self.region), self.max_rows)
+            self._regions(np.where(need > self.region, np.maximum(grown, need), self.region))
             pos, end = self.VS[:, self.V_POS].copy(), self.VS[:, self.V_END].copy()
         for v in range(self.nvm):
             n = int(counts[v])
             if n == 0:
                 continue
-            start = v * self.cap
-            if end[v] + n > start + self.cap:  # move the unconsumed rows to the start
+            start = int(self.region_start[v])
+            if end[v] + n > start + self.region[v]:  # move the unconsumed rows to the start
                 held = int(end[v] - pos[v])
                 for col in self.base.values():
                     col[start : start + held] = col[pos[v] : end[v]]
@@ -365,17 +368,19 @@ class _Buffers:
         self.VS[:, self.V_POS] = pos
         self.VS[:, self.V_END] = end
 
-    def _regions(self, cap: int, pos: np.ndarray, end: np.ndarray) -> None:
-        """New columns with a region of ``cap`` rows per VM, each VM's unconsumed rows
-        at the start of its region."""
-        base = {name: np.empty(self.nvm * cap, dtype=self.DTYPES[name]) for name in self.COLUMNS}
+    def _regions(self, region: np.ndarray) -> None:
+        """New columns with ``region[v]`` rows for VM v, its unconsumed rows at the start."""
+        starts = np.concatenate([[0], np.cumsum(region)[:-1]]).astype(np.int64)
+        total = int(region.sum())
+        base = {name: np.empty(total, dtype=self.DTYPES[name]) for name in self.COLUMNS}
         for v in range(self.nvm):
-            held = int(end[v] - pos[v])
+            pos, end = int(self.VS[v, self.V_POS]), int(self.VS[v, self.V_END])
+            start = int(starts[v])
             for name, col in base.items():
-                col[v * cap : v * cap + held] = self.base[name][pos[v] : end[v]]
-            self.VS[v, self.V_POS] = v * cap
-            self.VS[v, self.V_END] = v * cap + held
-        self.base, self.cap = base, cap
+                col[start : start + end - pos] = self.base[name][pos:end]
+            self.VS[v, self.V_POS] = start
+            self.VS[v, self.V_END] = start + end - pos
+        self.base, self.region, self.region_start = base, region.astype(np.int64), starts
         for name, col in base.items():
             view = col.view()
             view.flags.writeable = False  # the kernel's one array type (_readonly)
@@ -698,7 +703,7 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     batches = _prefetch(source, buffers.prepare)
     # A policy that keeps the base class's decide() changes nothing after its start
     # (``none``, ``static``): its epochs need no snapshot.
-    decides = type(policy).decide is not HostPolicy.decide
+    decides = getattr(policy.decide, "__func__", None) is not HostPolicy.decide
     epoch = 0
     try:
         while True:

@@ -140,8 +140,13 @@ def test_buffers_give_each_vm_its_rows_in_order(steps, max_rows):
                     "counts": np.array(bring, dtype=np.int64),
                 }
             )
-            t_kernel, page, write, known, content, file_backed = buffers.arrays()
-            assert not t_kernel.flags.writeable  # the kernel's one array type
+            arrays = buffers.arrays()
+            t_kernel, page, write, known, content, file_backed = arrays
+            dtypes = (np.int64, np.int64, np.uint8, np.uint8, np.int64, np.uint8)
+            for a, dtype in zip(arrays, dtypes, strict=True):
+                # the kernel's one array type per argument (another would compile anew)
+                assert a.dtype == dtype and a.flags.c_contiguous and not a.flags.writeable
+            assert (buffers.region <= max_rows).all()  # memory stays bounded
             for v in range(nvm):
                 pos, end = int(VS[v, S.V_POS]), int(VS[v, S.V_END])
                 assert end - pos <= max_rows
