@@ -6,7 +6,9 @@ fresh state to the end, several times in one process, and reports the best and t
 median: on a shared machine the same binary's runs differ by up to 2x, and only the
 best of several is comparable between variants. Beside it, a bare numba LRU (two
 one-dimensional link arrays over dense page ids, nothing else) on the same page
-sequence: the speed an LRU simulator can reach on this machine.
+sequence: the speed an LRU simulator can reach on this machine. Then the kernel alone on
+``bench_replay.py``'s two 8-VM runs (balloons, host swapping and page sharing under 1.5x
+overcommit).
 
 Usage: ``NUMBA_CACHE_DIR=.venv/numba-cache .venv/bin/python benchmarks/bench_kernel.py
 [--accesses N] [--reps R] [--raw-ids]``.
@@ -27,10 +29,22 @@ from bench_replay import write_traces
 from balloonreplay.engine import kernel
 from balloonreplay.engine import state as S
 from balloonreplay.engine.state import allocate
-from balloonreplay.replay import _as_trace, _Buffers, _pages_per_vm, build_config, warm_up
+from balloonreplay.policies import Decision
+from balloonreplay.replay import (
+    _apply,
+    _as_trace,
+    _Buffers,
+    _pages_per_vm,
+    _Samples,
+    build_config,
+    warm_up,
+)
 
 
-def kernel_seconds(path: Path, reps: int, **options) -> list[float]:
+def kernel_seconds(path: Path, reps: int, balloon_fraction: float = 0.0, **options) -> list[float]:
+    """Best-first run times of the kernel over the whole trace; ``balloon_fraction``: every
+    VM's balloon target from the start, as a share of its memory (bench_replay's
+    SteadyBalloon)."""
     trace = _as_trace(path, None)
     config = build_config(trace, **options)
     pages_per_vm = _pages_per_vm(trace, config.num_vms)
@@ -43,6 +57,10 @@ def kernel_seconds(path: Path, reps: int, **options) -> list[float]:
     for _ in range(reps):
         state = allocate(config, pages_per_vm)
         state.VS[:] = loaded.VS
+        if balloon_fraction:
+            targets = np.asarray(config.config_pages) * balloon_fraction
+            decision = Decision(balloon_target_pages=targets.astype(np.int64))
+            _apply(state, config, decision, _Samples(config.num_vms))
         started = time.perf_counter()
         while True:
             status = kernel.run(*state, *buffers.arrays())
@@ -127,6 +145,23 @@ def main() -> None:
                 bare.append(time.perf_counter() - started)
             bare.sort()
             print(f"bare LRU,          {label:16s} {bare[0]:6.3f} s  {bare[len(bare) // 2]:6.3f} s")
+        # bench_replay's 8-VM runs (1.5x overcommit, balloons at 20%, host swapping, page
+        # sharing), the kernel alone: where the model's events and the quantum loop cost.
+        per_vm = args.pages // 8
+        for regime, vm_pages in (("fits", per_vm), ("stress", per_vm // 2)):
+            times = kernel_seconds(
+                paths["multi"],
+                args.reps,
+                balloon_fraction=0.2,
+                vms=f"{vm_pages}p",
+                host=f"{int(vm_pages * 8 / 1.5)}p",
+                guest_policy="lru",
+                sharing=True,
+                scan_rate_pages_per_s=5_000,
+            )
+            print(
+                f"kernel, 8 VMs,     {regime:16s} {times[0]:6.3f} s  {times[len(times) // 2]:6.3f} s"
+            )
 
 
 if __name__ == "__main__":
