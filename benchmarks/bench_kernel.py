@@ -24,7 +24,7 @@ from pathlib import Path
 import numba
 import numpy as np
 import pyarrow.parquet as pq
-from bench_replay import write_traces
+from bench_replay import SteadyBalloon, multi_vm_runs, write_traces
 
 from balloonreplay.engine import kernel
 from balloonreplay.engine import state as S
@@ -145,19 +145,14 @@ def main() -> None:
                 bare.append(time.perf_counter() - started)
             bare.sort()
             print(f"bare LRU,          {label:16s} {bare[0]:6.3f} s  {bare[len(bare) // 2]:6.3f} s")
-        # bench_replay's 8-VM runs (1.5x overcommit, balloons at 20%, host swapping, page
-        # sharing), the kernel alone: where the model's events and the quantum loop cost.
-        per_vm = args.pages // 8
-        for regime, vm_pages in (("fits", per_vm), ("stress", per_vm // 2)):
+        # bench_replay's 8-VM runs, the kernel alone: where the model's events and the
+        # quantum loop cost.
+        for regime, options in multi_vm_runs(args.pages, 8).items():
             times = kernel_seconds(
                 paths["multi"],
                 args.reps,
-                balloon_fraction=0.2,
-                vms=f"{vm_pages}p",
-                host=f"{int(vm_pages * 8 / 1.5)}p",
-                guest_policy="lru",
-                sharing=True,
-                scan_rate_pages_per_s=5_000,
+                balloon_fraction=SteadyBalloon.Params().fraction,
+                **options,
             )
             print(
                 f"kernel, 8 VMs,     {regime:16s} {times[0]:6.3f} s  {times[len(times) // 2]:6.3f} s"

@@ -150,6 +150,28 @@ class SteadyBalloon(HostPolicy):
         return Decision(balloon_target_pages=(s.config_pages * self.params.fraction).astype(int))
 
 
+def multi_vm_runs(pages: int, vms: int) -> dict[str, dict]:
+    """The 8-VM runs' replay options (policy aside: SteadyBalloon), by regime. Both have
+    1.5x overcommit of the footprint, balloons, host swapping and page sharing active.
+    "fits": each guest is configured with its whole footprint, so paging comes from the
+    host's overcommit (balloons take 20%, the host swaps the rest): the regime a
+    consolidation study explores. "stress": each guest has half its footprint, so it also
+    thrashes on its own (slowdowns in the hundreds): every model event at its highest
+    rate."""
+    per_vm = pages // vms
+    host_pages = int(per_vm * vms / 1.5)
+    return {
+        regime: dict(
+            vms=f"{vm_pages}p",
+            host=f"{min(host_pages, int(vm_pages * vms / 1.5))}p",
+            guest_policy="lru",
+            sharing=True,
+            scan_rate_pages_per_s=5_000,  # KSM: 100 pages per 20 ms
+        )
+        for regime, vm_pages in (("fits", per_vm), ("stress", per_vm // 2))
+    }
+
+
 def time_libcachesim(path: Path, cache_pages: int, requests: int) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds, misses) of libCacheSim's LRU over the trace."""
     import libcachesim as lcs
@@ -246,25 +268,9 @@ def main() -> None:
         base_wall = args.accesses / rows[0][1]
         base_cpu = args.accesses / rows[0][2]
 
-        per_vm = args.pages // args.vms
-        host_pages = int(per_vm * args.vms / 1.5)  # 1.5x overcommit of the footprint
         multi: dict[str, dict] = {}
-        # Two pressure regimes, both with balloons, host swapping and sharing active:
-        # "fits": each guest is configured with its whole footprint, so paging comes from
-        # the host's overcommit (balloons take 20%, the host swaps the rest): the regime a
-        # consolidation study explores (slowdowns of a few x at most).
-        # "stress": each guest has half its footprint, so it also thrashes on its own
-        # (slowdowns in the hundreds): every model event at its highest rate.
-        for regime, vm_pages in (("fits", per_vm), ("stress", per_vm // 2)):
-            result, cpu_s = replay_timed(
-                paths["multi"],
-                vms=f"{vm_pages}p",
-                host=f"{min(host_pages, int(vm_pages * args.vms / 1.5))}p",
-                policy=SteadyBalloon(),
-                guest_policy="lru",
-                sharing=True,
-                scan_rate_pages_per_s=5_000,  # KSM: 100 pages per 20 ms
-            )
+        for regime, options in multi_vm_runs(args.pages, args.vms).items():
+            result, cpu_s = replay_timed(paths["multi"], policy=SteadyBalloon(), **options)
             m = result.summary
             m["shared_at_end"] = int(result.metrics.groupby("vm").shared_pages.last().sum())
             multi[regime] = m

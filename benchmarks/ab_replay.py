@@ -1,0 +1,109 @@
+"""Two versions of the engine against each other, end to end, in interleaved rounds.
+
+On a shared machine one run per version says little: the same binary's wall time moves
+by 20-40% from one minute to the next. This script generates bench_replay.py's traces
+once, then runs bench_replay's four replays (one VM at a quarter and at the whole of its
+footprint; eight VMs under 1.5x overcommit with balloons, host swapping and sharing,
+guests fitting and at half their footprint) in a fresh process per version and round,
+alternating the versions, and prints each run's best and median wall seconds.
+
+Each checkout is imported from its own directory (PYTHONPATH) with its own numba cache
+(``CHECKOUT/.venv/ab-numba-cache``), compiled outside the timing. Usage::
+
+    git worktree add /tmp/before <commit>
+    .venv/bin/python benchmarks/ab_replay.py /tmp/before . [--rounds 5] [--accesses N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_replay import SteadyBalloon, multi_vm_runs, write_traces
+
+VMS = 8
+
+
+def child(trace_dir: Path, pages: int) -> None:
+    """One round in this process: the four replays with the checkout on sys.path."""
+    import balloonreplay
+    from balloonreplay.replay import warm_up
+
+    warm_up()
+    runs = {
+        "1 VM, 1/4 footprint": (
+            "zipf-1vm.parquet",
+            {"vms": f"{pages // 4}p", "guest_policy": "lru"},
+        ),
+        "1 VM, whole footprint": ("zipf-1vm.parquet", {"vms": f"{pages}p", "guest_policy": "lru"}),
+    }
+    for regime, options in multi_vm_runs(pages, VMS).items():
+        runs[f"{VMS} VMs, {regime}"] = (
+            f"zipf-{VMS}vm.parquet",
+            {"policy": SteadyBalloon()} | options,
+        )
+    seconds = {}
+    for name, (trace, options) in runs.items():
+        result = balloonreplay.replay(trace_dir / trace, **options)
+        seconds[name] = result.summary["replay_seconds"]
+    print(json.dumps(seconds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkouts", nargs=2, type=Path, help="before and after")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--accesses", type=int, default=20_000_000)
+    parser.add_argument("--pages", type=int, default=2_000_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        child(args.child, args.pages)
+        return
+    checkouts = [c.resolve() for c in args.checkouts]
+    for c in checkouts:
+        if not (c / "balloonreplay" / "replay.py").is_file():
+            parser.error(f"{c}: expected a balloonreplay checkout (balloonreplay/replay.py)")
+    times: dict[Path, dict[str, list[float]]] = {c: {} for c in checkouts}
+    with tempfile.TemporaryDirectory(prefix="ab-replay-") as tmp:
+        started = time.perf_counter()
+        write_traces(Path(tmp), args.accesses, args.pages, VMS, args.seed)
+        print(f"generated traces in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        for r in range(args.rounds):
+            for c in checkouts:
+                env = os.environ | {
+                    "PYTHONPATH": str(c),
+                    "NUMBA_CACHE_DIR": str(c / ".venv" / "ab-numba-cache"),
+                }
+                out = subprocess.run(
+                    [sys.executable, __file__, *map(str, checkouts), "--child", tmp]
+                    + ["--pages", str(args.pages)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
+                if out.returncode != 0:
+                    raise SystemExit(f"round {r + 1}, {c}: the replays failed:\n{out.stderr}")
+                for name, s in json.loads(out.stdout.strip().splitlines()[-1]).items():
+                    times[c].setdefault(name, []).append(s)
+                print(f"round {r + 1}/{args.rounds}: {c} done", file=sys.stderr)
+    print(f"{args.accesses:,} accesses, wall seconds over {args.rounds} interleaved rounds")
+    print(f"{'run':24s}" + "".join(f" {c.name[-18:]:>18s} best / median" for c in checkouts))
+    for name in times[checkouts[0]]:
+        cells = "".join(
+            f" {min(times[c][name]):25.2f} / {statistics.median(times[c][name]):6.2f}"
+            for c in checkouts
+        )
+        print(f"{name:24s}{cells}")
+
+
+if __name__ == "__main__":
+    main()
