@@ -121,6 +121,25 @@ def test_a_runtime_policy_gets_its_parameters_through_the_replay_api(small_trace
     assert list(last["balloon_pages"]) == [30, 30]
 
 
+@pytest.mark.parametrize("engine", ["numba", "reference"])
+def test_a_decide_given_to_a_policy_object_is_called_at_every_epoch(small_trace, engine):
+    """The engine skips snapshots for a policy whose decide() is the base class's (it
+    decides nothing); one given its own decide() on the instance still gets them."""
+    policy = make_policy("none")
+    seen = []
+
+    def decide(snapshot):
+        seen.append(snapshot.epoch)
+        return Decision(balloon_target_pages=[25] * snapshot.num_vms)
+
+    policy.decide = decide
+    result = run(small_trace, [200, 120], 320, policy, engine=engine)
+    epochs = int(result.metrics["epoch"].max())
+    assert seen == list(range(epochs))  # every epoch end but the run's last row
+    last = result.metrics[result.metrics["epoch"] == epochs]
+    assert list(last["balloon_pages"]) == [25, 25]
+
+
 def test_balloon_reclaims_without_host_swapping_and_blocks_when_it_cannot_keep_up():
     """Two VMs sweep 2600 pages, then use 1800, on a 4500-page host."""
     stream = np.concatenate([np.arange(2600), np.arange(5400) % 1800])
