@@ -569,6 +569,7 @@ class _Samples:
 
     def __init__(self, num_vms: int):
         self.frames = [np.zeros(0, dtype=np.int64) for _ in range(num_vms)]
+        self.all = np.zeros(0, dtype=np.int64)  # every VM's, for the kernel's epoch pass
 
     def redraw(self, state, sizes) -> None:
         from balloonreplay.engine import kernel
@@ -577,13 +578,14 @@ class _Samples:
             new = np.zeros(max(int(k), 0), dtype=np.int64)
             kernel.draw_sample(state.F, state.VS, state.RNG, v, self.frames[v], new)
             self.frames[v] = new
+        self.all = np.concatenate(self.frames)
 
     def counts(self, state) -> tuple[np.ndarray, np.ndarray]:
         from balloonreplay.engine import state as S
 
         sampled = np.array([len(f) for f in self.frames], dtype=np.int64)
         touched = np.array(
-            [np.count_nonzero(state.F[f, S.F_ABIT] & S.ABIT_SAMPLE_TOUCHED) for f in self.frames],
+            [np.count_nonzero(state.F[f, S.F_ACCESS] & S.FA_SAMPLE_TOUCHED) for f in self.frames],
             dtype=np.int64,
         )
         return sampled, touched
@@ -721,7 +723,7 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
                         progress.update(rows_read)
             elif status == S.ST_EPOCH_END:
                 t_ns = int(state.G[S.G_NOW])
-                kernel.sampling_pass(state.F, state.FC, state.P, state.VS, state.G, state.TS)
+                kernel.sampling_pass(state.F, state.FC, state.P, state.VS, state.G, samples.all)
                 rows.append(epoch_rows.take(state, epoch, t_ns))
                 state.CNT[:] = 0
                 if decides:
@@ -730,7 +732,7 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
                 epoch += 1
                 state.G[S.G_EPOCH_END] += config.epoch_ns
             elif status == S.ST_DONE:
-                kernel.sampling_pass(state.F, state.FC, state.P, state.VS, state.G, state.TS)
+                kernel.sampling_pass(state.F, state.FC, state.P, state.VS, state.G, samples.all)
                 rows.append(epoch_rows.take(state, epoch, int(state.G[S.G_NOW])))
                 break
             else:

@@ -57,15 +57,16 @@ def kernel_seconds(path: Path, reps: int, balloon_fraction: float = 0.0, **optio
     for _ in range(reps):
         state = allocate(config, pages_per_vm)
         state.VS[:] = loaded.VS
+        samples = _Samples(config.num_vms)
         if balloon_fraction:
             targets = np.asarray(config.config_pages) * balloon_fraction
             decision = Decision(balloon_target_pages=targets.astype(np.int64))
-            _apply(state, config, decision, _Samples(config.num_vms))
+            _apply(state, config, decision, samples)
         started = time.perf_counter()
         while True:
             status = kernel.run(*state, *buffers.arrays())
             if status == S.ST_EPOCH_END:
-                kernel.sampling_pass(state.F, state.FC, state.P, state.VS, state.G, state.TS)
+                kernel.sampling_pass(state.F, state.FC, state.P, state.VS, state.G, samples.all)
                 state.G[S.G_EPOCH_END] += config.epoch_ns
             elif status == S.ST_DONE:
                 break

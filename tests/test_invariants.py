@@ -83,12 +83,16 @@ def _swapped_page(state):
     return int(np.flatnonzero(where == S.IN_SWAP)[0])
 
 
-def _tag_without_access_bit(state):
+def _frame_tag_not_passed_on(state):
+    """A frame keeps this epoch's access tag (a page that left it was accessed) while the
+    page it holds has none: the page's next hit would count the frame as touched again."""
     f = _resident_frame(state)
     pg = state.F[f, S.F_PAGE]
-    state.F[f, S.F_ABIT] &= ~S.ABIT_ACCESSED
     tag = int(state.G[S.G_ACCESS_TAG])
-    state.P[pg, S.P_FLAGS] = (state.P[pg, S.P_FLAGS] & S.PF_LOW_MASK) | (tag << S.PF_TAG_SHIFT)
+    state.F[f, S.F_ACCESS] = (state.F[f, S.F_ACCESS] & S.FA_SAMPLE_TOUCHED) | (
+        tag << S.FA_TAG_SHIFT
+    )
+    state.P[pg, S.P_FLAGS] &= S.PF_LOW_MASK
 
 
 def _unlink_second(state):
@@ -121,8 +125,8 @@ CORRUPTIONS = {
         ),
         S.ERR_LINK,
     ),
-    "page's access tag without its frame's access bit": (
-        lambda s: _tag_without_access_bit(s),
+    "frame's access tag not passed on to its page": (
+        lambda s: _frame_tag_not_passed_on(s),
         S.ERR_LINK,
     ),
     "guest list shorter than its count": (

@@ -6,6 +6,8 @@ from balloonreplay.engine.flags import inline, jit
 from balloonreplay.engine.guest import guest_hit, guest_insert, guest_remove, guest_victim
 from balloonreplay.engine.host import cow_break, get_page, host_swap_in, stall
 from balloonreplay.engine.pages import (
+    access_mirrored,
+    leave_frame,
     mirror_frame,
     page_dirty,
     page_file,
@@ -16,8 +18,6 @@ from balloonreplay.engine.pages import (
     with_access_mirror,
 )
 from balloonreplay.engine.state import (
-    ABIT_ACCESSED,
-    ABIT_SAMPLED,
     C_ACCESSES,
     C_DISK_READS,
     C_DISK_WRITES,
@@ -30,7 +30,6 @@ from balloonreplay.engine.state import (
     C_STALE,
     C_ZERO_FILLS,
     ERR_CONTENT,
-    F_ABIT,
     F_HOST,
     F_PAGE,
     FC_CONTENT,
@@ -166,6 +165,7 @@ def evict(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg):
     if track:
         FC[f, FC_GUEST] = FREE
     set_page_dirty(P, pg, False)
+    leave_frame(F, P, G, f, pg)
     P[pg, P_FRAME] = NIL
     F[f, F_PAGE] = NIL
     VS[v, V_RESIDENT] -= 1
@@ -207,7 +207,7 @@ def fault(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, known, content):
     set_page_dirty(P, pg, False)
     P[pg, P_FRAME] = f
     F[f, F_PAGE] = pg
-    mirror_frame(F, P, f)
+    mirror_frame(F, P, G, f)
     VS[v, V_RESIDENT] += 1
     guest_insert(P, VS, G, v, pg)
     return f
@@ -222,6 +222,7 @@ def free_page(F, FC, P, PC, VS, G, L, CNT, FS, v, pg):
     f = P[pg, P_FRAME]
     if f != NIL:
         guest_remove(P, VS, G, v, pg)
+        leave_frame(F, P, G, f, pg)
         F[f, F_PAGE] = NIL
         if G[G_TRACK] == 1:
             FC[f, FC_GUEST] = FREE
@@ -248,7 +249,7 @@ def free_page(F, FC, P, PC, VS, G, L, CNT, FS, v, pg):
 
 
 @inline
-def access(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, TS, v, pg, write, known, content, file_backed):
+def access(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, write, known, content, file_backed):
     """One access of VM v to global page pg. False: blocked (retry next quantum)."""
     if write == FREE_OP:
         free_page(F, FC, P, PC, VS, G, L, CNT, FS, v, pg)
@@ -277,12 +278,10 @@ def access(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, TS, v, pg, write, known, co
             FC[f, FC_CONTENT] = content
         if file_backed:
             set_page_dirty(P, pg, True)
-    abit = F[f, F_ABIT]
-    if abit & ABIT_ACCESSED == 0:
-        # ABIT_SAMPLED (2) shifted is ABIT_SAMPLE_TOUCHED (4)
-        F[f, F_ABIT] = abit | ABIT_ACCESSED | ((abit & ABIT_SAMPLED) << 1)
-        TS[VS[v, V_FBASE] + VS[v, V_NTOUCH]] = f  # so the epoch's pass visits only these
+    flags = P[pg, P_FLAGS]
+    tag = G[G_ACCESS_TAG]
+    if not access_mirrored(flags, tag):  # the frame's first access in the epoch
         VS[v, V_NTOUCH] += 1
-    P[pg, P_FLAGS] = with_access_mirror(P[pg, P_FLAGS], G[G_ACCESS_TAG])
+        P[pg, P_FLAGS] = with_access_mirror(flags, tag)
     CNT[v, C_ACCESSES] += 1
     return True

@@ -4,9 +4,9 @@ bookkeeping in registers.
 Most accesses of a replay hit a resident page whose frame is backed by the host; such a
 hit changes only the guest policy's list, the page's dirty bit, the content recorded for
 a write (when contents are tracked), the frame's access bit (once per epoch) and a few
-counts. Everything else it reads is in the page's row and its list neighbours' rows (the
-page row mirrors its frame's host state and access bit: engine/pages.py), so a hit reads
-the frame row only on the page's first access in an epoch (or first since it came in).
+counts. Everything it reads and writes is in the page's row and its list neighbours' rows
+(the page row mirrors its frame's host state and holds the frame's access bit:
+engine/pages.py), so a hit never reads the frame row.
 Most faults of an lru or fifo guest need nothing of the host either (the victim's frame
 is backed, or a free frame is, or the host has free machine pages): ``plain_fault``
 replays those. And a lone VM with nothing else happening at quantum boundaries runs on
@@ -32,15 +32,19 @@ from balloonreplay.engine.access import count_eviction, count_fill, fill_source,
 from balloonreplay.engine.flags import inline
 from balloonreplay.engine.guest_twolist import twolist_hit
 from balloonreplay.engine.host import host_list_add, set_host
-from balloonreplay.engine.pages import HOST_MIRROR, access_mirrored, page_where, with_access_mirror
+from balloonreplay.engine.pages import (
+    HOST_MIRROR,
+    access_mirrored,
+    entry_tag,
+    leave_frame,
+    page_where,
+    with_access_mirror,
+)
 from balloonreplay.engine.prefetch import prefetch_row
 from balloonreplay.engine.state import (
-    ABIT_ACCESSED,
-    ABIT_SAMPLED,
     BACKED,
     C_ACCESSES,
     C_STALL,
-    F_ABIT,
     F_HOST,
     F_PAGE,
     FC_CONTENT,
@@ -77,6 +81,7 @@ from balloonreplay.engine.state import (
     PF_HOST_SWAPPED,
     PF_LOW_MASK,
     PF_REF,
+    PF_TAG_SHIFT,
     PF_WHERE_MASK,
     PF_WHERE_SHIFT,
     RESIDENT,
@@ -95,36 +100,20 @@ from balloonreplay.engine.state import (
     V_TARGET,
 )
 
-# How far ahead (in accesses) the replay prefetches a page row, the frame row of a page
-# whose access bit is not yet set this epoch, and a page's list neighbours: each stage
-# reads the row the previous one brought in.
-PF_PAGE, PF_FRAME, PF_LINKS = 16, 8, 4
+# How far ahead (in accesses) the replay prefetches a page row. It does not prefetch
+# more of the accesses ahead: a second stage that loaded the row of the page a few
+# accesses ahead to prefetch its list neighbours (and its cold rows for a tracked write)
+# made every replay of the benchmark 9-15% slower (benchmarks/bench_kernel.py), as
+# those loads of rows still on their way stall the loop.
+PF_PAGE = 16
 
 
 @inline
-def prefetch_ahead(F, FC, P, PC, VS, BP, BW, v, pos, stop, track, tail_victim, tail, tag):
-    """Start loading the rows the accesses a few positions ahead will need, and the rows
-    the next eviction will touch (for policies whose victim is the list tail)."""
+def prefetch_ahead(F, P, VS, BP, v, pos, stop, tail_victim, tail):
+    """Start loading the page row of the access a few positions ahead, and the rows the
+    next eviction will touch (for policies whose victim is the list tail)."""
     if pos + PF_PAGE < stop:
         prefetch_row(P, BP[pos + PF_PAGE])
-    if pos + PF_FRAME < stop:
-        pa = BP[pos + PF_FRAME]
-        fa = P[pa, P_FRAME]
-        if fa != NIL and not access_mirrored(P[pa, P_FLAGS], tag):
-            prefetch_row(F, fa)
-    if pos + PF_LINKS < stop:
-        pa = BP[pos + PF_LINKS]
-        na = P[pa, P_PREV]
-        if na != NIL:
-            prefetch_row(P, na)
-        na = P[pa, P_NEXT]
-        if na != NIL:
-            prefetch_row(P, na)
-        if track:
-            prefetch_row(PC, pa)
-            fa = P[pa, P_FRAME]
-            if fa != NIL and BW[pos + PF_LINKS]:
-                prefetch_row(FC, fa)
     if tail_victim and tail != NIL and VS[v, V_FREE_N] == 0:
         # the next fault's victim: its frame, and the page before it (the next tail)
         fa = P[tail, P_FRAME]
@@ -136,13 +125,12 @@ def prefetch_ahead(F, FC, P, PC, VS, BP, BW, v, pos, stop, track, tail_victim, t
 
 
 @inline
-def plain_fault(
-    F, FC, P, PC, VS, G, L, CNT, FS, v, pg, head, tail, stall_ns, track, known, content
-):
+def plain_fault(F, FC, P, PC, VS, G, L, CNT, FS, BK, BC, pos, v, pg, head, tail, stall_ns, track):
     """A fault of an lru or fifo guest that needs nothing of the host, replayed as
-    ``access.fault`` would (with the content bookkeeping when ``track``): evict the list
-    tail from its backed frame (or take a free frame that is backed, or unbacked while
-    the host has free machine pages) and fill it. Returns (frame, list head, list tail, stall ns); frame NIL, with nothing
+    ``access.fault`` would (with the content bookkeeping when ``track``, from the
+    access's row ``pos`` of BK and BC): evict the list tail from its backed frame (or
+    take a free frame that is backed, or unbacked while the host has free machine pages)
+    and fill it. Returns (frame, list head, list tail, stall ns); frame NIL, with nothing
     changed, when the fault needs more (a host-swapped or shared frame, a full host)."""
     free_n = VS[v, V_FREE_N]
     if free_n == 0:
@@ -174,6 +162,7 @@ def plain_fault(
         )
         stall_ns += ns
         CNT[v, C_STALL] += ns
+        leave_frame(F, P, G, f, victim)
         P[victim, P_FLAGS] = (victim_flags & ~(PF_DIRTY | PF_WHERE_MASK)) | (
             where << PF_WHERE_SHIFT
         )
@@ -197,11 +186,15 @@ def plain_fault(
     stall_ns += ns
     CNT[v, C_STALL] += ns
     if track:  # (what evict would set in between, FC_GUEST = FREE, is overwritten here)
-        record_fill(FC, PC, G, f, pg, where, known, content)
+        # (BK and BC are read only here: a fault's row of them is rarely in cache)
+        record_fill(FC, PC, G, f, pg, where, BK[pos], BC[pos])
     flags = P[pg, P_FLAGS]
-    # resident, clean, in a backed frame; no access tag yet (the caller sets it)
-    P[pg, P_FLAGS] = (flags & PF_LOW_MASK & ~(PF_DIRTY | PF_WHERE_MASK | HOST_MIRROR)) | (
-        RESIDENT << PF_WHERE_SHIFT
+    # resident, clean, in a backed frame, with the frame's access tag (mirror_frame; if
+    # it has none, the caller sets the epoch's and counts the frame as touched)
+    P[pg, P_FLAGS] = (
+        (flags & PF_LOW_MASK & ~(PF_DIRTY | PF_WHERE_MASK | HOST_MIRROR))
+        | (RESIDENT << PF_WHERE_SHIFT)
+        | (entry_tag(F, G, f) << PF_TAG_SHIFT)
     )
     P[pg, P_FRAME] = f
     F[f, F_PAGE] = pg
@@ -252,7 +245,7 @@ def next_quantum(VS, G, v, issue, end):
 
 
 @inline
-def hit_run(F, FC, P, PC, VS, G, L, CNT, FS, TS, BT, BP, BW, BK, BC, BF, v, pos, stop, end, track):
+def hit_run(F, FC, P, PC, VS, G, L, CNT, FS, BT, BP, BW, BK, BC, BF, v, pos, stop, end, track):
     """Replay VM v's accesses from ``pos`` while each is a plain hit or a plain fault
     issued before ``end`` (a lone VM: before the epoch's end); return the position of the
     first one that is not (or ``stop``). kernel.run reads the quantum from G_NOW after."""
@@ -261,7 +254,6 @@ def hit_run(F, FC, P, PC, VS, G, L, CNT, FS, TS, BT, BP, BW, BK, BC, BF, v, pos,
     tail_victim = lru or gp == GP_FIFO
     active_percent = G[G_ACTIVE_PCT]
     stall_ns = VS[v, V_STALL]
-    touched_base = VS[v, V_FBASE]
     ntouch = VS[v, V_NTOUCH]
     head = VS[v, V_AH]
     tail = VS[v, V_AT]
@@ -295,14 +287,15 @@ def hit_run(F, FC, P, PC, VS, G, L, CNT, FS, TS, BT, BP, BW, BK, BC, BF, v, pos,
                 L,
                 CNT,
                 FS,
+                BK,
+                BC,
+                pos,
                 v,
                 pg,
                 head,
                 tail,
                 stall_ns,
                 track,
-                BK[pos],
-                BC[pos],
             )
             if f == NIL:
                 break
@@ -313,7 +306,7 @@ def hit_run(F, FC, P, PC, VS, G, L, CNT, FS, TS, BT, BP, BW, BK, BC, BF, v, pos,
             break
         if write and flags & PF_HOST_SHARED:  # a copy-on-write break: access() does it
             break
-        prefetch_ahead(F, FC, P, PC, VS, BP, BW, v, pos, stop, track, tail_victim, tail, tag)
+        prefetch_ahead(F, P, VS, BP, v, pos, stop, tail_victim, tail)
         old_flags = flags
         if lru:
             if pg != head:  # move to head; pg is not the head, so it has a predecessor
@@ -341,13 +334,8 @@ def hit_run(F, FC, P, PC, VS, G, L, CNT, FS, TS, BT, BP, BW, BK, BC, BF, v, pos,
                 FC[f, FC_CONTENT] = BC[pos]
             if file_backed:
                 flags |= PF_DIRTY
-        if not access_mirrored(flags, tag):
-            abit = F[f, F_ABIT]
-            if abit & ABIT_ACCESSED == 0:
-                # ABIT_SAMPLED (2) shifted is ABIT_SAMPLE_TOUCHED (4)
-                F[f, F_ABIT] = abit | ABIT_ACCESSED | ((abit & ABIT_SAMPLED) << 1)
-                TS[touched_base + ntouch] = f
-                ntouch += 1
+        if not access_mirrored(flags, tag):  # the frame's first access in the epoch
+            ntouch += 1
             flags = with_access_mirror(flags, tag)
         if flags != old_flags:
             P[pg, P_FLAGS] = flags

@@ -18,22 +18,19 @@ from balloonreplay.engine.host import (
     release,
     set_host,
 )
-from balloonreplay.engine.pages import next_access_tag
+from balloonreplay.engine.pages import frame_accessed, next_access_tag
 from balloonreplay.engine.rng import next_below
 from balloonreplay.engine.sharing import NS_PER_S, scan_step
 from balloonreplay.engine.state import (
-    ABIT_ACCESSED,
-    ABIT_SAMPLE_TOUCHED,
-    ABIT_SAMPLED,
     BACKED,
     C_BLOCKED,
     C_REPORTED,
-    F_ABIT,
+    F_ACCESS,
     F_HOST,
+    FA_SAMPLE_TOUCHED,
     FC_HNEXT,
     FC_HPREV,
     FC_KNOWN,
-    G_ACCESS_TAG,
     G_BALLOON_PROGRESS_Q,
     G_BLOCKED_Q,
     G_CUR,
@@ -141,7 +138,7 @@ def _try_skip_idle(VS, G, BT, nvm):
 
 
 @entry
-def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC, BF):
+def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, BT, BP, BW, BK, BC, BF):
     """Advance the model. Returns ST_NEED_DATA, ST_EPOCH_END, ST_DONE or ST_ERROR."""
     nvm = G[G_NVM]
     q = G[G_QUANTUM]
@@ -194,7 +191,6 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
                         L,
                         CNT,
                         FS,
-                        TS,
                         BT,
                         BP,
                         BW,
@@ -216,22 +212,7 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
                     issue = BT[pos] + VS[v, V_STALL]
                     if issue >= end:
                         break
-                    prefetch_ahead(
-                        F,
-                        FC,
-                        P,
-                        PC,
-                        VS,
-                        BP,
-                        BW,
-                        v,
-                        pos,
-                        stop,
-                        track,
-                        tail_victim,
-                        VS[v, V_AT],
-                        G[G_ACCESS_TAG],
-                    )
+                    prefetch_ahead(F, P, VS, BP, v, pos, stop, tail_victim, VS[v, V_AT])
                     if not access(
                         F,
                         FC,
@@ -244,7 +225,6 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
                         RNG,
                         FS,
                         SH,
-                        TS,
                         v,
                         BP[pos],
                         BW[pos],
@@ -285,27 +265,25 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, TS, BT, BP, BW, BK, BC
 
 
 @entry
-def sampling_pass(F, FC, P, VS, G, TS):
-    """At an epoch end: count the touched frames, clear their access bits and, for
-    lru-sampled, move them to their host-list head in frame order. With random selection
-    only the touched frames are visited. Then a new access tag makes every page's access
-    mirror stale at once (engine/pages.py; when the tags run out, that clears every page
-    row's tag, once in PF_TAG_LIMIT epochs)."""
+def sampling_pass(F, FC, P, VS, G, sampled):
+    """At an epoch end: mark the frames of the working-set samples (``sampled``: every
+    VM's, draws may repeat) that were accessed in the epoch, count each VM's touched
+    frames, and for lru-sampled move the accessed frames in memory to their host list's
+    head in frame order. Then a new access tag clears every access bit at once
+    (engine/pages.py)."""
+    for i in range(sampled.shape[0]):
+        f = sampled[i]
+        if frame_accessed(F, P, G, f):
+            F[f, F_ACCESS] |= FA_SAMPLE_TOUCHED
     for v in range(G[G_NVM]):
-        base = VS[v, V_FBASE]
-        touched = VS[v, V_NTOUCH]
         if G[G_HSEL] == HSEL_LRU:
+            base = VS[v, V_FBASE]
             for f in range(base, base + VS[v, V_C]):
-                if F[f, F_ABIT] & ABIT_ACCESSED:
-                    if in_memory(F[f, F_HOST]):
-                        move_to_head(FC, VS, v, f, FC_HPREV, FC_HNEXT, V_HH, V_HT, V_HN)
-                    F[f, F_ABIT] &= ~ABIT_ACCESSED
-        else:
-            for i in range(base, base + touched):
-                F[TS[i], F_ABIT] &= ~ABIT_ACCESSED
-        VS[v, V_TOUCHED] = touched
+                if frame_accessed(F, P, G, f) and in_memory(F[f, F_HOST]):
+                    move_to_head(FC, VS, v, f, FC_HPREV, FC_HNEXT, V_HH, V_HT, V_HN)
+        VS[v, V_TOUCHED] = VS[v, V_NTOUCH]
         VS[v, V_NTOUCH] = 0
-    next_access_tag(P, G)
+    next_access_tag(F, P, G)
 
 
 @entry
@@ -338,12 +316,10 @@ def unback_free(F, FC, P, VS, G, CNT, SH, FS, counts):
 def draw_sample(F, VS, RNG, v, old, new):
     """End VM v's working-set sample `old` and draw `new` (its length) from v's PRNG."""
     for i in range(old.shape[0]):
-        F[old[i], F_ABIT] &= ~(ABIT_SAMPLED | ABIT_SAMPLE_TOUCHED)
+        F[old[i], F_ACCESS] &= ~FA_SAMPLE_TOUCHED
     base = VS[v, V_FBASE]
     for i in range(new.shape[0]):
-        f = base + next_below(RNG, v, VS[v, V_C])
-        new[i] = f
-        F[f, F_ABIT] |= ABIT_SAMPLED
+        new[i] = base + next_below(RNG, v, VS[v, V_C])
 
 
 @entry

@@ -5,8 +5,8 @@ All state lives in a handful of arrays so a kernel call touches no Python object
 same split), ``VS`` (VMs x VM_FIELDS), ``G`` (globals), ``L`` (latencies), ``CNT`` (VMs x
 counters of the current epoch), ``RNG`` (splitmix64 states: one per VM, then the
 host's), ``FS``/``BS`` (per-VM free and balloon stacks at the VM's frame offset),
-``SH``/``CA`` (open-addressing tables of share keys: shared pages and sharing candidates)
-and ``TS`` (per VM, the frames touched this epoch). Frame and page ids are global: VM v's
+and ``SH``/``CA`` (open-addressing tables of share keys: shared pages and sharing
+candidates). Frame and page ids are global: VM v's
 frames are ``VS[v, V_FBASE] + 0..C-1`` and its pages ``VS[v, V_PBASE] + 0..P-1``.
 
 The field numbers are module constants, which numba freezes into the machine code.
@@ -32,24 +32,23 @@ NEW, RESIDENT, IN_SWAP, ON_DISK = 0, 1, 2, 3
 # Hot fields live in narrow int32 rows, P (16 bytes per page) and F (16 bytes per frame);
 # the rest lives in int64 rows FC and PC touched on faults, writes and host events only.
 # A plain hit reads and writes one page row and its list neighbours' page rows (plus the
-# frame row and the touched-frame list on the page's first access in an epoch, and the
 # cold rows for a write whose content is tracked): the guest policy's lists link pages,
-# and the page row mirrors the two facts of its frame a hit needs (host state swapped or
-# shared, access bit set), so a trace's working set of rows is one 16-byte row per page.
+# the page row mirrors its frame's host state (swapped or shared), and the page row's
+# access tag is its frame's access bit (engine/pages.py), so a trace's working set of
+# rows is one 16-byte row per page.
 
 # frame fields, hot (F, int32)
 F_HOST = 0
-F_ABIT = 1  # ABIT_* flags: access bit (sampled at epoch ends), working-set sample
+F_ACCESS = 1  # the frame's access record while it holds no page, and its sample bit
 F_PAGE = 2
 F_VM = 3
 FRAME_FIELDS = 4
 
-# F_ABIT bits. The access bit is cleared at every epoch end; a sampled frame's touched
-# bit is set by its first access in an epoch (the one that sets the access bit) and
-# lasts until the next sample, which is always drawn when every access bit is clear.
-ABIT_ACCESSED = 1
-ABIT_SAMPLED = 2
-ABIT_SAMPLE_TOUCHED = 4
+# F_ACCESS: a sampled frame's touched bit (FA_SAMPLE_TOUCHED), set at the end of every
+# epoch in which the frame was accessed and cleared when the sample is drawn anew; above
+# FA_TAG_SHIFT the access tag of the last page that left the frame (engine/pages.py).
+FA_SAMPLE_TOUCHED = 1
+FA_TAG_SHIFT = 1
 
 # frame fields, cold (FC, int64)
 FC_GUEST = 0
@@ -78,9 +77,9 @@ PF_DIRTY = 2  # a file-backed page written since it was read
 PF_REF = 4  # clock reference bit / twolist referenced flag
 PF_ACTIVE = 8  # twolist: on the active list
 # Mirrors of the page's frame, kept while the page is resident (engine/pages.py): the
-# two host bits are the frame's host state; a tag equal to G_ACCESS_TAG says the frame's
-# access bit is set (any other tag says nothing), so the epoch's end, which clears the
-# access bits, invalidates every page's mirror by changing G_ACCESS_TAG alone.
+# two host bits are the frame's host state, and a tag equal to G_ACCESS_TAG is the
+# frame's access bit (any other tag: clear), so the epoch's end clears every access bit
+# by changing G_ACCESS_TAG alone.
 PF_HOST_SWAPPED = 16
 PF_HOST_SHARED = 32
 PF_WHERE_SHIFT = 6  # NEW, RESIDENT, IN_SWAP or ON_DISK
@@ -131,7 +130,7 @@ V_INPUT_DONE = 28
 V_LAST_T = 29  # relative t of the last completed access
 V_DONE_ACC = 30  # accesses completed so far
 V_TOUCHED = 31  # frames touched in the last full epoch (gauge)
-V_NTOUCH = 32  # frames touched so far in this epoch: TS[V_FBASE : V_FBASE + V_NTOUCH]
+V_NTOUCH = 32  # frames touched so far in this epoch (whose access bit was set)
 V_ALLOW = 33  # 1: the VM may make the full host swap on demand (policy's allow_host_swap)
 VM_FIELDS = 34
 
@@ -245,7 +244,6 @@ class EngineState(NamedTuple):
     BS: np.ndarray
     SH: np.ndarray
     CA: np.ndarray
-    TS: np.ndarray  # per VM, the frames whose access bit was set this epoch
 
 
 def _table_capacity(n_frames: int) -> int:
@@ -354,5 +352,4 @@ def allocate(config: ReplayConfig, pages_per_vm: list[int], skip_idle: bool = Tr
         BS=BS,
         SH=np.zeros((cap, 3), dtype=np.int64),
         CA=np.zeros((cap, 3), dtype=np.int64),
-        TS=np.zeros(max(n_frames, 1), dtype=np.int64),
     )
