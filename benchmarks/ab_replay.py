@@ -5,13 +5,16 @@ by 20-40% from one minute to the next. This script generates bench_replay.py's t
 once, then runs bench_replay's four replays (one VM at a quarter and at the whole of its
 footprint; eight VMs under 1.5x overcommit with balloons, host swapping and sharing,
 guests fitting and at half their footprint) in a fresh process per version and round,
-alternating the versions, and prints each run's best and median wall seconds.
+alternating the versions, and prints each run's best and median wall seconds. With
+``--kernel REPS`` it times the kernel alone instead (bench_kernel.py's harness, from
+each checkout's own copy of it), best of REPS runs per process.
 
 Each checkout is imported from its own directory (PYTHONPATH) with its own numba cache
 (``CHECKOUT/.venv/ab-numba-cache``), compiled outside the timing. Usage::
 
     git worktree add /tmp/before <commit>
-    .venv/bin/python benchmarks/ab_replay.py /tmp/before . [--rounds 5] [--accesses N]
+    .venv/bin/python benchmarks/ab_replay.py /tmp/before . [--rounds 5] [--accesses N] \
+        [--kernel 3]
 """
 
 from __future__ import annotations
@@ -31,12 +34,18 @@ from bench_replay import SteadyBalloon, multi_vm_runs, write_traces
 VMS = 8
 
 
-def child(trace_dir: Path, pages: int) -> None:
-    """One round in this process: the four replays with the checkout on sys.path."""
+def child(trace_dir: Path, pages: int, kernel_reps: int) -> None:
+    """One round in this process: the four replays with the checkout on sys.path (with
+    ``kernel_reps``, the kernel alone instead, best of that many runs, timed by the
+    checkout's own bench_kernel.py, which knows that version's engine state)."""
     import balloonreplay
     from balloonreplay.replay import warm_up
 
     warm_up()
+    kernel_seconds = None
+    if kernel_reps:
+        sys.path.insert(0, str(Path(balloonreplay.__file__).parents[1] / "benchmarks"))
+        from bench_kernel import kernel_seconds
     runs = {
         "1 VM, 1/4 footprint": (
             "zipf-1vm.parquet",
@@ -51,8 +60,13 @@ def child(trace_dir: Path, pages: int) -> None:
         )
     seconds = {}
     for name, (trace, options) in runs.items():
-        result = balloonreplay.replay(trace_dir / trace, **options)
-        seconds[name] = result.summary["replay_seconds"]
+        if kernel_seconds is None:
+            result = balloonreplay.replay(trace_dir / trace, **options)
+            seconds[name] = result.summary["replay_seconds"]
+            continue
+        fraction = SteadyBalloon.Params().fraction if "policy" in options else 0.0
+        options = {k: v for k, v in options.items() if k != "policy"}
+        seconds[name] = kernel_seconds(trace_dir / trace, kernel_reps, fraction, **options)[0]
     print(json.dumps(seconds))
 
 
@@ -63,10 +77,17 @@ def main() -> None:
     parser.add_argument("--accesses", type=int, default=20_000_000)
     parser.add_argument("--pages", type=int, default=2_000_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--kernel",
+        type=int,
+        default=0,
+        metavar="REPS",
+        help="time the kernel alone (bench_kernel.py), best of REPS runs per round",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child(args.child, args.pages)
+        child(args.child, args.pages, args.kernel)
         return
     checkouts = [c.resolve() for c in args.checkouts]
     for c in checkouts:
@@ -85,7 +106,7 @@ def main() -> None:
                 }
                 out = subprocess.run(
                     [sys.executable, __file__, *map(str, checkouts), "--child", tmp]
-                    + ["--pages", str(args.pages)],
+                    + ["--pages", str(args.pages), "--kernel", str(args.kernel)],
                     env=env,
                     capture_output=True,
                     text=True,
@@ -95,7 +116,8 @@ def main() -> None:
                 for name, s in json.loads(out.stdout.strip().splitlines()[-1]).items():
                     times[c].setdefault(name, []).append(s)
                 print(f"round {r + 1}/{args.rounds}: {c} done", file=sys.stderr)
-    print(f"{args.accesses:,} accesses, wall seconds over {args.rounds} interleaved rounds")
+    what = f"kernel alone, best of {args.kernel} per round," if args.kernel else "wall"
+    print(f"{args.accesses:,} accesses, {what} seconds over {args.rounds} interleaved rounds")
     print(f"{'run':24s}" + "".join(f" {c.name[-18:]:>18s} best / median" for c in checkouts))
     for name in times[checkouts[0]]:
         cells = "".join(
