@@ -565,7 +565,9 @@ class _EpochRows:
 
 class _Samples:
     """Each VM's working-set sample (frame ids, draws may repeat), drawn by the kernel
-    with the VM's PRNG so the reference draws the same frames."""
+    with the VM's PRNG so the reference draws the same frames. Redrawn only at the start
+    and after an epoch's sampling pass, which marks the frames of ``all`` accessed in the
+    epoch (kernel.sampling_pass): a mid-epoch redraw would lose those accesses."""
 
     def __init__(self, num_vms: int):
         self.frames = [np.zeros(0, dtype=np.int64) for _ in range(num_vms)]

@@ -4,9 +4,10 @@ bookkeeping in registers.
 Most accesses of a replay hit a resident page whose frame is backed by the host; such a
 hit changes only the guest policy's list, the page's dirty bit, the content recorded for
 a write (when contents are tracked), the frame's access bit (once per epoch) and a few
-counts. Everything it reads and writes is in the page's row and its list neighbours' rows
-(the page row mirrors its frame's host state and holds the frame's access bit:
-engine/pages.py), so a hit never reads the frame row.
+counts. Apart from the cold content rows of a write whose content is tracked, everything
+it reads and writes is in the page's row and its list neighbours' rows (the page row
+mirrors its frame's host state and holds the frame's access bit: engine/pages.py), so a
+hit never reads the frame row.
 Most faults of an lru or fifo guest need nothing of the host either (the victim's frame
 is backed, or a free frame is, or the host has free machine pages): ``plain_fault``
 replays those. And a lone VM with nothing else happening at quantum boundaries runs on

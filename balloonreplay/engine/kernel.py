@@ -270,7 +270,9 @@ def sampling_pass(F, FC, P, VS, G, sampled):
     VM's, draws may repeat) that were accessed in the epoch, count each VM's touched
     frames, and for lru-sampled move the accessed frames in memory to their host list's
     head in frame order. Then a new access tag clears every access bit at once
-    (engine/pages.py)."""
+    (engine/pages.py). ``sampled`` must be the sample in force during the epoch: a sample
+    is drawn only after this pass (replay._apply) or before the first access, so a
+    touched bit means an access since the draw, as in the reference."""
     for i in range(sampled.shape[0]):
         f = sampled[i]
         if frame_accessed(F, P, G, f):

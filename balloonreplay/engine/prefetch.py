@@ -1,9 +1,9 @@
 """A software prefetch hint (LLVM ``llvm.prefetch``) for numba kernels.
 
-The per-access path misses the cache on a page row and its list neighbours' rows (and,
-on faults and an epoch's first access, a frame row); issuing those loads a few accesses
-ahead overlaps the misses. A prefetch has no semantics: it never faults and never
-changes a value.
+The per-access path misses the cache on page rows (the accessed page's and its list
+neighbours') and, on a fault, on the victim's frame row; issuing some of those loads
+ahead of time overlaps the misses (hits.prefetch_ahead says which, and why no more). A
+prefetch has no semantics: it never faults and never changes a value.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ FRAME_FIELDS = 4
 
 # F_ACCESS: a sampled frame's touched bit (FA_SAMPLE_TOUCHED), set at the end of every
 # epoch in which the frame was accessed and cleared when the sample is drawn anew; above
-# FA_TAG_SHIFT the access tag of the last page that left the frame (engine/pages.py).
+# FA_TAG_SHIFT the epoch's tag if a page accessed in that epoch has left the frame
+# (engine/pages.py; read while the frame holds no page and when a page enters it).
 FA_SAMPLE_TOUCHED = 1
 FA_TAG_SHIFT = 1
 
@@ -166,7 +167,7 @@ G_OVERHEAD_TOTAL = 25
 # them (two to four fewer cache lines per fault; the metrics are the same).
 G_TRACK = 26
 G_BALLOON_PROGRESS_Q = 27  # 1: the balloon steps of this quantum freed memory or grew
-G_ACCESS_TAG = 28  # this epoch's tag for the pages' access mirror (PF_TAG_*)
+G_ACCESS_TAG = 28  # this epoch's access tag: pages' and frames' access bits (pages.py)
 GLOBAL_FIELDS = 29
 
 PH_START, PH_RUN, PH_END = 0, 1, 2
