@@ -104,8 +104,9 @@ from balloonreplay.engine.state import (
 # How far ahead (in accesses) the replay prefetches a page row. It does not prefetch
 # more of the accesses ahead: a second stage that loaded the row of the page a few
 # accesses ahead to prefetch its list neighbours (and its cold rows for a tracked write)
-# made every replay of the benchmark 9-15% slower (benchmarks/bench_kernel.py), as
-# those loads of rows still on their way stall the loop.
+# made the kernel 9-15% slower on each of the benchmark's four runs (the kernel alone,
+# as ``benchmarks/ab_replay.py --kernel`` times it), as those loads of rows still on
+# their way stall the loop.
 PF_PAGE = 16
 
 

@@ -6,8 +6,8 @@ same split), ``VS`` (VMs x VM_FIELDS), ``G`` (globals), ``L`` (latencies), ``CNT
 counters of the current epoch), ``RNG`` (splitmix64 states: one per VM, then the
 host's), ``FS``/``BS`` (per-VM free and balloon stacks at the VM's frame offset),
 and ``SH``/``CA`` (open-addressing tables of share keys: shared pages and sharing
-candidates). Frame and page ids are global: VM v's
-frames are ``VS[v, V_FBASE] + 0..C-1`` and its pages ``VS[v, V_PBASE] + 0..P-1``.
+candidates). Frame and page ids are global: VM v's frames are ``VS[v, V_FBASE] + 0..C-1``
+and its pages ``VS[v, V_PBASE] + 0..P-1``.
 
 The field numbers are module constants, which numba freezes into the machine code.
 """
