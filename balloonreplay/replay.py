@@ -4,7 +4,7 @@ This layer checks inputs, streams the trace into per-VM buffers, calls the numba
 (balloonreplay/engine/kernel.py) until it needs more trace or reaches an epoch boundary,
 and there asks the host policy for its decision. Memory is O(distinct pages + batch):
 the engine state is indexed by dense page and frame ids, and only unconsumed rows are
-buffered, at most two batches' worth per VM; the rows of a VM that lags behind the
+buffered, at most four batches' worth in all; the rows of a VM that lags behind the
 others (it stalls more, or the trace is sorted by VM) wait on disk (spill.py).
 """
 
@@ -227,6 +227,7 @@ class _Buffers:
         self.region = np.zeros(self.nvm, dtype=np.int64)
         self.region_start = np.zeros(self.nvm, dtype=np.int64)
         self.t0: int | None = None
+        self.rows_read = 0  # rows prepared so far: a bad row's offset in the trace
         self.path = trace_path
 
     def arrays(self):
@@ -237,6 +238,8 @@ class _Buffers:
         """Columns of one canonical batch as kernel arrays, checked and grouped by VM (runs
         in the prefetch thread, in parallel with the kernel, which releases the GIL;
         batches are prepared in order, so the first one fixes host time 0)."""
+        from balloonreplay.engine import rows
+
         n = batch.num_rows
         if n == 0:
             return None
@@ -249,22 +252,17 @@ class _Buffers:
         content_col = batch.column(names.index("content")) if "content" in names else None
         file_col = batch.column(names.index("file_backed")) if "file_backed" in names else None
         free_col = batch.column(names.index("free")) if "free" in names else None
-        if vm_col is None:
-            vm = np.zeros(n, dtype=np.uint16)
-        else:
-            vm = vm_col.to_numpy()
-            if int(vm.max()) >= self.nvm:
-                raise TraceError(self.path, "column 'vm'", f"expected VM indices < {self.nvm}")
         t = t_col.to_numpy().view(np.int64)
         page = page_col.to_numpy().view(np.int64)
-        if self.nvm == 1:
-            bad = int(page.max()) >= self.npages[0] or int(page.min()) < 0
+        counts = np.zeros(self.nvm, dtype=np.int64)
+        vm = None if vm_col is None else _readonly(vm_col.to_numpy())
+        if vm is None:
+            bad = rows.first_bad_page(page, self.npages[0])
+            counts[0] = n
         else:
-            bad = bool(np.any(page >= self.npages[vm]) or np.any(page < 0))
-        if bad:
-            raise TraceError(
-                self.path, "column 'page'", "expected dense page ids below pages_per_vm"
-            )
+            bad = rows.count_rows(vm, page, self.npages, counts)
+        if bad >= 0:
+            self._bad_row(bad, vm, page)
         if content_col is None or content_col.null_count == n:
             known = np.zeros(n, dtype=np.uint8)
             content = np.zeros(n, dtype=np.int64)
@@ -277,29 +275,51 @@ class _Buffers:
         if self.t0 is None:
             # host time 0 = the trace's first row (reference.py, "Time")
             self.t0 = int(t[0])
-        if self.t0 != 0:
-            t = t - self.t0
         write = _flags(write_col)
         if free_col is not None and free_col.true_count:
             from balloonreplay.engine.state import FREE_OP
 
             # The kernel reads a free as a third kind of row (FREE_OP in the write flag).
             write = np.where(_flags(free_col) != 0, FREE_OP, write).astype(np.uint8)
-        cols = {
-            "t": t,
-            "page": page,
-            "write": write,
-            "known": known,
-            "content": content,
-            "file": np.zeros(n, dtype=np.uint8) if file_col is None else _flags(file_col),
-        }
-        if self.nvm > 1:
-            # Group the rows by VM here, in the prefetch thread (stable: per-VM order kept).
-            order = np.argsort(vm, kind="stable")
-            cols = {name: col[order] for name, col in cols.items()}
-            cols["page"] += self.pbase[vm[order]]
-        cols["counts"] = np.bincount(vm, minlength=self.nvm)
+        file_backed = np.zeros(n, dtype=np.uint8) if file_col is None else _flags(file_col)
+        self.rows_read += n
+        if self.nvm == 1:
+            return {
+                "t": t - self.t0 if self.t0 != 0 else t,
+                "page": page,
+                "write": write,
+                "known": known,
+                "content": content,
+                "file": file_backed,
+                "counts": counts,
+            }
+        # Grouped by VM here, in the reading thread (stable: each VM's rows in order).
+        if vm is None:
+            vm = _readonly(np.zeros(n, dtype=np.uint16))
+        cols = {name: np.empty(n, dtype=self.DTYPES[name]) for name in self.COLUMNS}
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        inputs = (t, page, write, known, content, file_backed)
+        cursor, zeros = np.zeros((2, self.nvm), dtype=np.int64)
+        rows.group_by_vm(
+            vm, starts, cursor, self.pbase, zeros, self.t0, *map(_readonly, inputs), *cols.values()
+        )
+        cols["counts"] = counts
         return cols
+
+    def _bad_row(self, i: int, vm: np.ndarray | None, page: np.ndarray) -> None:
+        """Raise the TraceError for row i of the batch being prepared."""
+        where = f"row {self.rows_read + i}"
+        v = 0 if vm is None else int(vm[i])
+        if v >= self.nvm:
+            raise TraceError(
+                self.path, where, f"expected a VM index below {self.nvm} in column 'vm', got {v}"
+            )
+        raise TraceError(
+            self.path,
+            where,
+            f"expected in column 'page' a dense page id below {int(self.npages[v])} (VM {v}'s "
+            f"pages_per_vm), got {int(page[i]) & 0xFFFFFFFFFFFFFFFF}",
+        )
 
     def add(self, new: dict[str, np.ndarray] | None) -> None:
         """Append prepared rows behind each VM's unconsumed ones."""
@@ -457,7 +477,11 @@ def _parquet_batches(trace, batch_rows: int, num_vms: int) -> Iterator[pa.Record
                     return None
                 constant[name] &= stats.max == (False if name in ("file_backed", "free") else 0)
     columns = [name for name in CANONICAL_SCHEMA.names if not constant.get(name, False)]
-    return checked_batches(pf, trace.path, batch_rows, columns)
+    # One decoding thread: this one already runs beside the kernel, and Arrow's own pool
+    # would take the kernel's core for its column decoders (on 2 cores, interleaved
+    # rounds of ab_replay.py: 1 VM whole footprint 0.66 -> 0.48 s median, 8 VMs fitting
+    # 1.95 -> 1.89 s).
+    return checked_batches(pf, trace.path, batch_rows, columns, use_threads=False)
 
 
 _END = object()
@@ -661,6 +685,7 @@ def warm_up() -> None:
     global _WARM
     if _WARM:
         return
+    from balloonreplay.engine.state import VM_FIELDS
 
     class _EveryDecision(HostPolicy):
         name = "warm-up"
@@ -683,6 +708,15 @@ def warm_up() -> None:
     )
     cfg = ReplayConfig(config_pages=[1], host_pages=1, sharing=True, scan_rate_pages_per_s=10**9)
     _run_engine(_TableTrace(table, None), cfg, _EveryDecision(), [2], 1 << 10, None, timed=False)
+    # The reading thread's kernels for what that run did not read: several VMs' rows
+    # (grouped by VM) and a file's batch without its constant vm column.
+    two_vms = table.set_column(0, "vm", pa.array([0, 1, 0, 1], pa.uint16()))
+    _Buffers(np.zeros((2, VM_FIELDS), dtype=np.int64), [2, 2], None, 4).prepare(
+        two_vms.to_batches()[0]
+    )
+    _Buffers(np.zeros((1, VM_FIELDS), dtype=np.int64), [2], None, 4).prepare(
+        table.drop_columns(["vm"]).to_batches()[0]
+    )
     _WARM = True
 
 
@@ -693,8 +727,12 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     from balloonreplay.engine.state import allocate
 
     state = allocate(config, pages_per_vm)
-    # Two batches' worth of rows per VM in memory, the rest spilled to disk (spill.py).
-    max_rows = 2 * batch_rows // config.num_vms
+    # Up to four batches' worth of rows per VM in memory (its share of four batches), the
+    # rest spilled to disk (spill.py). Once a VM's rows go to disk, all its later rows
+    # follow them until it catches up, so a lag hovering at the limit sends nearly every
+    # row through the disk: bench_replay.py's 8-VM run spilled 4.7 M of its 20 M rows
+    # with two batches' worth, none with four (about 110 MB of rows at most).
+    max_rows = 4 * batch_rows // config.num_vms
     buffers = _Buffers(state.VS, pages_per_vm, getattr(trace, "path", None), max_rows)
     rows: list[np.ndarray] = []
     samples = _Samples(config.num_vms)

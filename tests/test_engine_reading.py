@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from engine_helpers import assert_frames_equal
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import balloonreplay
 from balloonreplay.replay import _parquet_batches
@@ -85,3 +87,94 @@ def test_canonical_files_use_delta_times_and_byte_stream_split_pages(tmp_path):
     encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(7)}
     assert "DELTA_BINARY_PACKED" in encodings["t_ns"]
     assert "BYTE_STREAM_SPLIT" in encodings["page"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.data(),
+    nvm=st.integers(1, 5),
+    n=st.integers(1, 300),
+    t0=st.integers(0, 10**12),
+    free=st.booleans(),
+)
+def test_prepare_groups_rows_by_vm_in_order(data, nvm, n, t0, free):
+    """A batch's rows come out grouped by VM, each VM's in trace order, times from the
+    first row, page ids in the VM's global range (its pages_per_vm offset), the content
+    validity as `known` and a free as FREE_OP: what a stable sort by VM gives."""
+    from balloonreplay.engine.state import FREE_OP, VM_FIELDS
+    from balloonreplay.replay import _Buffers
+
+    npages = data.draw(st.lists(st.integers(1, 50), min_size=nvm, max_size=nvm))
+    vm = np.array(data.draw(st.lists(st.integers(0, nvm - 1), min_size=n, max_size=n)))
+    page = np.array([data.draw(st.integers(0, npages[v] - 1)) for v in vm], dtype=np.uint64)
+    t = t0 + np.cumsum(data.draw(st.lists(st.integers(0, 9), min_size=n, max_size=n)))
+    write_ = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    content = data.draw(st.lists(st.none() | st.integers(0, 2**64 - 1), min_size=n, max_size=n))
+    file_backed = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    frees = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n))) & free
+    batch = make_batch(vm, t, page, write_, content, file_backed, frees if free else None)
+    VS = np.zeros((nvm, VM_FIELDS), dtype=np.int64)
+    pbase = np.concatenate([[0], np.cumsum(npages)[:-1]])
+    from balloonreplay.engine.state import V_PBASE
+
+    VS[:, V_PBASE] = pbase
+    got = _Buffers(VS, npages, None, 10**6).prepare(batch)
+
+    order = np.argsort(vm, kind="stable")
+    known = np.array([c is not None for c in content])
+    value = np.array([0 if c is None else c for c in content], dtype=np.uint64).view(np.int64)
+    flag = np.where(frees, FREE_OP, write_).astype(np.uint8)
+    assert got["counts"].tolist() == np.bincount(vm, minlength=nvm).tolist()
+    assert got["t"].tolist() == (t - t[0])[order].tolist()
+    assert got["page"].tolist() == (page.astype(np.int64) + pbase[vm])[order].tolist()
+    assert got["write"].tolist() == flag[order].tolist()
+    assert got["known"].tolist() == known[order].astype(np.uint8).tolist()
+    assert got["content"].tolist() == value[order].tolist()
+    assert got["file"].tolist() == file_backed[order].astype(np.uint8).tolist()
+
+
+@pytest.mark.parametrize("vms", [1, 3])
+def test_a_page_id_out_of_range_is_a_trace_error_naming_its_row(tmp_path, vms):
+    """Checked in the reading thread: the error names the file, the row (counted from
+    the trace's start, across batches), the VM's id space and the bad value."""
+    from balloonreplay.engine.state import VM_FIELDS
+    from balloonreplay.errors import TraceError
+    from balloonreplay.replay import _Buffers
+
+    path, _ = write(tmp_path, vms, "none", False, n=300, pages=40)
+    # every VM's id space declared smaller than its ids: the first id >= 10 is bad
+    buffers = _Buffers(np.zeros((vms, VM_FIELDS), dtype=np.int64), [10] * vms, path, 10**6)
+    ids = []
+    with pytest.raises(TraceError) as caught:
+        for batch in Trace(path).iter_batches(64):
+            ids.extend(batch.column("page").to_pylist())
+            buffers.prepare(batch)
+    first = next(i for i, p in enumerate(ids) if p >= 10)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: row {first}: ")
+    assert "below 10" in message and message.endswith(f"got {ids[first]}")
+
+
+def test_a_vm_index_out_of_range_is_a_trace_error_naming_its_row(tmp_path):
+    from balloonreplay.engine.state import VM_FIELDS
+    from balloonreplay.errors import TraceError
+    from balloonreplay.replay import _Buffers
+
+    path, batch = write(tmp_path, 3, "none", False, n=300, pages=40)
+    buffers = _Buffers(np.zeros((2, VM_FIELDS), dtype=np.int64), [40, 40], path, 10**6)
+    with pytest.raises(
+        TraceError, match=r": row 2: expected a VM index below 2 in column 'vm', got 2$"
+    ):
+        buffers.prepare(batch)
+
+
+def test_a_page_id_beyond_the_signed_range_is_a_trace_error(tmp_path):
+    """Page ids are uint64 read as int64: one of 2**63 or more reads as negative."""
+    from balloonreplay.errors import TraceError
+
+    batch = make_batch(0, [0, 1], np.array([1, 2**63 + 5], dtype=np.uint64), [False, True])
+    meta = TraceMetadata(source="test", config_pages=[4], dense=True, pages_per_vm=[8])
+    path = tmp_path / "huge.parquet"
+    write_trace([batch], path, meta)
+    with pytest.raises(TraceError, match=rf"row 1: .*below 8 .*got {2**63 + 5}$"):
+        balloonreplay.replay(path)

@@ -165,7 +165,11 @@ class Trace:
 
 
 def checked_batches(
-    parquet_file: pq.ParquetFile, path, batch_rows: int, columns: list[str] | None = None
+    parquet_file: pq.ParquetFile,
+    path,
+    batch_rows: int,
+    columns: list[str] | None = None,
+    use_threads: bool = True,
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of about ``batch_rows`` rows, read a few whole row groups at a time,
     raising TraceError (naming the row group) for corrupt data and for a group holding
@@ -191,7 +195,9 @@ def checked_batches(
         try:
             # One contiguous chunk per column, so batches have batch_rows rows whatever
             # the row-group size.
-            table = parquet_file.read_row_groups(chunk, columns=columns).combine_chunks()
+            table = parquet_file.read_row_groups(
+                chunk, columns=columns, use_threads=use_threads
+            ).combine_chunks()
         except _PARQUET_ERRORS as exc:
             raise TraceError(
                 path, where, f"expected readable Parquet data ({_one_line(exc)})"

@@ -1,0 +1,74 @@
+"""Trace rows into the kernel's columns: checked, then grouped by VM, one pass each.
+
+The replay driver (replay.py, ``_Buffers.prepare``) runs these in its reading thread,
+beside the kernel, on every batch of the trace. Done with numpy (a page-range check per
+bound, a stable argsort by VM and a gather per column), that work took about 45 ms per
+million rows of an 8-VM trace: as much CPU as the kernel's own, on a 2-core machine.
+A counting sort needs no sort: the VMs are few, so one pass counts each VM's rows and
+checks them, and a second writes every row to its VM's next free slot.
+"""
+
+from __future__ import annotations
+
+from balloonreplay.engine.flags import entry, inline
+
+
+@entry
+def first_bad_page(page, limit):
+    """One VM's rows: the index of the first page id not below ``limit``, or -1."""
+    for i in range(page.shape[0]):
+        p = page[i]
+        if p < 0 or p >= limit:  # page ids are uint64 viewed as int64
+            return i
+    return -1
+
+
+@entry
+def count_rows(vm, page, npages, counts):
+    """Several VMs' rows: count each VM's into ``counts`` (zeroed, one per VM); the index
+    of the first row whose VM index is not below ``len(counts)`` or whose page id is not
+    below its VM's ``npages``, or -1 when every row is in range."""
+    nvm = counts.shape[0]
+    for i in range(vm.shape[0]):
+        v = vm[i]
+        if v >= nvm:
+            return i
+        p = page[i]
+        if p < 0 or p >= npages[v]:
+            return i
+        counts[v] += 1
+    return -1
+
+
+@inline
+def _scatter(vm, starts, cursor, src, add_vm, add, dst):
+    """dst[slot] = src[i] + add_vm[vm[i]] + add, each VM's rows from its start on."""
+    for v in range(starts.shape[0]):
+        cursor[v] = starts[v]
+    for i in range(vm.shape[0]):
+        v = vm[i]
+        d = cursor[v]
+        cursor[v] = d + 1
+        dst[d] = src[i] + add_vm[v] + add
+
+
+@entry
+def group_by_vm(
+    vm, starts, cursor, pbase, zeros, t0, t, page, write, known, content, file_backed,
+    out_t, out_page, out_write, out_known, out_content, out_file,
+):  # fmt: skip
+    """Write row i of each column to the next slot of its VM, ``starts[vm[i]]`` on, in
+    the ``out_`` columns: a stable grouping by VM (``starts``: the counts' exclusive
+    prefix sums). Host time 0 is ``t0`` (the trace's first row), and page ids move into
+    the VM's range of global ids (``pbase``). ``cursor``: scratch, one per VM; ``zeros``:
+    one zero per VM (the kernels do not allocate).
+
+    One column at a time: the VMs' regions of a column lie a power of two apart when
+    the VMs have as many rows each, so six columns at once would write 48 streams that
+    share a few cache sets (measured: 24 ms per million rows of 8 VMs, against 10 ms)."""
+    _scatter(vm, starts, cursor, t, zeros, -t0, out_t)
+    _scatter(vm, starts, cursor, page, pbase, 0, out_page)
+    _scatter(vm, starts, cursor, write, zeros, 0, out_write)
+    _scatter(vm, starts, cursor, known, zeros, 0, out_known)
+    _scatter(vm, starts, cursor, content, zeros, 0, out_content)
+    _scatter(vm, starts, cursor, file_backed, zeros, 0, out_file)
