@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numba
 import numpy as np
 import pyarrow.parquet as pq
-from bench_replay import SteadyBalloon, multi_vm_runs, write_traces
+from bench_replay import SteadyBalloon, bare_lru_misses, multi_vm_runs, write_traces
 
 from balloonreplay.engine import kernel
 from balloonreplay.engine import state as S
@@ -74,45 +73,6 @@ def kernel_seconds(path: Path, reps: int, balloon_fraction: float = 0.0, **optio
                 raise RuntimeError(f"kernel stopped with status {status}")
         times.append(time.perf_counter() - started)
     return sorted(times)
-
-
-@numba.njit(cache=True, boundscheck=False)
-def bare_lru_misses(pages, capacity, num_pages):
-    prev = np.full(num_pages, -1, np.int32)
-    nxt = np.full(num_pages, -1, np.int32)
-    resident = np.zeros(num_pages, np.uint8)
-    head = tail = -1
-    size = misses = 0
-    for i in range(pages.shape[0]):
-        p = pages[i]
-        if resident[p]:
-            if head != p:
-                a, b = prev[p], nxt[p]
-                nxt[a] = b
-                if b != -1:
-                    prev[b] = a
-                else:
-                    tail = a
-                prev[p], nxt[p] = -1, head
-                prev[head] = p
-                head = p
-            continue
-        misses += 1
-        if size == capacity:
-            victim = tail
-            tail = prev[victim]
-            nxt[tail] = -1
-            resident[victim] = 0
-            size -= 1
-        resident[p] = 1
-        prev[p], nxt[p] = -1, head
-        if head != -1:
-            prev[head] = p
-        else:
-            tail = p
-        head = p
-        size += 1
-    return misses
 
 
 def main() -> None:
