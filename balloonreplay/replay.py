@@ -209,17 +209,21 @@ class _Buffers:
         "file": np.uint8,
     }
 
-    def __init__(self, VS: np.ndarray, pages_per_vm: list[int], trace_path, max_rows: int):
-        from balloonreplay.engine.state import V_END, V_INPUT_DONE, V_PBASE, V_POS
+    def __init__(self, VS: np.ndarray | None, pages_per_vm: list[int], trace_path, max_rows: int):
+        """``VS``: the engine's per-VM rows, whose buffer positions the main thread's
+        methods move; it may be set later (``prepare``, the reading thread's, reads
+        none of it), so that reading starts before the state is allocated."""
+        from balloonreplay.engine.state import V_END, V_INPUT_DONE, V_POS
 
         self.VS = VS
         self.V_POS, self.V_END, self.V_INPUT_DONE = V_POS, V_END, V_INPUT_DONE
         # Unconsumed rows kept in memory per VM; the rest wait on disk (balloonreplay/spill.py).
         self.max_rows = max(int(max_rows), 1)
         self.spill = None
-        self.nvm = VS.shape[0]
-        self.pbase = VS[:, V_PBASE].copy()
         self.npages = np.asarray(pages_per_vm, dtype=np.int64)
+        self.nvm = len(self.npages)
+        # Each VM's first global page id, as allocate() numbers them (V_PBASE).
+        self.pbase = np.concatenate([[0], np.cumsum(self.npages)[:-1]]).astype(np.int64)
         self.cols = {c: _readonly(np.zeros(0, dtype=self.DTYPES[c])) for c in self.COLUMNS}
         # With several VMs: writable columns behind self.cols, cut in per-VM regions
         # (_append).
@@ -487,41 +491,58 @@ def _parquet_batches(trace, batch_rows: int, num_vms: int) -> Iterator[pa.Record
 _END = object()
 
 
-def _prefetch(batches: Iterator, prepare, depth: int = 2) -> Iterator:
-    """Read and convert the next batches in a thread while the kernel runs. Closing the
-    generator (or dropping it after an error) stops the thread."""
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+class _Prefetch:
+    """The next batches, read and converted by ``prepare`` in a thread that starts at
+    once, so the first batch is decoded while the engine state is allocated, and every
+    later one while the kernel runs. Iterate for ``(rows read, prepared)`` pairs; an
+    exception in the thread is raised to the consumer. ``close()`` stops the thread
+    (which holds this object, so dropping it would not)."""
 
-    def put(item) -> bool:
-        while not stop.is_set():
+    def __init__(self, batches: Iterator, prepare, depth: int = 2):
+        self._slots: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        thread = threading.Thread(
+            target=self._work, args=(batches, prepare), name="balloonreplay-prefetch", daemon=True
+        )
+        thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
             try:
-                slots.put(item, timeout=0.1)
+                self._slots.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def work() -> None:
+    def _work(self, batches: Iterator, prepare) -> None:
         try:
             for batch in batches:
-                if not put((batch.num_rows, prepare(batch))):
+                if not self._put((batch.num_rows, prepare(batch))):
                     return
-            put(_END)
+            self._put(_END)
         except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
+            self._put(exc)
 
-    threading.Thread(target=work, name="balloonreplay-prefetch", daemon=True).start()
-    try:
-        while True:
-            item = slots.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        item = self._slots.get()
+        if item is _END:
+            self._done = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._done = True
+            self.close()
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 class _EpochRows:
@@ -726,28 +747,29 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     from balloonreplay.engine.checks import check_end_of_run
     from balloonreplay.engine.state import allocate
 
-    state = allocate(config, pages_per_vm)
     # Up to four batches' worth of rows per VM in memory (its share of four batches), the
     # rest spilled to disk (spill.py). Once a VM's rows go to disk, all its later rows
     # follow them until it catches up, so a lag hovering at the limit sends nearly every
     # row through the disk: bench_replay.py's 8-VM run spilled 4.7 M of its 20 M rows
     # with two batches' worth, none with four (about 110 MB of rows at most).
     max_rows = 4 * batch_rows // config.num_vms
-    buffers = _Buffers(state.VS, pages_per_vm, getattr(trace, "path", None), max_rows)
-    rows: list[np.ndarray] = []
-    samples = _Samples(config.num_vms)
-    epoch_rows = _EpochRows(config.num_vms)
-    start = _snapshot(state, config, -1, 0, samples, epoch_rows.take(state, -1, 0))
-    _apply(state, config, policy.start(start), samples)
+    buffers = _Buffers(None, pages_per_vm, getattr(trace, "path", None), max_rows)
     source = _parquet_batches(trace, batch_rows, config.num_vms)
     if source is None:
         source = iter(trace.iter_batches(batch_rows))
-    batches = _prefetch(source, buffers.prepare)
-    # A policy that keeps the base class's decide() changes nothing after its start
-    # (``none``, ``static``): its epochs need no snapshot.
-    decides = getattr(policy.decide, "__func__", None) is not HostPolicy.decide
-    epoch = 0
+    batches = _Prefetch(source, buffers.prepare)  # reading starts now, beside the set-up
+    rows: list[np.ndarray] = []
     try:
+        state = allocate(config, pages_per_vm)
+        buffers.VS = state.VS
+        samples = _Samples(config.num_vms)
+        epoch_rows = _EpochRows(config.num_vms)
+        start = _snapshot(state, config, -1, 0, samples, epoch_rows.take(state, -1, 0))
+        _apply(state, config, policy.start(start), samples)
+        # A policy that keeps the base class's decide() changes nothing after its start
+        # (``none``, ``static``): its epochs need no snapshot.
+        decides = getattr(policy.decide, "__func__", None) is not HostPolicy.decide
+        epoch = 0
         while True:
             status = kernel.run(*state, *buffers.arrays())
             if status == S.ST_NEED_DATA:

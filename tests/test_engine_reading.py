@@ -178,3 +178,47 @@ def test_a_page_id_beyond_the_signed_range_is_a_trace_error(tmp_path):
     write_trace([batch], path, meta)
     with pytest.raises(TraceError, match=rf"row 1: .*below 8 .*got {2**63 + 5}$"):
         balloonreplay.replay(path)
+
+
+def _reading_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "balloonreplay-prefetch"]
+
+
+@pytest.mark.parametrize("failure", ["allocate", "trace"])
+def test_the_reading_thread_stops_on_every_way_out(tmp_path, monkeypatch, failure):
+    """Reading starts before the engine state is allocated: a failure there, or a bad row
+    read by the thread, stops it (and a finished replay leaves none behind either)."""
+    import time
+
+    from balloonreplay.engine import state as engine_state
+    from balloonreplay.errors import TraceError
+
+    path, _ = write(tmp_path, 2, "none", False, n=3_000, pages=40)
+    balloonreplay.replay(path, vms="16p", batch_rows=64)
+    if failure == "allocate":
+
+        def refuse(*args, **kwargs):
+            raise MemoryError("no room for the engine state")
+
+        monkeypatch.setattr(engine_state, "allocate", refuse)
+        with pytest.raises(MemoryError):
+            balloonreplay.replay(path, vms="16p", batch_rows=64)
+    else:
+        from balloonreplay.replay import _Buffers
+
+        real = _Buffers.prepare
+
+        def bad_from_the_third(self, batch):
+            if self.rows_read >= 128:
+                raise TraceError(self.path, f"row {self.rows_read}", "expected a good row")
+            return real(self, batch)
+
+        monkeypatch.setattr(_Buffers, "prepare", bad_from_the_third)
+        with pytest.raises(TraceError, match="row 128"):
+            balloonreplay.replay(path, vms="16p", batch_rows=64)
+    deadline = time.monotonic() + 5
+    while _reading_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _reading_threads() == []
