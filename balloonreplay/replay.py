@@ -213,7 +213,7 @@ class _Buffers:
         """``VS``: the engine's per-VM rows, whose buffer positions the main thread's
         methods move; it may be set later (``prepare``, the reading thread's, reads
         none of it), so that reading starts before the state is allocated."""
-        from balloonreplay.engine.state import V_END, V_INPUT_DONE, V_POS
+        from balloonreplay.engine.state import V_END, V_INPUT_DONE, V_POS, first_ids
 
         self.VS = VS
         self.V_POS, self.V_END, self.V_INPUT_DONE = V_POS, V_END, V_INPUT_DONE
@@ -222,8 +222,7 @@ class _Buffers:
         self.spill = None
         self.npages = np.asarray(pages_per_vm, dtype=np.int64)
         self.nvm = len(self.npages)
-        # Each VM's first global page id, as allocate() numbers them (V_PBASE).
-        self.pbase = np.concatenate([[0], np.cumsum(self.npages)[:-1]]).astype(np.int64)
+        self.pbase = first_ids(self.npages)  # each VM's first global page id (V_PBASE)
         self.cols = {c: _readonly(np.zeros(0, dtype=self.DTYPES[c])) for c in self.COLUMNS}
         # With several VMs: writable columns behind self.cols, cut in per-VM regions
         # (_append).
@@ -757,8 +756,8 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     source = _parquet_batches(trace, batch_rows, config.num_vms)
     if source is None:
         source = iter(trace.iter_batches(batch_rows))
-    batches = _Prefetch(source, buffers.prepare)  # reading starts now, beside the set-up
     rows: list[np.ndarray] = []
+    batches = _Prefetch(source, buffers.prepare)  # reading starts now, beside the set-up
     try:
         state = allocate(config, pages_per_vm)
         buffers.VS = state.VS

@@ -5,9 +5,10 @@ by 20-40% from one minute to the next. This script generates bench_replay.py's t
 once, then runs bench_replay's four replays (one VM at a quarter and at the whole of its
 footprint; eight VMs under 1.5x overcommit with balloons, host swapping and sharing,
 guests fitting and at half their footprint) in a fresh process per version and round,
-alternating the versions, and prints each run's best and median wall seconds. With
-``--kernel REPS`` it times the kernel alone instead (bench_kernel.py's harness, from
-each checkout's own copy of it), best of REPS runs per process.
+alternating the versions (each goes first in every other round), and prints each run's
+best and median wall seconds. With ``--kernel REPS`` it times the kernel alone instead
+(bench_kernel.py's harness, from each checkout's own copy of it), best of REPS runs per
+process.
 
 Each checkout is imported from its own directory (PYTHONPATH) with its own numba cache
 (``CHECKOUT/.venv/ab-numba-cache``), compiled outside the timing. Usage::
@@ -99,7 +100,9 @@ def main() -> None:
         write_traces(Path(tmp), args.accesses, args.pages, VMS, args.seed)
         print(f"generated traces in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         for r in range(args.rounds):
-            for c in checkouts:
+            # Each version goes first in every other round: the machine's phase drifts
+            # within a round too.
+            for c in checkouts if r % 2 == 0 else checkouts[::-1]:
                 env = os.environ | {
                     "PYTHONPATH": str(c),
                     "NUMBA_CACHE_DIR": str(c / ".venv" / "ab-numba-cache"),

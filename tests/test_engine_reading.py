@@ -101,7 +101,7 @@ def test_prepare_groups_rows_by_vm_in_order(data, nvm, n, t0, free):
     """A batch's rows come out grouped by VM, each VM's in trace order, times from the
     first row, page ids in the VM's global range (its pages_per_vm offset), the content
     validity as `known` and a free as FREE_OP: what a stable sort by VM gives."""
-    from balloonreplay.engine.state import FREE_OP, VM_FIELDS
+    from balloonreplay.engine.state import FREE_OP
     from balloonreplay.replay import _Buffers
 
     npages = data.draw(st.lists(st.integers(1, 50), min_size=nvm, max_size=nvm))
@@ -113,12 +113,9 @@ def test_prepare_groups_rows_by_vm_in_order(data, nvm, n, t0, free):
     file_backed = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
     frees = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n))) & free
     batch = make_batch(vm, t, page, write_, content, file_backed, frees if free else None)
-    VS = np.zeros((nvm, VM_FIELDS), dtype=np.int64)
+    got = _Buffers(None, npages, None, 10**6).prepare(batch)
+    # allocate() numbers each VM's pages from its first id: VM 0 from 0, then in order
     pbase = np.concatenate([[0], np.cumsum(npages)[:-1]])
-    from balloonreplay.engine.state import V_PBASE
-
-    VS[:, V_PBASE] = pbase
-    got = _Buffers(VS, npages, None, 10**6).prepare(batch)
 
     order = np.argsort(vm, kind="stable")
     known = np.array([c is not None for c in content])
@@ -135,24 +132,26 @@ def test_prepare_groups_rows_by_vm_in_order(data, nvm, n, t0, free):
 
 @pytest.mark.parametrize("vms", [1, 3])
 def test_a_page_id_out_of_range_is_a_trace_error_naming_its_row(tmp_path, vms):
-    """Checked in the reading thread: the error names the file, the row (counted from
-    the trace's start, across batches), the VM's id space and the bad value."""
-    from balloonreplay.engine.state import VM_FIELDS
+    """Checked in the reading thread: the first id equal to its VM's pages_per_vm is out
+    of range, and the error names the file, the row (counted from the trace's start,
+    here in the third batch), the VM's id space and the bad value."""
     from balloonreplay.errors import TraceError
-    from balloonreplay.replay import _Buffers
 
-    path, _ = write(tmp_path, vms, "none", False, n=300, pages=40)
-    # every VM's id space declared smaller than its ids: the first id >= 10 is bad
-    buffers = _Buffers(np.zeros((vms, VM_FIELDS), dtype=np.int64), [10] * vms, path, 10**6)
-    ids = []
+    n, bad_row, pages = 300, 150, 10
+    rng = np.random.default_rng(3)
+    page = rng.integers(0, pages, n)
+    page[bad_row] = pages  # the smallest id out of range
+    batch = make_batch(np.arange(n) % vms, np.arange(n) * 10, page, rng.random(n) < 0.5)
+    meta = TraceMetadata(
+        source="test", config_pages=[4] * vms, dense=True, pages_per_vm=[pages] * vms
+    )
+    path = tmp_path / "bad.parquet"
+    write_trace([batch], path, meta)
     with pytest.raises(TraceError) as caught:
-        for batch in Trace(path).iter_batches(64):
-            ids.extend(batch.column("page").to_pylist())
-            buffers.prepare(batch)
-    first = next(i for i, p in enumerate(ids) if p >= 10)
+        balloonreplay.replay(path, batch_rows=64)
     message = str(caught.value)
-    assert message.startswith(f"{path}: row {first}: ")
-    assert "below 10" in message and message.endswith(f"got {ids[first]}")
+    assert message.startswith(f"{path}: row {bad_row}: ")
+    assert message.endswith(f"below {pages} (VM {bad_row % vms}'s pages_per_vm), got {pages}")
 
 
 def test_a_vm_index_out_of_range_is_a_trace_error_naming_its_row(tmp_path):

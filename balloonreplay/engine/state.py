@@ -254,13 +254,21 @@ def _table_capacity(n_frames: int) -> int:
     return cap
 
 
+def first_ids(sizes) -> np.ndarray:
+    """Each VM's first global id, given every VM's count of frames or pages: VMs take
+    consecutive ranges in order (V_FBASE, V_PBASE; the replay's reading thread numbers
+    a trace's page ids by the same rule before the state exists)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+
 def allocate(config: ReplayConfig, pages_per_vm: list[int], skip_idle: bool = True) -> EngineState:
     """Fresh state: every frame free and unbacked, every page new."""
     nvm = config.num_vms
     config_pages = np.asarray(config.config_pages, dtype=np.int64)
     npages = np.asarray(pages_per_vm, dtype=np.int64)
-    fbase = np.concatenate([[0], np.cumsum(config_pages)[:-1]]).astype(np.int64)
-    pbase = np.concatenate([[0], np.cumsum(npages)[:-1]]).astype(np.int64)
+    fbase = first_ids(config_pages)
+    pbase = first_ids(npages)
     n_frames = int(config_pages.sum())
     n_pages = int(npages.sum())
 
