@@ -242,6 +242,7 @@ class _Buffers:
         in the prefetch thread, in parallel with the kernel, which releases the GIL;
         batches are prepared in order, so the first one fixes host time 0)."""
         from balloonreplay.engine import rows
+        from balloonreplay.engine.state import first_ids
 
         n = batch.num_rows
         if n == 0:
@@ -300,7 +301,7 @@ class _Buffers:
         if vm is None:
             vm = _readonly(np.zeros(n, dtype=np.uint16))
         cols = {name: np.empty(n, dtype=self.DTYPES[name]) for name in self.COLUMNS}
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        starts = first_ids(counts)  # each VM's first slot in the grouped columns
         inputs = (t, page, write, known, content, file_backed)
         cursor, zeros = np.zeros((2, self.nvm), dtype=np.int64)
         rows.group_by_vm(
