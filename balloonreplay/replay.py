@@ -706,7 +706,6 @@ def warm_up() -> None:
     global _WARM
     if _WARM:
         return
-    from balloonreplay.engine.state import VM_FIELDS
 
     class _EveryDecision(HostPolicy):
         name = "warm-up"
@@ -732,12 +731,8 @@ def warm_up() -> None:
     # The reading thread's kernels for what that run did not read: several VMs' rows
     # (grouped by VM) and a file's batch without its constant vm column.
     two_vms = table.set_column(0, "vm", pa.array([0, 1, 0, 1], pa.uint16()))
-    _Buffers(np.zeros((2, VM_FIELDS), dtype=np.int64), [2, 2], None, 4).prepare(
-        two_vms.to_batches()[0]
-    )
-    _Buffers(np.zeros((1, VM_FIELDS), dtype=np.int64), [2], None, 4).prepare(
-        table.drop_columns(["vm"]).to_batches()[0]
-    )
+    _Buffers(None, [2, 2], None, 4).prepare(two_vms.to_batches()[0])
+    _Buffers(None, [2], None, 4).prepare(table.drop_columns(["vm"]).to_batches()[0])
     _WARM = True
 
 
@@ -751,7 +746,7 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     # rest spilled to disk (spill.py). Once a VM's rows go to disk, all its later rows
     # follow them until it catches up, so a lag hovering at the limit sends nearly every
     # row through the disk: bench_replay.py's 8-VM run spilled 4.7 M of its 20 M rows
-    # with two batches' worth, none with four (about 110 MB of rows at most).
+    # with two batches' worth, none with four (4 Mi rows of 27 bytes: 113 MB at most).
     max_rows = 4 * batch_rows // config.num_vms
     buffers = _Buffers(None, pages_per_vm, getattr(trace, "path", None), max_rows)
     source = _parquet_batches(trace, batch_rows, config.num_vms)

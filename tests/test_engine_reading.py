@@ -155,12 +155,11 @@ def test_a_page_id_out_of_range_is_a_trace_error_naming_its_row(tmp_path, vms):
 
 
 def test_a_vm_index_out_of_range_is_a_trace_error_naming_its_row(tmp_path):
-    from balloonreplay.engine.state import VM_FIELDS
     from balloonreplay.errors import TraceError
     from balloonreplay.replay import _Buffers
 
     path, batch = write(tmp_path, 3, "none", False, n=300, pages=40)
-    buffers = _Buffers(np.zeros((2, VM_FIELDS), dtype=np.int64), [40, 40], path, 10**6)
+    buffers = _Buffers(None, [40, 40], path, 10**6)
     with pytest.raises(
         TraceError, match=r": row 2: expected a VM index below 2 in column 'vm', got 2$"
     ):
