@@ -75,18 +75,39 @@ def test_a_corrupt_data_page_is_a_trace_error_naming_the_row_group(tmp_path):
     middle = len(data) // 3
     data[middle : middle + 64] = bytes(range(64))  # inside the first row group's pages
     path.write_bytes(bytes(data))
-    with pytest.raises(TraceError, match="row group 0"):
+    # LZ4 (the page ids' codec) would decode the damage into other page ids; each page's
+    # CRC catches it.
+    with pytest.raises(TraceError, match="row group 0.*CRC checksum verification failed"):
         balloonreplay.replay(path, vms="16p")
 
 
-def test_canonical_files_use_delta_times_and_byte_stream_split_pages(tmp_path):
+def test_canonical_files_use_delta_times_and_byte_stream_split_lz4_pages(tmp_path):
     import pyarrow.parquet as pq
 
     path, _ = write(tmp_path, 1, "none", False)
     meta = pq.ParquetFile(path).metadata.row_group(0)
-    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(7)}
+    columns = [meta.column(i) for i in range(meta.num_columns)]
+    encodings = {c.path_in_schema: c.encodings for c in columns}
     assert "DELTA_BINARY_PACKED" in encodings["t_ns"]
     assert "BYTE_STREAM_SPLIT" in encodings["page"]
+    codecs = {c.path_in_schema: c.compression for c in columns}
+    assert codecs.pop("page") in ("LZ4", "LZ4_RAW")
+    assert set(codecs.values()) == {"ZSTD"}
+
+
+@pytest.mark.parametrize("offset", [0, 3, 8, 13])
+def test_bool_columns_unpack_to_bytes_from_any_offset(offset):
+    """_flags reads Arrow's bit-packed buffer itself; a sliced column starts mid-byte."""
+    import pyarrow as pa
+
+    from balloonreplay.replay import _flags
+
+    rng = np.random.default_rng(offset)
+    values = rng.random(70) < 0.4
+    column = pa.array(values).slice(offset, 50)
+    out = _flags(column)
+    assert out.dtype == np.uint8 and out.shape == (50,)
+    assert out.tolist() == values[offset : offset + 50].astype(np.uint8).tolist()
 
 
 @settings(max_examples=150, deadline=None)

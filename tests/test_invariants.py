@@ -170,6 +170,17 @@ def test_corrupted_state_raises(monkeypatch, name):
     assert err.value.code == code, S.ERROR_MESSAGES[err.value.code]
 
 
+def test_a_law_only_the_pages_side_sees_is_checked_without_tracking(monkeypatch):
+    """check_pages runs in a second thread; without tracking (no check_invariants) only it
+    sees a page outside memory that still names a frame, whose own page links back."""
+    _, state, metrics = final_state(monkeypatch, sharing=False)
+    assert state.G[S.G_TRACK] == 0
+    state.P[_swapped_page(state), S.P_FRAME] = _resident_frame(state)
+    with pytest.raises(InvariantError) as err:
+        check_end_of_run(state, metrics)
+    assert err.value.code == S.ERR_LINK
+
+
 def test_swap_balance_checked_from_metrics_without_tracking(monkeypatch):
     """Without sharing or debug checks the engine keeps no per-page swap counts; the
     balance is then checked per VM over the run, from the metrics."""

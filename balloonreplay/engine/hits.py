@@ -37,7 +37,6 @@ from balloonreplay.engine.pages import (
     HOST_MIRROR,
     access_mirrored,
     entry_tag,
-    leave_frame,
     page_where,
     with_access_mirror,
 )
@@ -111,13 +110,18 @@ PF_PAGE = 16
 
 
 @inline
-def prefetch_ahead(F, P, VS, BP, v, pos, stop, tail_victim, tail):
-    """Start loading the page row of the access a few positions ahead, and the rows the
-    next eviction will touch (for policies whose victim is the list tail)."""
+def prefetch_page(P, BP, pos, stop):
+    """Start loading the page row of the access a few positions ahead."""
     if pos + PF_PAGE < stop:
         prefetch_row(P, BP[pos + PF_PAGE])
+
+
+@inline
+def prefetch_victim(F, P, VS, v, tail_victim, tail):
+    """Start loading the rows the next eviction will touch, for policies whose victim is
+    the list tail: the tail's frame row (plain_fault writes it) and the page before it
+    (the next tail)."""
     if tail_victim and tail != NIL and VS[v, V_FREE_N] == 0:
-        # the next fault's victim: its frame, and the page before it (the next tail)
         fa = P[tail, P_FRAME]
         if fa != NIL:
             prefetch_row(F, fa)
@@ -164,7 +168,12 @@ def plain_fault(F, FC, P, PC, VS, G, L, CNT, FS, BK, BC, pos, v, pg, head, tail,
         )
         stall_ns += ns
         CNT[v, C_STALL] += ns
-        leave_frame(F, P, G, f, victim)
+        # The frame goes straight from the victim to pg, so the access bit the victim
+        # would leave in the frame row (leave_frame) is the one pg takes (entry_tag): the
+        # frame row is written (F_PAGE) but not read. Its F_ACCESS may keep an older tag,
+        # which is read only once the frame holds no page, after pg has left it through
+        # leave_frame (and pg's own access, below, gives it the epoch's tag).
+        entry = G[G_ACCESS_TAG] if access_mirrored(victim_flags, G[G_ACCESS_TAG]) else 0
         P[victim, P_FLAGS] = (victim_flags & ~(PF_DIRTY | PF_WHERE_MASK)) | (
             where << PF_WHERE_SHIFT
         )
@@ -180,6 +189,7 @@ def plain_fault(F, FC, P, PC, VS, G, L, CNT, FS, BK, BC, pos, v, pg, head, tail,
             host_list_add(F, FC, VS, G, f)
         elif h != BACKED:
             return NIL, head, tail, stall_ns
+        entry = entry_tag(F, G, f)
         VS[v, V_FREE_N] = free_n - 1
         VS[v, V_RESIDENT] += 1
         VS[v, V_AN] += 1
@@ -196,7 +206,7 @@ def plain_fault(F, FC, P, PC, VS, G, L, CNT, FS, BK, BC, pos, v, pg, head, tail,
     P[pg, P_FLAGS] = (
         (flags & PF_LOW_MASK & ~(PF_DIRTY | PF_WHERE_MASK | HOST_MIRROR))
         | (RESIDENT << PF_WHERE_SHIFT)
-        | (entry_tag(F, G, f) << PF_TAG_SHIFT)
+        | (entry << PF_TAG_SHIFT)
     )
     P[pg, P_FRAME] = f
     F[f, F_PAGE] = pg
@@ -262,6 +272,7 @@ def hit_run(F, FC, P, PC, VS, G, L, CNT, FS, BT, BP, BW, BK, BC, BF, v, pos, sto
     tag = G[G_ACCESS_TAG]
     start = pos
     quantum_start = pos
+    prefetched_tail = NIL
     while pos < stop:
         issue = BT[pos] + stall_ns
         if issue >= end:
@@ -308,7 +319,10 @@ def hit_run(F, FC, P, PC, VS, G, L, CNT, FS, BT, BP, BW, BK, BC, BF, v, pos, sto
             break
         if write and flags & PF_HOST_SHARED:  # a copy-on-write break: access() does it
             break
-        prefetch_ahead(F, P, VS, BP, v, pos, stop, tail_victim, tail)
+        prefetch_page(P, BP, pos, stop)
+        if tail != prefetched_tail:  # once per list tail, not at every hit
+            prefetch_victim(F, P, VS, v, tail_victim, tail)
+            prefetched_tail = tail
         old_flags = flags
         if lru:
             if pg != head:  # move to head; pg is not the head, so it has a predecessor

@@ -2,7 +2,7 @@
 
 The per-access path misses the cache on page rows (the accessed page's and its list
 neighbours') and, on a fault, on the victim's frame row; issuing some of those loads
-ahead of time overlaps the misses (hits.prefetch_ahead says which, and why no more). A
+ahead of time overlaps the misses (hits.prefetch_page and hits.prefetch_victim say which; hits.PF_PAGE why no more). A
 prefetch has no semantics: it never faults and never changes a value.
 """
 
