@@ -153,6 +153,12 @@ CORRUPTIONS = {
         lambda s: s.PC.__setitem__((0, S.PC_SWAP_INS), s.PC[0, S.PC_SWAP_OUTS] + 1),
         S.ERR_SWAP,
     ),
+    "frame's content differs from its page's": (
+        lambda s: s.FC.__setitem__(
+            (_resident_frame(s), S.FC_CONTENT), s.FC[_resident_frame(s), S.FC_CONTENT] + 1
+        ),
+        S.ERR_CONTENT,
+    ),
     "saved copy differs from the last write": (
         lambda s: s.PC.__setitem__((_swapped_page(s), S.PC_SCONTENT), 987654321),
         S.ERR_CONTENT,

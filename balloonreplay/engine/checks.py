@@ -120,8 +120,13 @@ def guest_lists_ok(P, VS, G, v):
     return listed_a == VS[v, V_AN] and listed_b == VS[v, V_BN]
 
 
-@entry
-def check_invariants(F, FC, P, PC, VS, G):
+@inline
+def frame_contents_ok(F, FC, P, PC, VS, G):
+    """check_invariants' laws seen from the frames: each VM's frames, counted by their
+    guest state (FC_GUEST), match its free, balloon and resident gauges; balloon frames
+    are unbacked; a frame holding a page links back to it and has its content; no frame
+    was host-swapped in more often than out; host used = backed + distinct shared
+    contents + overhead <= host_pages. Returns an ERR_* code, 0 when all hold."""
     backed = 0
     for v in range(G[G_NVM]):
         base = VS[v, V_FBASE]
@@ -151,6 +156,18 @@ def check_invariants(F, FC, P, PC, VS, G):
             return ERR_FRAMES
         if free + balloon + resident != VS[v, V_C]:
             return ERR_FRAMES
+    overhead = G[G_HOST_USED] - backed - G[G_DISTINCT]
+    if overhead != G[G_OVERHEAD_TOTAL] or G[G_HOST_USED] > G[G_HOST_PAGES]:
+        return ERR_HOST
+    return 0
+
+
+@inline
+def page_contents_ok(P, PC, VS, G, lists):
+    """check_invariants' laws seen from the pages: no page was swapped in more often than
+    out; a page out of memory has no frame and its saved copy is its last write; with
+    ``lists``, each VM's guest lists hold its resident pages (guest_lists_ok)."""
+    for v in range(G[G_NVM]):
         pbase = VS[v, V_PBASE]
         for pg in range(pbase, pbase + VS[v, V_NPAGES]):
             if PC[pg, PC_SWAP_INS] > PC[pg, PC_SWAP_OUTS]:
@@ -163,12 +180,32 @@ def check_invariants(F, FC, P, PC, VS, G):
                     or PC[pg, PC_SCONTENT] != PC[pg, PC_CONTENT]
                 ):
                     return ERR_CONTENT
-        if not guest_lists_ok(P, VS, G, v):
+        if lists and not guest_lists_ok(P, VS, G, v):
             return ERR_LINK
-    overhead = G[G_HOST_USED] - backed - G[G_DISTINCT]
-    if overhead != G[G_OVERHEAD_TOTAL] or G[G_HOST_USED] > G[G_HOST_PAGES]:
-        return ERR_HOST
     return 0
+
+
+@entry
+def check_invariants(F, FC, P, PC, VS, G):
+    """Every law that needs the tracked contents and per-page swap counts (G_TRACK), with
+    the frame and list laws they rest on: what the kernel checks at every quantum under
+    debug_checks."""
+    code = frame_contents_ok(F, FC, P, PC, VS, G)
+    if code != 0:
+        return code
+    return page_contents_ok(P, PC, VS, G, True)
+
+
+@entry
+def check_frame_contents(F, FC, P, PC, VS, G):
+    """frame_contents_ok, for check_end_of_run's frames' side."""
+    return frame_contents_ok(F, FC, P, PC, VS, G)
+
+
+@entry
+def check_page_contents(P, PC, VS, G):
+    """page_contents_ok without the guest lists, which check_pages has checked."""
+    return page_contents_ok(P, PC, VS, G, False)
 
 
 @entry
@@ -281,19 +318,23 @@ def check_end_of_run(state, metrics: dict | None = None) -> None:
     # The pages' side runs in a second thread (the kernels release the GIL): at the end of
     # a replay the reading thread's core is idle, and these passes over every frame and
     # page took 0.05-0.1 s of a 0.5-0.8 s one-VM replay of 20 M accesses.
+    F, FC, P, PC, VS, G = state.F, state.FC, state.P, state.PC, state.VS, state.G
+    tracked = G[G_TRACK] == 1  # then check_invariants' laws too, split the same way
     pages_code = [0]
 
     def pages_side() -> None:
-        pages_code[0] = int(check_pages(state.F, state.P, state.VS, state.G))
+        code = int(check_pages(F, P, VS, G))
+        if code == 0 and tracked:
+            code = int(check_page_contents(P, PC, VS, G))
+        pages_code[0] = code
 
     worker = threading.Thread(target=pages_side, name="balloonreplay-check", daemon=True)
     worker.start()
     try:
-        seen = np.zeros(state.F.shape[0], dtype=np.int8)
-        F, FC, P, VS, G = state.F, state.FC, state.P, state.VS, state.G
+        seen = np.zeros(F.shape[0], dtype=np.int8)
         code = int(check_frames(F, FC, P, VS, G, state.FS, state.BS, seen))
-        if code == 0 and G[G_TRACK] == 1:
-            code = int(check_invariants(F, FC, P, state.PC, VS, G))
+        if code == 0 and tracked:
+            code = int(check_frame_contents(F, FC, P, PC, VS, G))
     finally:
         worker.join()
     code = code or pages_code[0]
