@@ -40,7 +40,7 @@ from balloonreplay.engine.pages import (
     page_where,
     with_access_mirror,
 )
-from balloonreplay.engine.prefetch import prefetch_row
+from balloonreplay.engine.prefetch import prefetch_cell, prefetch_row
 from balloonreplay.engine.state import (
     BACKED,
     C_ACCESSES,
@@ -73,6 +73,7 @@ from balloonreplay.engine.state import (
     P_FRAME,
     P_NEXT,
     P_PREV,
+    PAGE_COLD_FIELDS,
     PC_CONTENT,
     PC_KNOWN,
     PF_DIRTY,
@@ -117,17 +118,25 @@ def prefetch_page(P, BP, pos, stop):
 
 
 @inline
-def prefetch_victim(F, P, VS, v, tail_victim, tail):
+def prefetch_victim(F, FC, P, PC, VS, v, tail_victim, tail, track):
     """Start loading the rows the next eviction will touch, for policies whose victim is
     the list tail: the tail's frame row (plain_fault writes it) and the page before it
-    (the next tail)."""
+    (the next tail); when contents are tracked, also the tail's cold page row (its saved
+    copy and swap-out count) and its frame's cold row (the content the new page brings),
+    both lines of each where a row spans two."""
     if tail_victim and tail != NIL and VS[v, V_FREE_N] == 0:
         fa = P[tail, P_FRAME]
         if fa != NIL:
             prefetch_row(F, fa)
+            if track:
+                prefetch_row(FC, fa)
+                prefetch_cell(FC, fa, FC_CONTENT)
         na = P[tail, P_PREV]
         if na != NIL:
             prefetch_row(P, na)
+        if track:
+            prefetch_row(PC, tail)
+            prefetch_cell(PC, tail, PAGE_COLD_FIELDS - 1)
 
 
 @inline
@@ -290,6 +299,9 @@ def hit_run(F, FC, P, PC, VS, G, L, CNT, FS, BT, BP, BW, BK, BC, BF, v, pos, sto
         if f == NIL:
             if not tail_victim or (P[pg, P_FLAGS] & PF_FILE) != file_backed:
                 break
+            if track:  # the fill reads and counts in the page's cold row
+                prefetch_row(PC, pg)
+                prefetch_cell(PC, pg, PAGE_COLD_FIELDS - 1)
             f, head, tail, stall_ns = plain_fault(
                 F,
                 FC,
@@ -321,7 +333,7 @@ def hit_run(F, FC, P, PC, VS, G, L, CNT, FS, BT, BP, BW, BK, BC, BF, v, pos, sto
             break
         prefetch_page(P, BP, pos, stop)
         if tail != prefetched_tail:  # once per list tail, not at every hit
-            prefetch_victim(F, P, VS, v, tail_victim, tail)
+            prefetch_victim(F, FC, P, PC, VS, v, tail_victim, tail, track)
             prefetched_tail = tail
         old_flags = flags
         if lru:

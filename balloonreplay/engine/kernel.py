@@ -214,7 +214,7 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, BT, BP, BW, BK, BC, BF
                     if issue >= end:
                         break
                     prefetch_page(P, BP, pos, stop)
-                    prefetch_victim(F, P, VS, v, tail_victim, VS[v, V_AT])
+                    prefetch_victim(F, FC, P, PC, VS, v, tail_victim, VS[v, V_AT], track)
                     if not access(
                         F,
                         FC,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from balloonreplay.engine.flags import inline
 from balloonreplay.engine.hashtable import ht_delete, ht_find, ht_insert
 from balloonreplay.engine.host import set_host, share_domain
+from balloonreplay.engine.prefetch import prefetch_cell, prefetch_row
 from balloonreplay.engine.rng import next_below
 from balloonreplay.engine.state import (
     BACKED,
@@ -99,3 +100,11 @@ def scan_step(F, FC, P, VS, G, CNT, RNG, SH, CA, v):
             VS[v, V_SCAN_CURSOR] = (index + 1) % c
         CNT[v, C_SCANNED] += 1
         scan_frame(F, FC, P, VS, G, SH, CA, base + index)
+    if n > 0 and G[G_SCAN_ORDER] != SCAN_RANDOM:
+        # The next frame in round-robin order is scanned a quantum or two from now, after
+        # thousands of other rows' traffic: its frame row and the cold fields scan_frame
+        # reads (FC_KNOWN .. FC_CAND_CONTENT, which may span two lines) missed the cache.
+        f = base + VS[v, V_SCAN_CURSOR]
+        prefetch_row(F, f)
+        prefetch_cell(FC, f, FC_KNOWN)
+        prefetch_cell(FC, f, FC_CAND_CONTENT)
