@@ -187,6 +187,20 @@ def test_a_law_only_the_pages_side_sees_is_checked_without_tracking(monkeypatch)
     assert err.value.code == S.ERR_LINK
 
 
+@pytest.mark.parametrize("sharing", [True, False])
+def test_an_error_in_the_check_thread_reaches_the_caller(monkeypatch, sharing):
+    """The pages' side runs in a second thread; if it fails, the check must not pass."""
+    _, state, metrics = final_state(monkeypatch, sharing=sharing)
+
+    def broken(*args):
+        raise RuntimeError("pages' side failed")
+
+    name = "check_page_contents" if sharing else "check_pages"
+    monkeypatch.setattr(checks, name, broken)
+    with pytest.raises(RuntimeError, match="pages' side failed"):
+        check_end_of_run(state, metrics)
+
+
 def test_swap_balance_checked_from_metrics_without_tracking(monkeypatch):
     """Without sharing or debug checks the engine keeps no per-page swap counts; the
     balance is then checked per VM over the run, from the metrics."""

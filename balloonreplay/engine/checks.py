@@ -320,15 +320,18 @@ def check_end_of_run(state, metrics: dict | None = None) -> None:
     # page took 0.05-0.1 s of a 0.5-0.8 s one-VM replay of 20 M accesses.
     F, FC, P, PC, VS, G = state.F, state.FC, state.P, state.PC, state.VS, state.G
     tracked = G[G_TRACK] == 1  # then check_invariants' laws too, split the same way
-    pages_code = [0]
+    pages_side: dict = {"code": 0, "error": None}
 
-    def pages_side() -> None:
-        code = int(check_pages(F, P, VS, G))
-        if code == 0 and tracked:
-            code = int(check_page_contents(P, PC, VS, G))
-        pages_code[0] = code
+    def check_pages_side() -> None:
+        try:
+            code = int(check_pages(F, P, VS, G))
+            if code == 0 and tracked:
+                code = int(check_page_contents(P, PC, VS, G))
+            pages_side["code"] = code
+        except BaseException as exc:  # raised in the caller's thread: never a silent pass
+            pages_side["error"] = exc
 
-    worker = threading.Thread(target=pages_side, name="balloonreplay-check", daemon=True)
+    worker = threading.Thread(target=check_pages_side, name="balloonreplay-check", daemon=True)
     worker.start()
     try:
         seen = np.zeros(F.shape[0], dtype=np.int8)
@@ -337,7 +340,10 @@ def check_end_of_run(state, metrics: dict | None = None) -> None:
             code = int(check_frame_contents(F, FC, P, PC, VS, G))
     finally:
         worker.join()
-    code = code or pages_code[0]
+    if pages_side["error"] is not None:
+        raise pages_side["error"]
+    # The frames' side's code first: with laws broken on both sides, that one is named.
+    code = code or pages_side["code"]
     if code == 0 and metrics is not None:
         nvm = state.VS.shape[0]
         vm = np.asarray(metrics["vm"], dtype=np.int64)
