@@ -256,6 +256,22 @@ class _Buffers:
         content_col = batch.column(names.index("content")) if "content" in names else None
         file_col = batch.column(names.index("file_backed")) if "file_backed" in names else None
         free_col = batch.column(names.index("free")) if "free" in names else None
+        # The Parquet fast path trusts its footer's statistics to rule out nulls, which
+        # conform_batch refuses elsewhere; data that belies them is refused here.
+        for name, column in (
+            ("vm", vm_col),
+            ("t_ns", t_col),
+            ("page", page_col),
+            ("write", write_col),
+            ("file_backed", file_col),
+            ("free", free_col),
+        ):
+            if column is not None and column.null_count:
+                raise TraceError(
+                    self.path,
+                    f"rows {self.rows_read}-{self.rows_read + n - 1}",
+                    f"expected no null values in column {name!r}",
+                )
         t = t_col.to_numpy().view(np.int64)
         page = page_col.to_numpy().view(np.int64)
         counts = np.zeros(self.nvm, dtype=np.int64)

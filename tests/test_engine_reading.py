@@ -95,6 +95,24 @@ def test_canonical_files_use_delta_times_and_byte_stream_split_lz4_pages(tmp_pat
     assert set(codecs.values()) == {"ZSTD"}
 
 
+@pytest.mark.parametrize("column", ["t_ns", "page", "write"])
+def test_nulls_that_the_footer_denies_are_a_trace_error(column):
+    """The Parquet fast path skips conform_batch, trusting the footer's statistics to rule
+    out nulls; a batch that has them anyway is refused, not read as zeros."""
+    import pyarrow as pa
+
+    from balloonreplay.errors import TraceError
+    from balloonreplay.replay import _Buffers
+
+    batch = make_batch(0, [0, 1, 2], [0, 1, 2], [False, True, False])
+    i = batch.schema.names.index(column)
+    values = batch.column(i).to_pylist()
+    values[1] = None
+    batch = batch.set_column(i, column, pa.array(values, batch.schema.field(i).type))
+    with pytest.raises(TraceError, match=f"rows 0-2: expected no null values in column '{column}'"):
+        _Buffers(None, [4], "t.parquet", 8).prepare(batch)
+
+
 @pytest.mark.parametrize("offset", [0, 3, 8, 13])
 def test_bool_columns_unpack_to_bytes_from_any_offset(offset):
     """_flags reads Arrow's bit-packed buffer itself; a sliced column starts mid-byte."""
