@@ -454,8 +454,8 @@ class _Buffers:
 def _flags(column: pa.Array) -> np.ndarray:
     """A bool column as uint8 0/1 (Arrow packs bools in bits, so this unpacks a copy;
     numpy's unpackbits does it in a tenth of the time of Arrow's to_numpy, which
-    took 0.02 s per 20 M rows). Never null: conform_batch and checked_batches refuse
-    nulls outside ``content``."""
+    took 0.02 s per 20 M rows). Never null: ``_Buffers.prepare`` refuses nulls before
+    it calls this (bits under a null slot would read as values)."""
     bits = np.frombuffer(column.buffers()[1], dtype=np.uint8)
     start = column.offset
     return np.unpackbits(bits, count=start + len(column), bitorder="little")[start:]
