@@ -197,7 +197,20 @@ class _Buffers:
     """Unconsumed rows, grouped by VM, in the columns the kernel reads: int64 times, pages
     and contents, uint8 flags. Every column is handed to the kernel read-only (Arrow's
     zero-copy views are; the rest are marked so), which keeps one compiled kernel and
-    spares a copy of each batch."""
+    spares a copy of each batch.
+
+    With several VMs, each VM has a ring in the columns (``ring[v]`` slots from
+    ``ring_start[v]``); the kernel reads one contiguous segment of it, ``V_POS`` to
+    ``V_END``, and the rows that went round to the ring's start wait in ``queued[v]``
+    until it reaches the segment's end (``refill``). Rows are written into the rings
+    once, and usually by the reading thread (``prepare``, ``_reserve``), while the
+    kernel runs: a batch comes to the main thread already in place, and ``add`` only
+    publishes it. A batch goes the old way, grouped into columns of its own and copied
+    in by the main thread (``_take``), before the rings exist, when a ring has no room
+    for it (its VM is max_rows behind: the overflow goes to disk) or while rows wait on
+    disk (see ``_reserve``). Copying every row into its VM's region on the main thread
+    took 0.13-0.4 s per 20 M rows of bench_replay.py's 8-VM trace, in series with the
+    kernel."""
 
     COLUMNS = ("t", "page", "write", "known", "content", "file")
     DTYPES = {
@@ -211,8 +224,9 @@ class _Buffers:
 
     def __init__(self, VS: np.ndarray | None, pages_per_vm: list[int], trace_path, max_rows: int):
         """``VS``: the engine's per-VM rows, whose buffer positions the main thread's
-        methods move; it may be set later (``prepare``, the reading thread's, reads
-        none of it), so that reading starts before the state is allocated."""
+        methods move; it may be set later (``prepare``, the reading thread's, writes
+        into rings only once they exist), so that reading starts before the state is
+        allocated."""
         from balloonreplay.engine.state import V_END, V_INPUT_DONE, V_POS, first_ids
 
         self.VS = VS
@@ -224,11 +238,27 @@ class _Buffers:
         self.nvm = len(self.npages)
         self.pbase = first_ids(self.npages)  # each VM's first global page id (V_PBASE)
         self.cols = {c: _readonly(np.zeros(0, dtype=self.DTYPES[c])) for c in self.COLUMNS}
-        # With several VMs: writable columns behind self.cols, cut in per-VM regions
-        # (_append).
+        # With several VMs: writable columns behind self.cols, cut in per-VM rings, none
+        # until the first batch comes to the main thread.
         self.base = {c: np.zeros(0, dtype=self.DTYPES[c]) for c in self.COLUMNS}
-        self.region = np.zeros(self.nvm, dtype=np.int64)
-        self.region_start = np.zeros(self.nvm, dtype=np.int64)
+        # Per VM: its ring's size and first slot, its next free slot, the rows ever
+        # written into it (published or not), the rows read before the kernel's
+        # segment, and where that segment starts.
+        (
+            self.ring,
+            self.ring_start,
+            self.tail,
+            self.written,
+            self.consumed_base,
+            self.segment_start,
+        ) = np.zeros((6, self.nvm), dtype=np.int64)
+        self.queued: list[list[tuple[int, int]]] = [[] for _ in range(self.nvm)]
+        # Batches the reading thread has handed over unwritten and add() has not taken:
+        # while there are any, it waits (their rows go first, and may move the rings).
+        self._unwritten = 0
+        self._finished = False
+        self._closed = False
+        self._lock = threading.Condition()
         self.t0: int | None = None
         self.rows_read = 0  # rows prepared so far: a bad row's offset in the trace
         self.path = trace_path
@@ -313,17 +343,25 @@ class _Buffers:
                 "file": file_backed,
                 "counts": counts,
             }
-        # Grouped by VM here, in the reading thread (stable: each VM's rows in order).
         if vm is None:
             vm = _readonly(np.zeros(n, dtype=np.uint16))
+        inputs = tuple(map(_readonly, (t, page, write, known, content, file_backed)))
+        reserved = self._reserve(counts)
+        if reserved is not None:  # straight into the rings, beside the kernel
+            start, lo, hi, base = reserved
+            cursor, zeros = np.zeros((2, self.nvm), dtype=np.int64)
+            rows.group_into_rings(
+                vm, start, cursor, lo, hi, self.pbase, zeros, self.t0, *inputs, *base.values()
+            )
+            return {"counts": counts, "written_at": start}
+        # Grouped by VM into columns of its own (stable: each VM's rows in order), which
+        # add() copies into the rings.
         cols = {name: np.empty(n, dtype=self.DTYPES[name]) for name in self.COLUMNS}
         starts = first_ids(counts)  # each VM's first slot in the grouped columns
-        inputs = (t, page, write, known, content, file_backed)
         cursor, zeros = np.zeros((2, self.nvm), dtype=np.int64)
-        rows.group_by_vm(
-            vm, starts, cursor, self.pbase, zeros, self.t0, *map(_readonly, inputs), *cols.values()
-        )
+        rows.group_by_vm(vm, starts, cursor, self.pbase, zeros, self.t0, *inputs, *cols.values())
         cols["counts"] = counts
+        cols["unwritten"] = np.ones(1, dtype=bool)
         return cols
 
     def _bad_row(self, i: int, vm: np.ndarray | None, page: np.ndarray) -> None:
@@ -341,112 +379,227 @@ class _Buffers:
             f"pages_per_vm), got {int(page[i]) & 0xFFFFFFFFFFFFFFFF}",
         )
 
+    # ------------------------------------------------------------ several VMs: the rings
+    def _reserve(self, counts: np.ndarray):
+        """In the reading thread: slots for a batch's rows, behind each VM's rows in its
+        ring, if every ring has room for them without overwriting a row the kernel has
+        yet to read; then ``(first slot per VM, ring starts, ring ends, columns)``, for
+        the caller to write into outside the lock. None (the batch goes to add()
+        unwritten) if not, before the rings exist, or while rows wait on disk. After an
+        unwritten batch it waits until add() has taken that one (whose rows come first):
+        the reading thread runs ahead of the kernel, so it would otherwise hand over
+        every later batch unwritten too.
+
+        The rings never move (``_allocate``). The main thread writes into them too
+        (``_take``, ``refill``), but only for an unwritten batch or rows from disk, while
+        no reserved batch is unpublished: neither is the case while a reservation
+        succeeds, nor until every batch reserved before has been through the queue (it
+        is first-in first-out), by when its rows are written."""
+        with self._lock:
+            while self._unwritten and not self._closed:
+                self._lock.wait(0.1)
+            ok = (
+                not self._closed
+                and self.VS is not None
+                and bool(self.ring.all())
+                and (self.spill is None or not self.spill.pending.any())
+            )
+            if ok:
+                # The kernel moves V_POS on meanwhile: a stale one counts more rows as
+                # unread, never fewer.
+                held = self.written - self._consumed(self.VS[:, self.V_POS])
+                ok = bool((held + counts <= self.ring).all())
+            if not ok:
+                self._unwritten += 1
+                return None
+            start = self.tail.copy()
+            self.tail = self.ring_start + (self.tail - self.ring_start + counts) % self.ring
+            self.written += counts
+            return start, self.ring_start.copy(), self.ring_start + self.ring, self.base
+
+    def _consumed(self, pos: np.ndarray) -> np.ndarray:
+        """Rows each VM's kernel has read, given its read position."""
+        return self.consumed_base + pos - self.segment_start
+
     def add(self, new: dict[str, np.ndarray] | None) -> None:
-        """Append prepared rows behind each VM's unconsumed ones."""
+        """Take a prepared batch: publish rows already in the rings, or put them there."""
         if new is None:
             return
         counts = new.pop("counts")
-        pos = self.VS[:, self.V_POS].copy()
-        end = self.VS[:, self.V_END].copy()
         if self.nvm == 1:
             # One VM: no regrouping; keep the unconsumed tail, if any, in front.
+            pos = self.VS[0, self.V_POS]
+            end = self.VS[0, self.V_END]
             for name in self.COLUMNS:
                 fresh = new[name]
-                if end[0] > pos[0]:
-                    fresh = np.concatenate([self.cols[name][pos[0] : end[0]], fresh])
+                if end > pos:
+                    fresh = np.concatenate([self.cols[name][pos:end], fresh])
                 self.cols[name] = _readonly(fresh)
             self.VS[0, self.V_POS] = 0
             self.VS[0, self.V_END] = len(self.cols["t"])
             return
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        fresh = []
+        with self._lock:
+            if "written_at" in new:
+                self._publish(new["written_at"], counts)
+                return
+            try:
+                self._take(new, counts)
+            finally:
+                if "unwritten" in new:
+                    self._unwritten -= 1
+                    self._lock.notify_all()
+
+    def _take(self, new: dict[str, np.ndarray], counts: np.ndarray) -> None:
+        """Copy an unwritten batch's rows into the rings, each VM's up to max_rows
+        unread rows in memory (the rest, and every row behind rows already on disk,
+        go to disk), growing a ring that has no room."""
+        from balloonreplay.engine.state import first_ids
+
+        starts = first_ids(counts)
+        held = self.written - self._consumed(self.VS[:, self.V_POS])  # exact: no kernel runs
+        keep = np.zeros(self.nvm, dtype=np.int64)
+        for v in range(self.nvm):
+            spilled = self.spill is not None and self.spill.pending[v] > 0
+            if not spilled:
+                keep[v] = max(0, min(int(counts[v]), self.max_rows - int(held[v])))
+        if not self.ring.all():
+            self._allocate()
         for v in range(self.nvm):
             rows = {name: new[name][starts[v] : starts[v] + counts[v]] for name in self.COLUMNS}
-            # Beyond max_rows, and behind rows already on disk (order), rows go to disk.
-            spilled = self.spill is not None and self.spill.pending[v] > 0
-            keep = (
-                0 if spilled else max(0, min(int(counts[v]), self.max_rows - int(end[v] - pos[v])))
-            )
-            if keep < counts[v]:
+            self._put(v, {name: col[: keep[v]] for name, col in rows.items()})
+            if keep[v] < counts[v]:
                 if self.spill is None:
                     from balloonreplay.spill import RowSpill
 
                     self.spill = RowSpill(self.nvm, self.DTYPES)
-                self.spill.push(v, {name: col[keep:] for name, col in rows.items()})
-            fresh.append({name: col[:keep] for name, col in rows.items()})
-        self._append(fresh)
+                self.spill.push(v, {name: col[keep[v] :] for name, col in rows.items()})
 
-    def _append(self, fresh: list[dict[str, np.ndarray]]) -> None:
-        """Put ``fresh[v]`` behind VM v's unconsumed rows. Each VM has a region of the
-        columns (``region[v]`` rows from ``region_start[v]``); rows stay where they are
-        until the region's end is reached (then the VM's unconsumed rows move to its
-        start) or the region is too small (then the regions are laid out anew, that VM's
-        at least doubled, never beyond ``max_rows`` unless a VM holds more). So a row is
-        copied about once, where rebuilding the columns at every batch copied every VM's
-        unconsumed rows again."""
-        pos = self.VS[:, self.V_POS].copy()
-        end = self.VS[:, self.V_END].copy()
-        counts = np.array([len(rows["t"]) for rows in fresh], dtype=np.int64)
-        need = end - pos + counts
-        if (need > self.region).any():
-            grown = np.minimum(np.maximum(need, 2 * self.region), self.max_rows)
-            self._regions(np.where(need > self.region, np.maximum(grown, need), self.region))
-            pos, end = self.VS[:, self.V_POS].copy(), self.VS[:, self.V_END].copy()
-        for v in range(self.nvm):
-            n = int(counts[v])
-            if n == 0:
-                continue
-            start = int(self.region_start[v])
-            if end[v] + n > start + self.region[v]:  # move the unconsumed rows to the start
-                held = int(end[v] - pos[v])
-                for col in self.base.values():
-                    col[start : start + held] = col[pos[v] : end[v]]
-                pos[v], end[v] = start, start + held
-            for name, col in self.base.items():
-                col[end[v] : end[v] + n] = fresh[v][name]
-            end[v] += n
-        self.VS[:, self.V_POS] = pos
-        self.VS[:, self.V_END] = end
+    def _put(self, v: int, rows: dict[str, np.ndarray]) -> None:
+        """Main thread: write VM v's rows at its ring's tail (which has room) and
+        publish them."""
+        n = len(rows["t"])
+        if n == 0:
+            return
+        lo, a = int(self.ring_start[v]), int(self.tail[v])
+        hi = lo + int(self.ring[v])
+        first = min(n, hi - a)
+        for name, col in self.base.items():
+            col[a : a + first] = rows[name][:first]
+            col[lo : lo + n - first] = rows[name][first:]
+        self.tail[v] = lo + (a - lo + n) % (hi - lo)
+        self.written[v] += n
+        self._publish_one(v, a, n)
 
-    def _regions(self, region: np.ndarray) -> None:
-        """New columns with ``region[v]`` rows for VM v, its unconsumed rows at the start."""
-        starts = np.concatenate([[0], np.cumsum(region)[:-1]]).astype(np.int64)
-        total = int(region.sum())
-        base = {name: np.empty(total, dtype=self.DTYPES[name]) for name in self.COLUMNS}
+    def _publish(self, start: np.ndarray, counts: np.ndarray) -> None:
+        for v in np.flatnonzero(counts):
+            self._publish_one(int(v), int(start[v]), int(counts[v]))
+
+    def _publish_one(self, v: int, a: int, n: int) -> None:
+        """VM v's n rows from slot a of its ring (going round to its start) are ready."""
+        hi = int(self.ring_start[v] + self.ring[v])
+        first = min(n, hi - a)
+        self._segment(v, a, a + first)
+        if n > first:
+            lo = int(self.ring_start[v])
+            self._segment(v, lo, lo + n - first)
+
+    def _segment(self, v: int, a: int, b: int) -> None:
+        """Rows a..b of VM v follow its others: the kernel's segment grows if they
+        continue it, else they wait their turn (``_advance``)."""
+        pos, end = self.VS[v, self.V_POS], self.VS[v, self.V_END]
+        if self.queued[v] or (a != end and pos < end):
+            self.queued[v].append((a, b))
+        elif a == end:
+            self.VS[v, self.V_END] = b
+        else:
+            self._switch(v, a, b)
+
+    def _switch(self, v: int, a: int, b: int) -> None:
+        """VM v has read its segment to the end; it goes on with rows a..b."""
+        self.consumed_base[v] += self.VS[v, self.V_END] - self.segment_start[v]
+        self.segment_start[v] = a
+        self.VS[v, self.V_POS] = a
+        self.VS[v, self.V_END] = b
+
+    def _advance(self) -> bool:
+        """Move every VM that has read its segment to the end onto its next one (and on
+        through the ones that continue it); True if any moved."""
+        moved = False
         for v in range(self.nvm):
-            pos, end = int(self.VS[v, self.V_POS]), int(self.VS[v, self.V_END])
-            start = int(starts[v])
-            for name, col in base.items():
-                col[start : start + end - pos] = self.base[name][pos:end]
-            self.VS[v, self.V_POS] = start
-            self.VS[v, self.V_END] = start + end - pos
-        self.base, self.region, self.region_start = base, region.astype(np.int64), starts
-        for name, col in base.items():
+            waiting = self.queued[v]
+            if waiting and self.VS[v, self.V_POS] >= self.VS[v, self.V_END]:
+                self._switch(v, *waiting.pop(0))
+                moved = True
+            while waiting and waiting[0][0] == self.VS[v, self.V_END]:
+                self.VS[v, self.V_END] = waiting.pop(0)[1]
+        return moved
+
+    def _allocate(self) -> None:
+        """The rings, max_rows rows for each VM: memory the system maps as rows are first
+        written into it (so a short trace, or VMs that keep pace, use a part), and which
+        never moves, so the reading thread can write into it while the kernel runs."""
+        from balloonreplay.engine.state import first_ids
+
+        self.ring[:] = self.max_rows
+        self.ring_start[:] = first_ids(self.ring)
+        self.tail[:] = self.ring_start
+        self.segment_start[:] = self.ring_start
+        self.VS[:, self.V_POS] = self.ring_start
+        self.VS[:, self.V_END] = self.ring_start
+        size = self.max_rows * self.nvm
+        self.base = {name: np.empty(size, dtype=self.DTYPES[name]) for name in self.COLUMNS}
+        for name, col in self.base.items():
             view = col.view()
             view.flags.writeable = False  # the kernel's one array type (_readonly)
             self.cols[name] = view
 
+    def held(self) -> np.ndarray:
+        """Unread rows of each VM in memory (main thread, between kernel calls)."""
+        if self.nvm == 1:
+            return self.VS[:, self.V_END] - self.VS[:, self.V_POS]
+        with self._lock:
+            return self.written - self._consumed(self.VS[:, self.V_POS])
+
     def refill(self) -> bool:
-        """Read back spilled rows of the VMs that ran out; False if none of them has any
-        (then the next batch of the trace is what they need)."""
-        if self.spill is None:
+        """Rows for the VMs that ran out, without reading the trace: their next segment
+        of the ring, or rows back from disk. False if none of them has any (then the
+        next batch of the trace is what they need)."""
+        if self.nvm == 1:
             return False
-        VS = self.VS
-        starving = (VS[:, self.V_POS] >= VS[:, self.V_END]) & (self.spill.pending > 0)
-        if not starving.any():
-            return False
-        empty = {name: np.zeros(0, dtype=dtype) for name, dtype in self.DTYPES.items()}
-        self._append(
-            [self.spill.pop(v, self.max_rows) if starving[v] else empty for v in range(self.nvm)]
-        )
-        return True
+        with self._lock:
+            moved = self._advance()
+            if self.spill is not None:
+                VS = self.VS
+                for v in range(self.nvm):
+                    starving = VS[v, self.V_POS] >= VS[v, self.V_END] and not self.queued[v]
+                    if starving and self.spill.pending[v] > 0:
+                        # Nothing of v is unread in memory: no ring is reserved in while
+                        # rows wait on disk (_reserve).
+                        rows = self.spill.pop(v, self.max_rows)
+                        self._put(v, rows)
+                        moved = True
+            self._mark_done()
+        return moved
 
     def input_done(self) -> None:
-        """The trace is read to its end: a VM has all its rows once none wait on disk."""
-        done = np.ones(self.nvm, dtype=bool) if self.spill is None else self.spill.pending == 0
-        self.VS[done, self.V_INPUT_DONE] = 1
+        """The trace is read to its end: a VM has all its rows once none wait on disk
+        or in its ring."""
+        with self._lock:
+            self._finished = True
+            self._mark_done()
+
+    def _mark_done(self) -> None:
+        if not self._finished:
+            return
+        for v in range(self.nvm):
+            on_disk = self.spill is not None and self.spill.pending[v] > 0
+            if not on_disk and not self.queued[v]:
+                self.VS[v, self.V_INPUT_DONE] = 1
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True  # a reading thread waiting in _reserve goes
+            self._lock.notify_all()
         if self.spill is not None:
             self.spill.close()
 
@@ -753,6 +906,11 @@ def warm_up() -> None:
     # (grouped by VM) and a file's batch without its constant vm column.
     two_vms = table.set_column(0, "vm", pa.array([0, 1, 0, 1], pa.uint16()))
     _Buffers(None, [2, 2], None, 4).prepare(two_vms.to_batches()[0])
+    from balloonreplay.engine.state import VM_FIELDS
+
+    rings = _Buffers(np.zeros((2, VM_FIELDS), dtype=np.int64), [2, 2], None, 4)
+    rings.add(rings.prepare(two_vms.to_batches()[0]))  # makes the rings
+    rings.prepare(two_vms.to_batches()[0])  # writes into them
     _Buffers(None, [2], None, 4).prepare(table.drop_columns(["vm"]).to_batches()[0])
     _WARM = True
 
@@ -763,12 +921,15 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     from balloonreplay.engine.checks import check_end_of_run
     from balloonreplay.engine.state import allocate
 
-    # Up to four batches' worth of rows per VM in memory (its share of four batches), the
-    # rest spilled to disk (spill.py). Once a VM's rows go to disk, all its later rows
-    # follow them until it catches up, so a lag hovering at the limit sends nearly every
-    # row through the disk: bench_replay.py's 8-VM run spilled 4.7 M of its 20 M rows
-    # with two batches' worth, none with four (4 Mi rows of 27 bytes: 113 MB at most).
-    max_rows = 4 * batch_rows // config.num_vms
+    # Up to seven batches' worth of rows per VM in memory (its share of seven batches),
+    # the rest spilled to disk (spill.py): four for a VM that lags behind the others, and
+    # three that the reading thread writes ahead of the kernel (two in the queue, one
+    # being prepared), which used to wait in the queue as columns of their own. Once a
+    # VM's rows go to disk, all its later rows follow them until it catches up, so a lag
+    # hovering at the limit sends nearly every row through the disk: bench_replay.py's
+    # 8-VM run spilled 4.7 M of its 20 M rows with two batches' worth of lag, none with
+    # four (7 Mi rows of 27 bytes: 198 MB at most, the batches read ahead included).
+    max_rows = 7 * batch_rows // config.num_vms
     buffers = _Buffers(None, pages_per_vm, getattr(trace, "path", None), max_rows)
     source = _parquet_batches(trace, batch_rows, config.num_vms)
     if source is None:

@@ -48,7 +48,8 @@ def kernel_seconds(path: Path, reps: int, balloon_fraction: float = 0.0, **optio
     config = build_config(trace, **options)
     pages_per_vm = _pages_per_vm(trace, config.num_vms)
     loaded = allocate(config, pages_per_vm)
-    buffers = _Buffers(loaded.VS, pages_per_vm, path, 1 << 62)  # all rows in memory
+    rows = pq.ParquetFile(path).metadata.num_rows
+    buffers = _Buffers(loaded.VS, pages_per_vm, path, rows)  # all rows in memory
     for batch in trace.iter_batches():
         buffers.add(buffers.prepare(batch))
     buffers.input_done()

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import balloonreplay
 from balloonreplay import replay as replay_module
 from balloonreplay.spill import RowSpill
+from balloonreplay.traces.schema import make_batch
 
 
 def uneven_trace(n: int = 4000):
@@ -40,20 +41,32 @@ OPTIONS = dict(vms="32p", epoch_ns=50_000, quantum_ns=5_000)
 def track_buffers(monkeypatch):
     """Record the most unconsumed rows any VM held in memory, and the rows spilled."""
     seen = {"max_rows": 0, "max_in_memory": 0, "spilled": 0}
-    append, close = replay_module._Buffers._append, replay_module._Buffers.close
+    add, refill, close = (
+        replay_module._Buffers.add,
+        replay_module._Buffers.refill,
+        replay_module._Buffers.close,
+    )
 
-    def tracking_append(self, fresh):
-        append(self, fresh)
-        held = self.VS[:, self.V_END] - self.VS[:, self.V_POS]
-        seen["max_in_memory"] = max(seen["max_in_memory"], int(held.max()))
+    def note(self):
+        seen["max_in_memory"] = max(seen["max_in_memory"], int(self.held().max()))
         seen["max_rows"] = self.max_rows
+
+    def tracking_add(self, new):
+        add(self, new)
+        note(self)
+
+    def tracking_refill(self):
+        moved = refill(self)
+        note(self)
+        return moved
 
     def tracking_close(self):
         if self.spill is not None:
             seen["spilled"] += self.spill.spilled_rows
         close(self)
 
-    monkeypatch.setattr(replay_module._Buffers, "_append", tracking_append)
+    monkeypatch.setattr(replay_module._Buffers, "add", tracking_add)
+    monkeypatch.setattr(replay_module._Buffers, "refill", tracking_refill)
     monkeypatch.setattr(replay_module._Buffers, "close", tracking_close)
     return seen
 
@@ -106,8 +119,8 @@ def test_row_spill_is_a_fifo_per_vm():
 )
 def test_buffers_give_each_vm_its_rows_in_order(steps, max_rows):
     """Whatever the kernel consumes and the batches bring, each VM's rows in memory are
-    the next ones of its own sequence (regions grow, unconsumed rows move to a region's
-    start, the overflow waits on disk), and never more than max_rows of them."""
+    the next ones of its own sequence (rings grow, rows go round a ring, the overflow
+    waits on disk), and never more than max_rows of them."""
     from balloonreplay.engine import state as S
 
     nvm = 3
@@ -140,22 +153,143 @@ def test_buffers_give_each_vm_its_rows_in_order(steps, max_rows):
                     "counts": np.array(bring, dtype=np.int64),
                 }
             )
-            arrays = buffers.arrays()
-            t_kernel, page, write, known, content, file_backed = arrays
-            dtypes = (np.int64, np.int64, np.uint8, np.uint8, np.int64, np.uint8)
-            for a, dtype in zip(arrays, dtypes, strict=True):
-                # the kernel's one array type per argument (another would compile anew)
-                assert a.dtype == dtype and a.flags.c_contiguous and not a.flags.writeable
-            assert (buffers.region <= max_rows).all()  # memory stays bounded
-            for v in range(nvm):
-                pos, end = int(VS[v, S.V_POS]), int(VS[v, S.V_END])
-                assert end - pos <= max_rows
-                rows = t_kernel[pos:end]
-                assert rows.tolist() == sent[v][used[v] : used[v] + end - pos]
-                assert (page[pos:end] == rows * 7).all() and (content[pos:end] == -rows).all()
-                assert (write[pos:end] == rows % 2).all() and (known[pos:end] == 1).all()
-                assert (file_backed[pos:end] == (rows % 3 == 0)).all()
-                pending = 0 if buffers.spill is None else int(buffers.spill.pending[v])
-                assert used[v] + (end - pos) + pending == len(sent[v])
+            check_rows_in_memory(buffers, VS, sent, used, unpublished=[0] * nvm)
     finally:
         buffers.close()
+
+
+def check_rows_in_memory(buffers, VS, sent, used, unpublished, pbase=None):
+    """Each VM's rows in memory, its kernel segment then the ones waiting their turn, are
+    the next of its sequence (the rows ``sent``, of which the kernel read ``used``, the
+    last ``unpublished`` in batches not added yet), no more than max_rows, and every row
+    of the sequence is read, in memory, on disk or in a batch not added yet. Row t's
+    page is 7 t (plus its VM's ``pbase``), its content -t."""
+    from balloonreplay.engine import state as S
+
+    arrays = buffers.arrays()
+    t_kernel, page, write, known, content, file_backed = arrays
+    dtypes = (np.int64, np.int64, np.uint8, np.uint8, np.int64, np.uint8)
+    for a, dtype in zip(arrays, dtypes, strict=True):
+        # the kernel's one array type per argument (another would compile anew)
+        assert a.dtype == dtype and a.flags.c_contiguous and not a.flags.writeable
+    assert (buffers.ring <= buffers.max_rows).all()  # memory stays bounded
+    for v in range(len(sent)):
+        segments = [(int(VS[v, S.V_POS]), int(VS[v, S.V_END])), *buffers.queued[v]]
+        for a, b in segments:
+            assert buffers.ring_start[v] <= a <= b <= buffers.ring_start[v] + buffers.ring[v]
+
+        def take(col, segments=segments):
+            return np.concatenate([col[a:b] for a, b in segments])
+
+        rows = take(t_kernel)
+        assert len(rows) <= buffers.max_rows
+        assert rows.tolist() == sent[v][used[v] : used[v] + len(rows)]
+        offset = 0 if pbase is None else pbase[v]
+        assert (take(page) == rows * 7 + offset).all() and (take(content) == -rows).all()
+        assert (take(write) == rows % 2).all() and (take(known) == 1).all()
+        assert (take(file_backed) == (rows % 3 == 0)).all()
+        pending = 0 if buffers.spill is None else int(buffers.spill.pending[v])
+        assert used[v] + len(rows) + pending + unpublished[v] == len(sent[v])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 12), min_size=3, max_size=3),  # rows a batch brings
+            st.lists(st.integers(0, 20), min_size=3, max_size=3),  # rows the kernel reads
+            st.integers(0, 2),  # batches added
+        ),
+        max_size=30,
+    ),
+    max_rows=st.integers(1, 100),
+)
+def test_the_reading_thread_writes_rows_into_the_rings_in_order(steps, max_rows):
+    """Batches prepared ahead (``prepare``, the reading thread's, writes a batch into the
+    rings when they have room) and added later, in order, while the kernel reads on: each
+    VM's rows in memory are still the next of its sequence, no row the kernel has yet to
+    read is overwritten, and at most max_rows are in memory; at the end every row is read,
+    in order."""
+    from balloonreplay.engine import state as S
+
+    nvm = 3
+    VS = np.zeros((nvm, S.VM_FIELDS), dtype=np.int64)
+    buffers = replay_module._Buffers(VS, [10**6] * nvm, None, max_rows)
+    sent = [[] for _ in range(nvm)]
+    used = [0] * nvm
+    items: list[tuple[dict, list[int]]] = []  # prepared, not added yet (the queue)
+    t = 0
+
+    def use(counts):  # what the kernel reads, then what the main thread does for it
+        for v in range(nvm):
+            n = min(counts[v], int(VS[v, S.V_END] - VS[v, S.V_POS]))
+            VS[v, S.V_POS] += n
+            used[v] += n
+        while buffers.refill():
+            pass
+
+    def add():
+        item, counts = items.pop(0)
+        buffers.add(item)
+
+    try:
+        for bring, consume, adds in steps:
+            if len(items) < 3 and sum(bring):  # the queue holds two, the thread one more
+                vm = np.repeat(np.arange(nvm), bring)
+                np.random.default_rng(t).shuffle(vm)  # interleaved, each VM's in order
+                t_col = np.arange(t, t + len(vm), dtype=np.int64)
+                t += len(vm)
+                for v in range(nvm):
+                    sent[v].extend(t_col[vm == v].tolist())
+                batch = make_batch(
+                    vm.astype(np.uint16),
+                    t_col.astype(np.uint64),
+                    (t_col * 7).astype(np.uint64),
+                    t_col % 2 == 1,
+                    (-t_col).view(np.uint64),
+                    t_col % 3 == 0,
+                )
+                while buffers._unwritten:  # the reading thread waits for add() (_reserve)
+                    add()
+                items.append((buffers.prepare(batch), bring))
+            use(consume)
+            for _ in range(min(adds, len(items))):
+                add()
+            unpublished = np.sum([c for _, c in items], axis=0) if items else [0] * nvm
+            check_rows_in_memory(buffers, VS, sent, used, list(unpublished), buffers.pbase)
+        while items:
+            add()
+        buffers.input_done()
+        for _ in range(100):  # the kernel reads on until every VM is done and read out
+            use([10**6] * nvm)
+            buffers.input_done()
+            if VS[:, S.V_INPUT_DONE].all() and (VS[:, S.V_POS] == VS[:, S.V_END]).all():
+                break
+        assert not any(buffers.queued)
+        assert used == [len(rows) for rows in sent]
+    finally:
+        buffers.close()
+
+
+def test_a_batch_is_written_into_the_rings_by_the_reading_thread():
+    """Once the first batch has made the rings, the next ones that fit are written by
+    ``prepare`` (the reading thread) and ``add`` only publishes them."""
+    from balloonreplay.engine import state as S
+
+    VS = np.zeros((2, S.VM_FIELDS), dtype=np.int64)
+    buffers = replay_module._Buffers(VS, [100, 100], None, 1000)
+
+    def batch(t):
+        return make_batch([0, 1, 1, 0], [t, t + 1, t + 2, t + 3], [1, 2, 3, 4], [True] * 4)
+
+    first = buffers.prepare(batch(0))
+    assert "written_at" not in first  # no rings yet
+    buffers.add(first)
+    second = buffers.prepare(batch(4))
+    assert "written_at" in second and "t" not in second
+    assert VS[:, S.V_END].tolist() == (buffers.ring_start + 2).tolist()  # not published yet
+    buffers.add(second)
+    t_col = buffers.arrays()[0]
+    for v in range(2):
+        pos, end = VS[v, S.V_POS], VS[v, S.V_END]
+        assert t_col[pos:end].tolist() == ([0, 3, 4, 7] if v == 0 else [1, 2, 5, 6])

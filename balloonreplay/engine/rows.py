@@ -6,6 +6,9 @@ bound, a stable argsort by VM and a gather per column), that work took about 45 
 million rows of an 8-VM trace: as much CPU as the kernel's own, on a 2-core machine.
 A counting sort needs no sort: the VMs are few, so one pass counts each VM's rows and
 checks them, and then each column is written, row by row, to its VM's next free slot.
+With several VMs, that slot is usually in the VM's ring of the kernel's own columns
+(``group_into_rings``), so a batch is written once, in the reading thread, and the main
+thread only publishes it.
 """
 
 from __future__ import annotations
@@ -72,3 +75,35 @@ def group_by_vm(
     _scatter(vm, starts, cursor, known, zeros, 0, out_known)
     _scatter(vm, starts, cursor, content, zeros, 0, out_content)
     _scatter(vm, starts, cursor, file_backed, zeros, 0, out_file)
+
+
+@inline
+def _scatter_ring(vm, start, cursor, lo, hi, src, add_vm, add, dst):
+    """dst[slot] = src[i] + add_vm[vm[i]] + add, each VM's rows from ``start`` on, going
+    round from ``hi`` back to ``lo``."""
+    for v in range(start.shape[0]):
+        cursor[v] = start[v]
+    for i in range(vm.shape[0]):
+        v = vm[i]
+        d = cursor[v]
+        dst[d] = src[i] + add_vm[v] + add
+        d += 1
+        if d == hi[v]:
+            d = lo[v]
+        cursor[v] = d
+
+
+@entry
+def group_into_rings(
+    vm, start, cursor, lo, hi, pbase, zeros, t0, t, page, write, known, content, file_backed,
+    out_t, out_page, out_write, out_known, out_content, out_file,
+):  # fmt: skip
+    """``group_by_vm`` into rings: VM v's rows go to slots ``start[v]``, ``start[v] + 1``,
+    ... of the ``out_`` columns, wrapping from ``hi[v]`` to ``lo[v]`` (its ring). The
+    caller has checked that they overwrite no row the kernel has yet to read."""
+    _scatter_ring(vm, start, cursor, lo, hi, t, zeros, -t0, out_t)
+    _scatter_ring(vm, start, cursor, lo, hi, page, pbase, 0, out_page)
+    _scatter_ring(vm, start, cursor, lo, hi, write, zeros, 0, out_write)
+    _scatter_ring(vm, start, cursor, lo, hi, known, zeros, 0, out_known)
+    _scatter_ring(vm, start, cursor, lo, hi, content, zeros, 0, out_content)
+    _scatter_ring(vm, start, cursor, lo, hi, file_backed, zeros, 0, out_file)
