@@ -207,12 +207,15 @@ class _Buffers:
     kernel runs: a batch comes to the main thread already in place, and ``add`` only
     publishes it. A batch goes the old way, grouped into columns of its own and copied
     in by the main thread (``_take``), before the rings exist, when a ring has no room
-    for it (its VM is max_rows behind: the overflow goes to disk) or while rows wait on
-    disk (see ``_reserve``). Copying every row into its VM's region on the main thread
+    for it as far as the reading thread can tell (the main thread then grows the ring,
+    or sends what is beyond max_rows to disk) or while rows wait on disk (see
+    ``_reserve``). Copying every row into its VM's region on the main thread
     took 0.13-0.4 s per 20 M rows of bench_replay.py's 8-VM trace, in series with the
     kernel."""
 
     COLUMNS = ("t", "page", "write", "known", "content", "file")
+    MIN_RING_ROWS = 1024
+    READ_AHEAD = 3  # batches: two in _Prefetch's queue, one being prepared
     DTYPES = {
         "t": np.int64,
         "page": np.int64,
@@ -256,6 +259,7 @@ class _Buffers:
         # Batches the reading thread has handed over unwritten and add() has not taken:
         # while there are any, it waits (their rows go first, and may move the rings).
         self._unwritten = 0
+        self._wanted = np.zeros(self.nvm, dtype=np.int64)  # ring sizes the thread lacked
         self._finished = False
         self._closed = False
         self._lock = threading.Condition()
@@ -270,7 +274,10 @@ class _Buffers:
     def prepare(self, batch: pa.RecordBatch) -> dict[str, np.ndarray] | None:
         """Columns of one canonical batch as kernel arrays, checked and grouped by VM (runs
         in the prefetch thread, in parallel with the kernel, which releases the GIL;
-        batches are prepared in order, so the first one fixes host time 0)."""
+        batches are prepared in order, so the first one fixes host time 0). With several
+        VMs the rows usually go straight into the rings, and what comes back is only
+        ``counts`` and ``written_at`` (``_reserve``); otherwise the grouped columns, for
+        add() to copy, after which the next call waits until add() has taken them."""
         from balloonreplay.engine import rows
         from balloonreplay.engine.state import first_ids
 
@@ -386,15 +393,14 @@ class _Buffers:
         yet to read; then ``(first slot per VM, ring starts, ring ends, columns)``, for
         the caller to write into outside the lock. None (the batch goes to add()
         unwritten) if not, before the rings exist, or while rows wait on disk. After an
-        unwritten batch it waits until add() has taken that one (whose rows come first):
-        the reading thread runs ahead of the kernel, so it would otherwise hand over
-        every later batch unwritten too.
+        unwritten batch it waits until add() has taken that one: its rows come before
+        this batch's, and add() may move the rings for them.
 
-        The rings never move (``_allocate``). The main thread writes into them too
-        (``_take``, ``refill``), but only for an unwritten batch or rows from disk, while
-        no reserved batch is unpublished: neither is the case while a reservation
-        succeeds, nor until every batch reserved before has been through the queue (it
-        is first-in first-out), by when its rows are written."""
+        The invariant: the main thread moves the rings (``_grow``) or writes into them
+        (``_take``, ``refill``) only while no reserved batch is unpublished. It does so
+        only for an unwritten batch or for rows from disk; a reservation waits for the
+        former and refuses the latter, and the queue is first-in first-out, so every
+        batch reserved before an unwritten one is published before it is taken."""
         with self._lock:
             while self._unwritten and not self._closed:
                 self._lock.wait(0.1)
@@ -409,6 +415,8 @@ class _Buffers:
                 # unread, never fewer.
                 held = self.written - self._consumed(self.VS[:, self.V_POS])
                 ok = bool((held + counts <= self.ring).all())
+                if not ok:
+                    self._wanted = np.maximum(self._wanted, held + counts)
             if not ok:
                 self._unwritten += 1
                 return None
@@ -462,8 +470,13 @@ class _Buffers:
             spilled = self.spill is not None and self.spill.pending[v] > 0
             if not spilled:
                 keep[v] = max(0, min(int(counts[v]), self.max_rows - int(held[v])))
-        if not self.ring.all():
-            self._allocate()
+        # Room for these rows and, within max_rows, for the reading thread's next ones:
+        # it writes up to READ_AHEAD batches ahead of the kernel (like this one, or as
+        # many rows as it lacked room for), which otherwise it hands over unwritten.
+        need = np.maximum(held + keep + self.READ_AHEAD * counts, self._wanted)
+        self._wanted[:] = 0
+        if (need > self.ring).any() or not self.ring.all():
+            self._grow(need)
         for v in range(self.nvm):
             rows = {name: new[name][starts[v] : starts[v] + counts[v]] for name in self.COLUMNS}
             self._put(v, {name: col[: keep[v]] for name, col in rows.items()})
@@ -534,27 +547,43 @@ class _Buffers:
                 self.VS[v, self.V_END] = waiting.pop(0)[1]
         return moved
 
-    def _allocate(self) -> None:
-        """The rings, max_rows rows for each VM: memory the system maps as rows are first
-        written into it (so a short trace, or VMs that keep pace, use a part), and which
-        never moves, so the reading thread can write into it while the kernel runs."""
+    def _grow(self, need: np.ndarray) -> None:
+        """New columns whose rings have room for ``need[v]`` unread rows of VM v (twice
+        as many, so that they grow seldom, within max_rows), each VM's unread rows moved
+        to its ring's start, in order. Rings grow with what the VMs need, not to max_rows
+        at once: a VM walks its whole ring even if it keeps pace (the tail only moves
+        forward), so a ring of max_rows would soon be resident, and a large
+        ``batch_rows`` ("read it all at once") would ask for seven times the trace. The
+        main thread's, while no reserved batch is unpublished (``_reserve``)."""
         from balloonreplay.engine.state import first_ids
 
-        self.ring[:] = self.max_rows
-        self.ring_start[:] = first_ids(self.ring)
-        self.tail[:] = self.ring_start
-        self.segment_start[:] = self.ring_start
-        self.VS[:, self.V_POS] = self.ring_start
-        self.VS[:, self.V_END] = self.ring_start
-        size = self.max_rows * self.nvm
-        self.base = {name: np.empty(size, dtype=self.DTYPES[name]) for name in self.COLUMNS}
-        for name, col in self.base.items():
+        grown = np.minimum(np.maximum(2 * need, self.MIN_RING_ROWS), self.max_rows)
+        ring = np.where((need > self.ring) | (self.ring == 0), grown, self.ring)
+        ring_start = first_ids(ring)
+        base = {name: np.empty(int(ring.sum()), dtype=self.DTYPES[name]) for name in self.COLUMNS}
+        for v in range(self.nvm):
+            pos, end = int(self.VS[v, self.V_POS]), int(self.VS[v, self.V_END])
+            at = start = int(ring_start[v])
+            for a, b in [(pos, end), *self.queued[v]]:
+                for name, col in base.items():
+                    col[at : at + b - a] = self.base[name][a:b]
+                at += b - a
+            self.consumed_base[v] += pos - self.segment_start[v]
+            self.segment_start[v] = start
+            self.VS[v, self.V_POS] = start
+            self.VS[v, self.V_END] = at
+            self.queued[v] = []
+            self.tail[v] = at if at < start + ring[v] else start
+        self.ring[:], self.ring_start[:] = ring, ring_start
+        self.base = base
+        for name, col in base.items():
             view = col.view()
             view.flags.writeable = False  # the kernel's one array type (_readonly)
             self.cols[name] = view
 
     def held(self) -> np.ndarray:
-        """Unread rows of each VM in memory (main thread, between kernel calls)."""
+        """Unread rows of each VM in memory (main thread, between kernel calls),
+        including rows the reading thread has reserved but add() not yet published."""
         if self.nvm == 1:
             return self.VS[:, self.V_END] - self.VS[:, self.V_POS]
         with self._lock:
@@ -576,6 +605,10 @@ class _Buffers:
                         # Nothing of v is unread in memory: no ring is reserved in while
                         # rows wait on disk (_reserve).
                         rows = self.spill.pop(v, self.max_rows)
+                        if len(rows["t"]) > self.ring[v]:
+                            need = self.written - self._consumed(VS[:, self.V_POS])
+                            need[v] = len(rows["t"])
+                            self._grow(need)
                         self._put(v, rows)
                         moved = True
             self._mark_done()

@@ -78,6 +78,13 @@ def _resident_frame(state):
     return int(np.flatnonzero(state.F[:, S.F_PAGE] != S.NIL)[0])
 
 
+def _last_resident_frame(state):
+    """A resident frame of the last VM."""
+    f = int(np.flatnonzero(state.F[:, S.F_PAGE] != S.NIL)[-1])
+    assert state.F[f, S.F_VM] == state.VS.shape[0] - 1
+    return f
+
+
 def _swapped_page(state):
     where = (state.P[:, S.P_FLAGS] & S.PF_WHERE_MASK) >> S.PF_WHERE_SHIFT
     return int(np.flatnonzero(where == S.IN_SWAP)[0])
@@ -156,6 +163,14 @@ CORRUPTIONS = {
     "frame's content differs from its page's": (
         lambda s: s.FC.__setitem__(
             (_resident_frame(s), S.FC_CONTENT), s.FC[_resident_frame(s), S.FC_CONTENT] + 1
+        ),
+        S.ERR_CONTENT,
+    ),
+    # check_end_of_run checks the last VMs' frame contents in its second thread
+    "last VM's frame's content differs from its page's": (
+        lambda s: s.FC.__setitem__(
+            (_last_resident_frame(s), S.FC_CONTENT),
+            s.FC[_last_resident_frame(s), S.FC_CONTENT] + 1,
         ),
         S.ERR_CONTENT,
     ),

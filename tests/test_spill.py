@@ -293,3 +293,35 @@ def test_a_batch_is_written_into_the_rings_by_the_reading_thread():
     for v in range(2):
         pos, end = VS[v, S.V_POS], VS[v, S.V_END]
         assert t_col[pos:end].tolist() == ([0, 3, 4, 7] if v == 0 else [1, 2, 5, 6])
+
+
+def test_the_reading_thread_waits_for_an_unwritten_batch_to_be_taken():
+    """After a batch it could not write into the rings, the reading thread writes no later
+    one before add() has taken it: that batch's rows come first."""
+    import threading
+
+    from balloonreplay.engine import state as S
+
+    VS = np.zeros((2, S.VM_FIELDS), dtype=np.int64)
+    buffers = replay_module._Buffers(VS, [100, 100], None, 1000)
+    first = buffers.prepare(make_batch([0, 1], [0, 1], [1, 2], [True, False]))
+    assert "written_at" not in first  # no rings yet: unwritten
+    second: dict = {}
+    thread = threading.Thread(
+        target=lambda: second.update(
+            buffers.prepare(make_batch([1, 0], [2, 3], [3, 4], [True] * 2))
+        )
+    )
+    thread.start()
+    try:
+        thread.join(0.5)
+        assert thread.is_alive() and not second  # waiting for add()
+        buffers.add(first)
+        thread.join(10)
+        assert not thread.is_alive() and "written_at" in second
+    finally:
+        buffers.close()  # releases a thread still waiting
+        thread.join(10)
+    buffers.add(second)
+    t_col = buffers.arrays()[0]
+    assert [t_col[VS[v, S.V_POS] : VS[v, S.V_END]].tolist() for v in range(2)] == [[0, 3], [1, 2]]
