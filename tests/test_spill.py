@@ -325,3 +325,11 @@ def test_the_reading_thread_waits_for_an_unwritten_batch_to_be_taken():
     buffers.add(second)
     t_col = buffers.arrays()[0]
     assert [t_col[VS[v, S.V_POS] : VS[v, S.V_END]].tolist() for v in range(2)] == [[0, 3], [1, 2]]
+
+
+def test_a_huge_batch_size_asks_no_memory_for_rows_the_trace_lacks():
+    """ "Read it all at once": the rings grow with the rows the VMs hold, so a batch size far
+    beyond the trace (max_rows of 7e12 rows per VM) costs nothing more."""
+    table = uneven_trace(600)
+    whole = balloonreplay.replay(table, batch_rows=10**12, **OPTIONS)
+    pd.testing.assert_frame_equal(whole.metrics, balloonreplay.replay(table, **OPTIONS).metrics)
