@@ -106,6 +106,20 @@ def test_row_spill_is_a_fifo_per_vm():
     assert not spill.directory.exists()
 
 
+def read_rows(buffers, used, counts):
+    """What the kernel reads of each VM's segment (up to ``counts[v]`` rows, counted in
+    ``used``), then what the main thread does when a VM runs out (``refill``)."""
+    from balloonreplay.engine import state as S
+
+    VS = buffers.VS
+    for v in range(len(used)):
+        n = min(counts[v], int(VS[v, S.V_END] - VS[v, S.V_POS]))
+        VS[v, S.V_POS] += n
+        used[v] += n
+    while buffers.refill():
+        pass
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     steps=st.lists(
@@ -131,12 +145,7 @@ def test_buffers_give_each_vm_its_rows_in_order(steps, max_rows):
     t = 0
     try:
         for consume, bring in steps:
-            for v in range(nvm):
-                n = min(consume[v], int(VS[v, S.V_END] - VS[v, S.V_POS]))
-                VS[v, S.V_POS] += n
-                used[v] += n
-            while buffers.refill():
-                pass
+            read_rows(buffers, used, consume)
             t_col = np.arange(t, t + sum(bring), dtype=np.int64)
             t += sum(bring)
             vm = np.repeat(np.arange(nvm), bring)
@@ -220,17 +229,11 @@ def test_the_reading_thread_writes_rows_into_the_rings_in_order(steps, max_rows)
     items: list[tuple[dict, list[int]]] = []  # prepared, not added yet (the queue)
     t = 0
 
-    def use(counts):  # what the kernel reads, then what the main thread does for it
-        for v in range(nvm):
-            n = min(counts[v], int(VS[v, S.V_END] - VS[v, S.V_POS]))
-            VS[v, S.V_POS] += n
-            used[v] += n
-        while buffers.refill():
-            pass
+    def use(counts):
+        read_rows(buffers, used, counts)
 
     def add():
-        item, counts = items.pop(0)
-        buffers.add(item)
+        buffers.add(items.pop(0)[0])
 
     try:
         for bring, consume, adds in steps:
