@@ -109,6 +109,21 @@ def _unlink_second(state):
     state.P[head, S.P_NEXT] = state.P[second, S.P_NEXT]
 
 
+def _close_list_into_ring(state):
+    """VM 0's list tail and head link to each other: every page has a predecessor and a
+    successor that link back (the check before this one, which read both links of every
+    page, passed it), so only the count of tails (none) finds it."""
+    head, tail = state.VS[0, S.V_AH], state.VS[0, S.V_AT]
+    state.P[head, S.P_PREV] = tail
+    state.P[tail, S.P_NEXT] = head
+
+
+def _tail_links_on(state):
+    """VM 0's list tail names a successor (the head, which does not link back): seen
+    from each page's predecessor nothing is wrong, so only the count of tails finds it."""
+    state.P[state.VS[0, S.V_AT], S.P_NEXT] = state.VS[0, S.V_AH]
+
+
 # Each corruption breaks one law the way a bug would; the check must name that law.
 CORRUPTIONS = {
     "free count off by one": (
@@ -142,6 +157,14 @@ CORRUPTIONS = {
     ),
     "guest list skips a page": (
         lambda s: _unlink_second(s),
+        S.ERR_LINK,
+    ),
+    "guest list closed into a ring": (
+        lambda s: _close_list_into_ring(s),
+        S.ERR_LINK,
+    ),
+    "guest list's tail links on": (
+        lambda s: _tail_links_on(s),
         S.ERR_LINK,
     ),
     "host above host_pages": (
@@ -197,6 +220,31 @@ def test_a_law_only_the_pages_side_sees_is_checked_without_tracking(monkeypatch)
     _, state, metrics = final_state(monkeypatch, sharing=False)
     assert state.G[S.G_TRACK] == 0
     state.P[_swapped_page(state), S.P_FRAME] = _resident_frame(state)
+    with pytest.raises(InvariantError) as err:
+        check_end_of_run(state, metrics)
+    assert err.value.code == S.ERR_LINK
+
+
+def test_a_page_on_a_frame_that_holds_another_is_found_by_the_count(monkeypatch):
+    """check_pages does not read a resident page's frame row: that the frame holds the
+    page follows from check_frames' laws (each frame's page names it back) and from
+    counting, per VM, the pages that name a frame. A page moved onto a frame that holds
+    another page, its own frame freed with the gauges to match, breaks no law seen from
+    the frames; the count must find it."""
+    _, state, metrics = final_state(monkeypatch, sharing=False)
+    f = _resident_frame(state)
+    v = int(state.F[f, S.F_VM])
+    pg = int(state.F[f, S.F_PAGE])
+    mine = (state.F[:, S.F_PAGE] != S.NIL) & (state.F[:, S.F_VM] == v)
+    other = int(np.flatnonzero(mine)[1])
+    state.F[f, S.F_PAGE] = S.NIL
+    state.FS[state.VS[v, S.V_FBASE] + state.VS[v, S.V_FREE_N]] = f
+    state.VS[v, S.V_FREE_N] += 1
+    state.VS[v, S.V_RESIDENT] -= 1
+    state.P[pg, S.P_FRAME] = other
+    seen = np.zeros(state.F.shape[0], dtype=np.int8)
+    frames = (state.F, state.FC, state.P, state.VS, state.G, state.FS, state.BS, seen)
+    assert checks.check_frames(*frames) == 0
     with pytest.raises(InvariantError) as err:
         check_end_of_run(state, metrics)
     assert err.value.code == S.ERR_LINK

@@ -14,6 +14,7 @@ import numpy as np
 
 from balloonreplay.engine.flags import entry, inline
 from balloonreplay.engine.pages import mirror_ok, page_where
+from balloonreplay.engine.prefetch import prefetch_row
 from balloonreplay.engine.state import (
     BACKED,
     BALLOON,
@@ -75,15 +76,42 @@ from balloonreplay.engine.state import (
 )
 from balloonreplay.errors import BalloonreplayError
 
+# How many pages ahead the checks' passes prefetch the row their page or frame links to:
+# the passes go through the rows in order, and the linked row is anywhere.
+CHECK_AHEAD = 16
+
 
 @inline
-def guest_lists_ok(P, VS, G, v):
-    """VM v's guest-policy lists (A, and B for twolist's active pages) hold its resident
-    pages, as many as VS counts: each resident page's neighbours are resident pages of v
-    that link back to it, and a page without a predecessor (successor) is its list's
-    head (tail). One pass over the pages in order, not a walk along the links, so it
-    costs little on large guests; a separate ring of pages that link to each other would
-    go unnoticed."""
+def prefetch_linked(A, a, field, end, B):
+    """Start loading the row of B that row ``a`` of A names in ``field`` (if a < end and
+    it names one in range)."""
+    if a < end:
+        b = A[a, field]
+        if b >= 0 and b < B.shape[0]:
+            prefetch_row(B, b)
+
+
+@inline
+def pages_ok(P, VS, G, v):
+    """VM v's pages: a page is resident exactly when it has a frame, which is one of v's;
+    as many pages have one as VS counts resident (check_frames and frame_contents_ok
+    check that count from the frames, and that each frame's page names it back, so
+    every resident page's frame holds it); and the guest-policy lists (A, and B for
+    twolist's active pages) hold the resident pages, as many as VS counts: a page
+    without a predecessor is its list's head, every other page's predecessor is a
+    resident page of v in the same list whose successor it is, and in each list exactly
+    one page lacks a successor, its tail.
+
+    The links are read one way only, from each page to its predecessor (one row read
+    beside the page's own, not two): the predecessor map is then one-to-one (a page has
+    one successor), so every page but the head (at most one: they all equal it) is some
+    page's predecessor and names that page as its successor. With no head, every page
+    would have a successor; with one, one page is left, the only one that can lack a
+    successor: the tail, which must. One pass over the pages in order, not a walk along
+    the links, so it costs little on large guests; a separate ring of pages that link
+    to each other would go unnoticed."""
+    base = VS[v, V_FBASE]
+    c = VS[v, V_C]
     pbase = VS[v, V_PBASE]
     end = pbase + VS[v, V_NPAGES]
     twolist = G[G_GP] == GP_TWOLIST
@@ -91,11 +119,20 @@ def guest_lists_ok(P, VS, G, v):
         return False
     if (VS[v, V_BH] == NIL) != (VS[v, V_BN] == 0) or (VS[v, V_BT] == NIL) != (VS[v, V_BN] == 0):
         return False
+    resident = 0
     listed_a = 0
     listed_b = 0
+    tails = 0
     for pg in range(pbase, end):
-        if P[pg, P_FRAME] == NIL:
+        prefetch_linked(P, pg + CHECK_AHEAD, P_PREV, end, P)
+        f = P[pg, P_FRAME]
+        if (f == NIL) != (page_where(P, pg) != RESIDENT):
+            return False
+        if f == NIL:
             continue
+        if f < base or f >= base + c:
+            return False
+        resident += 1
         active = twolist and (P[pg, P_FLAGS] & PF_ACTIVE) != 0
         if active:
             listed_b += 1
@@ -109,15 +146,17 @@ def guest_lists_ok(P, VS, G, v):
             return False
         elif twolist and ((P[prev, P_FLAGS] & PF_ACTIVE) != 0) != active:
             return False  # linked across the two lists
-        nxt = P[pg, P_NEXT]
-        if nxt == NIL:
+        if P[pg, P_NEXT] == NIL:
             if pg != (VS[v, V_BT] if active else VS[v, V_AT]):
                 return False
-        elif nxt < pbase or nxt >= end or P[nxt, P_PREV] != pg or P[nxt, P_FRAME] == NIL:
-            return False
-        elif twolist and ((P[nxt, P_FLAGS] & PF_ACTIVE) != 0) != active:
-            return False  # linked across the two lists
-    return listed_a == VS[v, V_AN] and listed_b == VS[v, V_BN]
+            tails += 1
+    lists = (1 if listed_a > 0 else 0) + (1 if listed_b > 0 else 0)  # one tail each
+    return (
+        resident == VS[v, V_RESIDENT]
+        and listed_a == VS[v, V_AN]
+        and listed_b == VS[v, V_BN]
+        and tails == lists
+    )
 
 
 @inline
@@ -136,6 +175,7 @@ def frame_contents_ok(F, FC, P, PC, VS, G, v0, v1, links):
         balloon = 0
         resident = 0
         for f in range(base, base + VS[v, V_C]):
+            prefetch_linked(F, f + CHECK_AHEAD, F_PAGE, base + VS[v, V_C], PC)
             g = FC[f, FC_GUEST]
             if g == FREE:
                 free += 1
@@ -172,7 +212,7 @@ def frame_contents_ok(F, FC, P, PC, VS, G, v0, v1, links):
 def page_contents_ok(P, PC, VS, G, lists):
     """check_invariants' laws seen from the pages: no page was swapped in more often than
     out; a page out of memory has no frame and its saved copy is its last write; with
-    ``lists``, each VM's guest lists hold its resident pages (guest_lists_ok)."""
+    ``lists``, also pages_ok (frame links and guest lists, seen from the pages)."""
     for v in range(G[G_NVM]):
         pbase = VS[v, V_PBASE]
         for pg in range(pbase, pbase + VS[v, V_NPAGES]):
@@ -186,7 +226,7 @@ def page_contents_ok(P, PC, VS, G, lists):
                     or PC[pg, PC_SCONTENT] != PC[pg, PC_CONTENT]
                 ):
                     return ERR_CONTENT
-        if lists and not guest_lists_ok(P, VS, G, v):
+        if lists and not pages_ok(P, VS, G, v):
             return ERR_LINK
     return 0
 
@@ -236,6 +276,10 @@ def check_frames(F, FC, P, VS, G, FS, BS, seen):
         if nfree + nbal + VS[v, V_RESIDENT] != c:
             return ERR_FRAMES
         for i in range(base, base + nfree):
+            if i + CHECK_AHEAD < base + nfree:
+                ahead = FS[i + CHECK_AHEAD]
+                if ahead >= 0 and ahead < F.shape[0]:
+                    prefetch_row(F, ahead)
             f = FS[i]
             if f < base or f >= base + c or seen[f] != 0 or F[f, F_PAGE] != NIL:
                 return ERR_FRAMES
@@ -252,12 +296,15 @@ def check_frames(F, FC, P, VS, G, FS, BS, seen):
         shared = 0
         swapped = 0
         for f in range(base, base + c):
+            prefetch_linked(F, f + CHECK_AHEAD, F_PAGE, base + c, P)
             pg = F[f, F_PAGE]
             if pg != NIL:
                 if seen[f] != 0:
                     return ERR_FRAMES
                 seen[f] = 1
                 resident += 1
+                if pg < 0 or pg >= P.shape[0]:
+                    return ERR_LINK
                 if P[pg, P_FRAME] != f or page_where(P, pg) != RESIDENT:
                     return ERR_LINK
                 if not mirror_ok(F, P, G, f, pg):
@@ -286,21 +333,11 @@ def check_frames(F, FC, P, VS, G, FS, BS, seen):
 
 
 @entry
-def check_pages(F, P, VS, G):
-    """The laws seen from the pages, read-only, so they run beside check_frames: a page is
-    resident exactly when it has a frame, which is one of its VM's and holds it; each
-    VM's guest lists hold its resident pages (guest_lists_ok)."""
+def check_pages(P, VS, G):
+    """The laws seen from the pages (pages_ok), read-only, so they run beside
+    check_frames."""
     for v in range(G[G_NVM]):
-        base = VS[v, V_FBASE]
-        c = VS[v, V_C]
-        pbase = VS[v, V_PBASE]
-        for pg in range(pbase, pbase + VS[v, V_NPAGES]):
-            f = P[pg, P_FRAME]
-            if (f == NIL) != (page_where(P, pg) != RESIDENT):
-                return ERR_LINK
-            if f != NIL and (f < base or f >= base + c or F[f, F_PAGE] != pg):
-                return ERR_LINK
-        if not guest_lists_ok(P, VS, G, v):
+        if not pages_ok(P, VS, G, v):
             return ERR_LINK
     return 0
 
@@ -336,7 +373,7 @@ def check_end_of_run(state, metrics: dict | None = None) -> None:
 
     def check_pages_side() -> None:
         try:
-            code = int(check_pages(F, P, VS, G))
+            code = int(check_pages(P, VS, G))
             if code == 0 and tracked:
                 code = int(check_page_contents(P, PC, VS, G))
             if code == 0 and tracked:
