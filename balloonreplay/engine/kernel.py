@@ -360,10 +360,13 @@ def epoch_rows(F, VS, G, CNT, FS, counter_cols, gauge_cols, gauge_fields, fixed,
             out[v, gauge_cols[j]] = VS[v, gauge_fields[j]]
         base = VS[v, V_FBASE]
         n = 0
-        for i in range(base, base + VS[v, V_FREE_N]):
-            h = F[FS[i], F_HOST]
-            if h == BACKED or h == SHARED:
-                n += 1
+        # None of the VM's frames in memory, none of its free ones either: so the start's
+        # snapshot, with every frame free and unbacked, reads no frame row.
+        if VS[v, V_BACKED] + VS[v, V_SHARED] > 0:
+            for i in range(base, base + VS[v, V_FREE_N]):
+                h = F[FS[i], F_HOST]
+                if h == BACKED or h == SHARED:
+                    n += 1
         out[v, fixed[ROW_FREE_BACKED]] = n
         out[v, fixed[ROW_HOST_USED]] = G[G_HOST_USED]
         backed_total += out[v, fixed[ROW_BACKED]]
