@@ -275,9 +275,8 @@ def allocate(config: ReplayConfig, pages_per_vm: list[int], skip_idle: bool = Tr
     if max(n_frames, n_pages) >= 2**31 - 1:
         raise ConfigError("vm_mem", "the engine indexes frames and pages with int32")
     # No temporary arrays here: in a fresh process every megabyte written costs its first
-    # touch, and this function took 0.1 s of a one-VM replay of 20 M accesses over 2 M
-    # frames, a third of it writing temporaries (np.repeat and np.arange) as large as
-    # the state's columns.
+    # touch, and np.repeat and np.arange wrote 48 MB of them for 2 M frames (this
+    # function in a fresh process: 68-193 ms with them, 56-67 ms without).
     F = np.zeros((max(n_frames, 1), FRAME_FIELDS), dtype=np.int32)
     for v in range(1, nvm):
         F[fbase[v] : fbase[v] + config_pages[v], F_VM] = v
