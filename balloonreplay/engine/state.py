@@ -14,6 +14,7 @@ The field numbers are module constants, which numba freezes into the machine cod
 
 from __future__ import annotations
 
+import mmap
 from typing import NamedTuple
 
 import numpy as np
@@ -247,6 +248,23 @@ class EngineState(NamedTuple):
     CA: np.ndarray
 
 
+def sparse_zeros(shape, dtype) -> np.ndarray:
+    """Zeros in memory backed by small pages, for a large array of which a run may write
+    only a few scattered entries. numpy asks Linux for transparent huge pages for every
+    array of 4 MiB or more, so each entry written faults in, and zeroes, a whole 2 MiB
+    page: in the benchmark's 8-VM run, the share tables (96 MB each, fewer than a
+    thousand entries) were 188 of its 696 MB of resident state, and a fresh process's
+    first touch of memory costs about a millisecond per megabyte of system time on the
+    machines these benchmarks ran on. Where the platform has no such advice, or the
+    array is small, plain zeros."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if not hasattr(mmap, "MADV_NOHUGEPAGE") or nbytes < 1 << 22:
+        return np.zeros(shape, dtype=dtype)
+    buffer = mmap.mmap(-1, nbytes)  # anonymous: zero pages until written
+    buffer.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+
 def _table_capacity(n_frames: int) -> int:
     cap = 16
     while cap < 2 * n_frames + 16:
@@ -314,7 +332,9 @@ def allocate(config: ReplayConfig, pages_per_vm: list[int], skip_idle: bool = Tr
         base, c = int(fbase[v]), int(config_pages[v])
         if n_frames - 2 * base - c != 0:
             FS[base : base + c] -= n_frames - 2 * base - c
-    BS = np.zeros(max(n_frames, 1), dtype=np.int64)
+    # Each VM's balloon stack fills from its first slot and holds its balloon's frames,
+    # a fraction of its memory: with huge pages, one 2 MiB page per VM at least.
+    BS = sparse_zeros(max(n_frames, 1), np.int64)
 
     cap = _table_capacity(n_frames)
     G = np.zeros(GLOBAL_FIELDS, dtype=np.int64)
@@ -366,6 +386,6 @@ def allocate(config: ReplayConfig, pages_per_vm: list[int], skip_idle: bool = Tr
         RNG=seed_streams(config.seed, nvm + 1),
         FS=FS,
         BS=BS,
-        SH=np.zeros((cap, 3), dtype=np.int64),
-        CA=np.zeros((cap, 3), dtype=np.int64),
+        SH=sparse_zeros((cap, 3), np.int64),
+        CA=sparse_zeros((cap, 3), np.int64),
     )
