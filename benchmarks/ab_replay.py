@@ -6,7 +6,10 @@ once, then runs bench_replay's four replays (one VM at a quarter and at the whol
 footprint; eight VMs under 1.5x overcommit with balloons, host swapping and sharing,
 guests fitting and at half their footprint) in a fresh process per version and round,
 alternating the versions (each goes first in every other round), and prints each run's
-best and median wall seconds. With ``--kernel REPS`` it times the kernel alone instead
+best and median wall seconds. With ``--fresh`` each replay runs in a process of its own
+instead (as the CLI and the workflow run every replay), and the table adds the median of
+its system time: a replay's first touch of memory is paid in the operating system, and
+on some machines dearly. With ``--kernel REPS`` it times the kernel alone instead
 (bench_kernel.py's harness, from each checkout's own copy of it), best of REPS runs per
 process.
 
@@ -15,7 +18,7 @@ Each checkout is imported from its own directory (PYTHONPATH) with its own numba
 
     git worktree add /tmp/before <commit>
     .venv/bin/python benchmarks/ab_replay.py /tmp/before . [--rounds 5] [--accesses N] \
-        [--kernel 3]
+        [--kernel 3 | --fresh]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,12 +37,15 @@ from pathlib import Path
 from bench_replay import SteadyBalloon, multi_vm_runs, write_traces
 
 VMS = 8
+RUNS = 4  # the replays child() makes, in its order
+SYSTEM = "system seconds"  # a --fresh child's key for its system time
 
 
-def child(trace_dir: Path, pages: int, kernel_reps: int) -> None:
+def child(trace_dir: Path, pages: int, kernel_reps: int, only: int | None) -> None:
     """One round in this process: the four replays with the checkout on sys.path (with
     ``kernel_reps``, the kernel alone instead, best of that many runs, timed by the
-    checkout's own bench_kernel.py, which knows that version's engine state)."""
+    checkout's own bench_kernel.py, which knows that version's engine state); with
+    ``only``, that one of the four and its system time."""
     import balloonreplay
     from balloonreplay.replay import warm_up
 
@@ -59,6 +66,14 @@ def child(trace_dir: Path, pages: int, kernel_reps: int) -> None:
             f"zipf-{VMS}vm.parquet",
             {"policy": SteadyBalloon()} | options,
         )
+    if only is not None:
+        name = list(runs)[only]
+        trace, options = runs[name]
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+        result = balloonreplay.replay(trace_dir / trace, **options)
+        system = resource.getrusage(resource.RUSAGE_SELF).ru_stime - before
+        print(json.dumps({name: result.summary["replay_seconds"], SYSTEM: {name: system}}))
+        return
     seconds = {}
     for name, (trace, options) in runs.items():
         if kernel_seconds is None:
@@ -85,16 +100,21 @@ def main() -> None:
         metavar="REPS",
         help="time the kernel alone (bench_kernel.py), best of REPS runs per round",
     )
+    parser.add_argument("--fresh", action="store_true", help="each replay in a process of its own")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--only", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child(args.child, args.pages, args.kernel)
+        child(args.child, args.pages, args.kernel, args.only)
         return
+    if args.fresh and args.kernel:
+        parser.error("--fresh times whole replays; --kernel times the kernel alone")
     checkouts = [c.resolve() for c in args.checkouts]
     for c in checkouts:
         if not (c / "balloonreplay" / "replay.py").is_file():
             parser.error(f"{c}: expected a balloonreplay checkout (balloonreplay/replay.py)")
     times: dict[Path, dict[str, list[float]]] = {c: {} for c in checkouts}
+    system: dict[Path, dict[str, list[float]]] = {c: {} for c in checkouts}
     with tempfile.TemporaryDirectory(prefix="ab-replay-") as tmp:
         started = time.perf_counter()
         write_traces(Path(tmp), args.accesses, args.pages, VMS, args.seed)
@@ -102,31 +122,37 @@ def main() -> None:
         for r in range(args.rounds):
             # Each version goes first in every other round: the machine's phase drifts
             # within a round too.
-            for c in checkouts if r % 2 == 0 else checkouts[::-1]:
-                env = os.environ | {
-                    "PYTHONPATH": str(c),
-                    "NUMBA_CACHE_DIR": str(c / ".venv" / "ab-numba-cache"),
-                }
-                out = subprocess.run(
-                    [sys.executable, __file__, *map(str, checkouts), "--child", tmp]
-                    + ["--pages", str(args.pages), "--kernel", str(args.kernel)],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                )
-                if out.returncode != 0:
-                    raise SystemExit(f"round {r + 1}, {c}: the replays failed:\n{out.stderr}")
-                for name, s in json.loads(out.stdout.strip().splitlines()[-1]).items():
-                    times[c].setdefault(name, []).append(s)
-                print(f"round {r + 1}/{args.rounds}: {c} done", file=sys.stderr)
+            for only in range(RUNS) if args.fresh else [None]:
+                for c in checkouts if r % 2 == 0 else checkouts[::-1]:
+                    env = os.environ | {
+                        "PYTHONPATH": str(c),
+                        "NUMBA_CACHE_DIR": str(c / ".venv" / "ab-numba-cache"),
+                    }
+                    command = [sys.executable, __file__, *map(str, checkouts), "--child", tmp]
+                    command += ["--pages", str(args.pages), "--kernel", str(args.kernel)]
+                    command += [] if only is None else ["--only", str(only)]
+                    out = subprocess.run(command, env=env, capture_output=True, text=True)
+                    if out.returncode != 0:
+                        raise SystemExit(f"round {r + 1}, {c}: the replays failed:\n{out.stderr}")
+                    reported = json.loads(out.stdout.strip().splitlines()[-1])
+                    for name, s in reported.pop(SYSTEM, {}).items():
+                        system[c].setdefault(name, []).append(s)
+                    for name, s in reported.items():
+                        times[c].setdefault(name, []).append(s)
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     what = f"kernel alone, best of {args.kernel} per round," if args.kernel else "wall"
+    what += " one process per replay," if args.fresh else ""
     print(f"{args.accesses:,} accesses, {what} seconds over {args.rounds} interleaved rounds")
-    print(f"{'run':24s}" + "".join(f" {c.name[-18:]:>18s} best / median" for c in checkouts))
+    sys_head = " / median sys" if args.fresh else ""
+    print(
+        f"{'run':24s}" + "".join(f" {c.name[-18:]:>18s} best / median{sys_head}" for c in checkouts)
+    )
     for name in times[checkouts[0]]:
-        cells = "".join(
-            f" {min(times[c][name]):25.2f} / {statistics.median(times[c][name]):6.2f}"
-            for c in checkouts
-        )
+        cells = ""
+        for c in checkouts:
+            cells += f" {min(times[c][name]):25.2f} / {statistics.median(times[c][name]):6.2f}"
+            if args.fresh:
+                cells += f" / {statistics.median(system[c][name]):12.2f}"
         print(f"{name:24s}{cells}")
 
 

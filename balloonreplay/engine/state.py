@@ -252,16 +252,19 @@ def sparse_zeros(shape, dtype) -> np.ndarray:
     """Zeros in memory backed by small pages, for a large array of which a run may write
     only a few scattered entries. numpy asks Linux for transparent huge pages for every
     array of 4 MiB or more, so each entry written faults in, and zeroes, a whole 2 MiB
-    page: in the benchmark's 8-VM run, the share tables (96 MB each, fewer than a
-    thousand entries) were 188 of its 696 MB of resident state, and a fresh process's
-    first touch of memory costs about a millisecond per megabyte of system time on the
-    machines these benchmarks ran on. Where the platform has no such advice, or the
+    page: in the benchmark's 8-VM run, the share tables (96 MiB each, fewer than a
+    thousand entries) were 188 of its 696 MiB of resident state, and a fresh process's
+    first touch of memory cost up to a few milliseconds of system time per MiB on the
+    machine these benchmarks ran on. Where the platform has no such advice, or the
     array is small, plain zeros."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if not hasattr(mmap, "MADV_NOHUGEPAGE") or nbytes < 1 << 22:
         return np.zeros(shape, dtype=dtype)
     buffer = mmap.mmap(-1, nbytes)  # anonymous: zero pages until written
-    buffer.madvise(mmap.MADV_NOHUGEPAGE)
+    try:
+        buffer.madvise(mmap.MADV_NOHUGEPAGE)
+    except OSError:  # a kernel built without transparent huge pages: small pages anyway
+        pass
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
