@@ -37,8 +37,12 @@ from pathlib import Path
 from bench_replay import SteadyBalloon, multi_vm_runs, write_traces
 
 VMS = 8
-RUNS = 4  # the replays child() makes, in its order
 SYSTEM = "system seconds"  # a --fresh child's key for its system time
+
+
+def run_count(pages: int) -> int:
+    """How many replays child() makes: the two single-VM ones and the 8-VM regimes."""
+    return 2 + len(multi_vm_runs(pages, VMS))
 
 
 def child(trace_dir: Path, pages: int, kernel_reps: int, only: int | None) -> None:
@@ -122,7 +126,7 @@ def main() -> None:
         for r in range(args.rounds):
             # Each version goes first in every other round: the machine's phase drifts
             # within a round too.
-            for only in range(RUNS) if args.fresh else [None]:
+            for only in range(run_count(args.pages)) if args.fresh else [None]:
                 for c in checkouts if r % 2 == 0 else checkouts[::-1]:
                     env = os.environ | {
                         "PYTHONPATH": str(c),
@@ -140,19 +144,21 @@ def main() -> None:
                     for name, s in reported.items():
                         times[c].setdefault(name, []).append(s)
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-    what = f"kernel alone, best of {args.kernel} per round," if args.kernel else "wall"
+    what = f"kernel alone, best of {args.kernel} per round," if args.kernel else "wall,"
     what += " one process per replay," if args.fresh else ""
     print(f"{args.accesses:,} accesses, {what} seconds over {args.rounds} interleaved rounds")
-    sys_head = " / median sys" if args.fresh else ""
-    print(
-        f"{'run':24s}" + "".join(f" {c.name[-18:]:>18s} best / median{sys_head}" for c in checkouts)
-    )
+    # Each checkout's columns: its name over "best / median" (and "/ median sys").
+    head = "best / median" + (" / median sys" if args.fresh else "")
+    width = max(len(head), 18) + 2
+    print(f"{'run':24s}" + "".join(f"{c.name[-18:]:>{width}s}" for c in checkouts))
+    print(f"{'':24s}" + f"{head:>{width}s}" * len(checkouts))
     for name in times[checkouts[0]]:
         cells = ""
         for c in checkouts:
-            cells += f" {min(times[c][name]):25.2f} / {statistics.median(times[c][name]):6.2f}"
+            cell = f"{min(times[c][name]):.2f} / {statistics.median(times[c][name]):.2f}"
             if args.fresh:
-                cells += f" / {statistics.median(system[c][name]):12.2f}"
+                cell += f" / {statistics.median(system[c][name]):.2f}"
+            cells += f"{cell:>{width}s}"
         print(f"{name:24s}{cells}")
 
 

@@ -12,18 +12,26 @@ import pytest
 from balloonreplay.engine.config import ReplayConfig
 from balloonreplay.engine.state import allocate, sparse_zeros
 
+SMAPS = Path("/proc/self/smaps")
+THP = Path("/sys/kernel/mm/transparent_hugepage")
 
-def _vm_flags(address: int) -> list[str]:
-    """The VmFlags of this process's mapping that holds ``address`` (/proc/self/smaps)."""
-    inside = False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split()[0]
-        if "-" in head and not head.endswith(":"):
+
+def _mapping(address: int) -> dict[str, str]:
+    """The fields of this process's mapping that holds ``address`` (/proc/self/smaps)."""
+    fields: dict[str, str] | None = None
+    for line in SMAPS.read_text().splitlines():
+        head, _, rest = line.partition(" ")
+        if not head.endswith(":"):  # a mapping's first line: its address range
+            if fields is not None:
+                break
             lo, hi = (int(x, 16) for x in head.split("-"))
-            inside = lo <= address < hi
-        elif inside and head == "VmFlags:":
-            return line.split()[1:]
-    raise AssertionError(f"no mapping holds {address:#x}")
+            if lo <= address < hi:
+                fields = {}
+        elif fields is not None:
+            fields[head[:-1]] = rest.strip()
+    if fields is None:
+        raise AssertionError(f"no mapping holds {address:#x}")
+    return fields
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (1 << 20, 3), 3_000_000])
@@ -36,16 +44,28 @@ def test_sparse_zeros_are_writable_zeros_of_the_shape_asked(shape):
     assert a.sum() == 14
 
 
+@pytest.mark.skipif(not SMAPS.exists(), reason="needs Linux's /proc/self/smaps")
+def test_a_sparse_table_costs_memory_only_where_written():
+    """Entries written cost a small page each, and reading an entry never written costs
+    nothing: the share tables are read at every lookup."""
+    table = sparse_zeros((1 << 21, 3), np.int64)  # 48 MiB
+    before_kib = int(_mapping(table.ctypes.data)["Rss"].split()[0])
+    rows = np.arange(64) * (table.shape[0] // 64)
+    table[rows, 2] = 1
+    assert table[:: 512 // 3].sum() >= 0  # reads across the whole table
+    grown_kib = int(_mapping(table.ctypes.data)["Rss"].split()[0]) - before_kib
+    assert grown_kib <= 64 * 4 + 64, f"{grown_kib} KiB resident for 64 entries"
+
+
 @pytest.mark.skipif(
-    not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_NOHUGEPAGE"),
-    reason="transparent huge pages are Linux's",
+    not sys.platform.startswith("linux")
+    or not hasattr(mmap, "MADV_NOHUGEPAGE")
+    or not THP.exists(),
+    reason="transparent huge pages are Linux's, where the kernel has them",
 )
 def test_share_and_balloon_tables_are_not_on_huge_pages():
-    """Sparsely written tables must not fault in 2 MiB per entry; the dense page and frame
-    rows keep numpy's huge pages (each of their lines is touched)."""
     state = allocate(ReplayConfig(config_pages=[600_000, 400_000], host_pages=800_000), [1, 1])
     for name in ("SH", "CA", "BS"):
         table = getattr(state, name)
         assert table.nbytes >= 1 << 22, name
-        assert "nh" in _vm_flags(table.ctypes.data), name
-    assert "nh" not in _vm_flags(state.FC.ctypes.data)
+        assert "nh" in _mapping(table.ctypes.data)["VmFlags"].split(), name

@@ -254,13 +254,15 @@ def sparse_zeros(shape, dtype) -> np.ndarray:
     array of 4 MiB or more, so each entry written faults in, and zeroes, a whole 2 MiB
     page: in the benchmark's 8-VM run, the share tables (96 MiB each, fewer than a
     thousand entries) were 188 of its 696 MiB of resident state, and a fresh process's
-    first touch of memory cost up to a few milliseconds of system time per MiB on the
-    machine these benchmarks ran on. Where the platform has no such advice, or the
+    first touch of memory cost about 2 ms of system time per MiB on the machine these
+    benchmarks ran on. Where the platform has no such advice, or the
     array is small, plain zeros."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if not hasattr(mmap, "MADV_NOHUGEPAGE") or nbytes < 1 << 22:
         return np.zeros(shape, dtype=dtype)
-    buffer = mmap.mmap(-1, nbytes)  # anonymous: zero pages until written
+    # Private: a read of a page never written maps the shared zero page (a shared mapping,
+    # mmap's default, would give it a page of its own), and a fork would not share it.
+    buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)
     try:
         buffer.madvise(mmap.MADV_NOHUGEPAGE)
     except OSError:  # a kernel built without transparent huge pages: small pages anyway
@@ -336,7 +338,7 @@ def allocate(config: ReplayConfig, pages_per_vm: list[int], skip_idle: bool = Tr
         if n_frames - 2 * base - c != 0:
             FS[base : base + c] -= n_frames - 2 * base - c
     # Each VM's balloon stack fills from its first slot and holds its balloon's frames,
-    # a fraction of its memory: with huge pages, one 2 MiB page per VM at least.
+    # a fraction of its memory: with huge pages, up to 2 MiB per VM more than that.
     BS = sparse_zeros(max(n_frames, 1), np.int64)
 
     cap = _table_capacity(n_frames)
