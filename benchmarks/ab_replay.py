@@ -34,15 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_replay import SteadyBalloon, multi_vm_runs, write_traces
+from bench_replay import SteadyBalloon, benchmark_replays, write_traces
 
 VMS = 8
 SYSTEM = "system seconds"  # a --fresh child's key for its system time
-
-
-def run_count(pages: int) -> int:
-    """How many replays child() makes: the two single-VM ones and the 8-VM regimes."""
-    return 2 + len(multi_vm_runs(pages, VMS))
 
 
 def child(trace_dir: Path, pages: int, kernel_reps: int, only: int | None) -> None:
@@ -58,18 +53,7 @@ def child(trace_dir: Path, pages: int, kernel_reps: int, only: int | None) -> No
     if kernel_reps:
         sys.path.insert(0, str(Path(balloonreplay.__file__).parents[1] / "benchmarks"))
         from bench_kernel import kernel_seconds
-    runs = {
-        "1 VM, 1/4 footprint": (
-            "zipf-1vm.parquet",
-            {"vms": f"{pages // 4}p", "guest_policy": "lru"},
-        ),
-        "1 VM, whole footprint": ("zipf-1vm.parquet", {"vms": f"{pages}p", "guest_policy": "lru"}),
-    }
-    for regime, options in multi_vm_runs(pages, VMS).items():
-        runs[f"{VMS} VMs, {regime}"] = (
-            f"zipf-{VMS}vm.parquet",
-            {"policy": SteadyBalloon()} | options,
-        )
+    runs = benchmark_replays(pages, VMS)
     if only is not None:
         name = list(runs)[only]
         trace, options = runs[name]
@@ -126,7 +110,7 @@ def main() -> None:
         for r in range(args.rounds):
             # Each version goes first in every other round: the machine's phase drifts
             # within a round too.
-            for only in range(run_count(args.pages)) if args.fresh else [None]:
+            for only in range(len(benchmark_replays(args.pages, VMS))) if args.fresh else [None]:
                 for c in checkouts if r % 2 == 0 else checkouts[::-1]:
                     env = os.environ | {
                         "PYTHONPATH": str(c),

@@ -177,6 +177,25 @@ def multi_vm_runs(pages: int, vms: int) -> dict[str, dict]:
     }
 
 
+def benchmark_replays(pages: int, vms: int) -> dict[str, tuple[str, dict]]:
+    """The benchmark's four replays, as ab_replay.py and cpu_split.py run them: name ->
+    (trace file name in write_traces' directory, replay options). One VM at a quarter and
+    at the whole of its footprint; the 8-VM regimes of multi_vm_runs."""
+    runs = {
+        "1 VM, 1/4 footprint": (
+            "zipf-1vm.parquet",
+            {"vms": f"{pages // 4}p", "guest_policy": "lru"},
+        ),
+        "1 VM, whole footprint": ("zipf-1vm.parquet", {"vms": f"{pages}p", "guest_policy": "lru"}),
+    }
+    for regime, options in multi_vm_runs(pages, vms).items():
+        runs[f"{vms} VMs, {regime}"] = (
+            f"zipf-{vms}vm.parquet",
+            {"policy": SteadyBalloon()} | options,
+        )
+    return runs
+
+
 @numba.njit(cache=True, boundscheck=False)
 def bare_lru_misses(pages, capacity, num_pages):
     """Misses of an LRU cache of ``capacity`` pages over dense page ids, with nothing but

@@ -16,31 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_replay import SteadyBalloon, multi_vm_runs, write_traces
+from bench_replay import benchmark_replays, write_traces
 
 VMS = 8
-
-
-def runs(trace_dir: Path, pages: int) -> dict[str, tuple[Path, dict]]:
-    """bench_replay's four replays: name -> (trace, replay options)."""
-    single = trace_dir / "zipf-1vm.parquet"
-    out = {
-        "1 VM, 1/4 footprint": (single, {"vms": f"{pages // 4}p", "guest_policy": "lru"}),
-        "1 VM, whole footprint": (single, {"vms": f"{pages}p", "guest_policy": "lru"}),
-    }
-    for regime, options in multi_vm_runs(pages, VMS).items():
-        out[f"{VMS} VMs, {regime}"] = (
-            trace_dir / f"zipf-{VMS}vm.parquet",
-            {"policy": SteadyBalloon()} | options,
-        )
-    return out
 
 
 def child(trace_dir: Path, pages: int, name: str) -> None:
@@ -62,9 +46,9 @@ def child(trace_dir: Path, pages: int, name: str) -> None:
             kernel_cpu += time.thread_time() - started
 
     kernel.run = timed_run  # replay() looks it up at each call
-    trace, options = runs(trace_dir, pages)[name]
+    trace, options = benchmark_replays(pages, VMS)[name]
     wall, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
-    balloonreplay.replay(trace, **options)
+    balloonreplay.replay(trace_dir / trace, **options)
     wall, cpu, main = (
         time.perf_counter() - wall,
         time.process_time() - cpu,
@@ -92,11 +76,10 @@ def main() -> None:
             f"{'run':24s} {'wall':>6s} {'CPU':>6s} {'main':>6s} {'kernel':>6s} {'other':>6s} {'CPU/2':>6s}"
         )
         for _ in range(args.rounds):
-            for name in runs(Path(tmp), args.pages):
+            for name in benchmark_replays(args.pages, VMS):
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", tmp, "--name", name]
                     + ["--pages", str(args.pages)],
-                    env=os.environ,
                     capture_output=True,
                     text=True,
                 )

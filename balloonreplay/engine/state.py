@@ -255,8 +255,8 @@ def sparse_zeros(shape, dtype) -> np.ndarray:
     page: in the benchmark's 8-VM run, the share tables (96 MiB each, fewer than a
     thousand entries) were 188 of its 696 MiB of resident state, and a fresh process's
     first touch of memory cost about 2 ms of system time per MiB on the machine these
-    benchmarks ran on. Where the platform has no such advice, or the
-    array is small, plain zeros."""
+    benchmarks ran on. Where the platform has no such advice, or the array is small,
+    plain zeros."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if not hasattr(mmap, "MADV_NOHUGEPAGE") or nbytes < 1 << 22:
         return np.zeros(shape, dtype=dtype)
