@@ -346,9 +346,9 @@ REPLAY_ACCESSES_PER_S = 1_000_000
 # Ingest: about 4 M accesses/s here (README "Canonical traces"); a CSV row is ~30 bytes.
 INGEST_BYTES_PER_S = 10_000_000
 FLOOR_RUNTIME_MIN = 10
-# Above this many replayed accesses a second CPU pays: pyarrow decodes columns in
-# threads and the replay prepares the next batch in a thread while the single-threaded
-# kernel runs (decoding costs as much as the kernel, README "Performance").
+# Above this many replayed accesses a second CPU pays: the replay decodes and prepares
+# the next batch in a thread while the single-threaded kernel runs (that thread's CPU
+# time is a third to a half of the kernel's, README "Performance").
 REPLAY_SECOND_CPU_ACCESSES = 10_000_000
 
 
