@@ -9,6 +9,10 @@ import click
 
 from balloonreplay.errors import BalloonreplayError
 
+# The highest scan or balloon rate the CLI takes: far above any real one, and small
+# enough that rate times a quantum of up to a second stays within 64-bit credits.
+MAX_RATE_PAGES_PER_S = 10**9
+
 
 def reports_errors(func):
     """Turn a BalloonreplayError into one clear line on stderr and exit status 1."""
@@ -20,14 +24,27 @@ def reports_errors(func):
         except BalloonreplayError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except MemoryError as exc:
+            # numpy names the allocation ("Unable to allocate 8.00 GiB for an array ...").
+            click.echo(f"error: not enough memory: {exc or 'an allocation failed'}", err=True)
+            sys.exit(1)
 
     return wrapper
+
+
+def _terminate(signum, frame):
+    """SIGTERM (scancel, Snakemake, timeout) unwinds like Ctrl-C, so an output being
+    written is removed (traces.io.atomic_path) instead of left behind half written."""
+    sys.exit(128 + signum)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="balloonreplay")
 def main() -> None:
     """Replay guest page-access traces through a model of memory overcommitment."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 # Shared by every command that writes a canonical trace (ingest, generate).
@@ -56,7 +73,8 @@ def formats_command() -> None:
         flags = "read" + ("/write" if fmt.can_write else "")
         click.echo(f"{name:16s} [{flags}] {fmt.description}")
         for opt_name, default, help_text in describe_options(fmt.Options):
-            click.echo(f"    {opt_name}={default!s:12s} {help_text}")
+            setting = f"{opt_name}={default!s}"
+            click.echo(f"    {setting:28s} {help_text}")
 
 
 def _progress(total: int | None, desc: str, unit: str, quiet: bool):
@@ -105,20 +123,26 @@ def _progress(total: int | None, desc: str, unit: str, quiet: bool):
     "page_size_bytes",
     type=click.IntRange(min=1),
     default=None,
-    help="page size in bytes to record",
+    callback=lambda ctx, param, value: _power_of_two(value),
+    help="page size in bytes to record (a power of two)",
 )
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 @reports_errors
 def ingest_command(
     source, output, format_name, options, lru_filter_pages, vm_mem, page_size_bytes, quiet
 ):
-    """Convert SOURCE (any installed format) into a canonical trace."""
+    """Convert SOURCE (any installed format) into a canonical trace. One --vm-mem size
+    is recorded for every VM."""
     from balloonreplay.traces.ingest import ingest
+    from balloonreplay.traces.io import check_output_path
 
+    check_output_path(output, source)
     overrides = {"page_size_bytes": page_size_bytes}
     if vm_mem:
-        overrides["config_pages"] = parse_vm_mem(vm_mem, page_size_bytes)
+        overrides["config_pages"] = parse_vm_mem(vm_mem, page_size_bytes, minimum=1)
     with _progress(None, "ingest", "acc", quiet) as bar:
+        # Counted here: a disabled bar (no terminal) counts nothing.
+        read = _Counter(bar)
         meta = ingest(
             source,
             output,
@@ -126,12 +150,11 @@ def ingest_command(
             options=list(options),
             lru_filter_pages=lru_filter_pages,
             metadata_overrides=overrides,
-            progress=bar,
+            progress=read,
         )
-        read = bar.n
     if not quiet:
         kept = (
-            f" ({meta.accesses / max(read, 1):.1%} kept by the LRU filter)"
+            f" ({meta.accesses / max(read.n, 1):.1%} kept by the LRU filter)"
             if lru_filter_pages
             else ""
         )
@@ -142,15 +165,41 @@ def ingest_command(
         )
 
 
-def parse_vm_mem(text: str, page_size_bytes: int | None = None) -> list[int]:
+class _Counter:
+    """Counts the accesses a progress bar is advanced by, and advances it."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+        self.n = 0
+
+    def update(self, n: int) -> None:
+        self.n += n
+        self.bar.update(n)
+
+
+def _power_of_two(value: int | None) -> int | None:
+    if value is not None and value & (value - 1):
+        raise click.BadParameter(f"expected a power of two (bytes), got {value}")
+    return value
+
+
+def parse_vm_mem(
+    text: str, page_size_bytes: int | None = None, minimum: int = 0, option: str = "--vm-mem"
+) -> list[int]:
     from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
 
     try:
-        return [
+        sizes = [
             parse_size_pages(part, page_size_bytes or PAGE_SIZE_BYTES) for part in text.split(",")
         ]
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--vm-mem") from None
+        raise click.BadParameter(str(exc), param_hint=option) from None
+    for part, pages in zip(text.split(","), sizes, strict=True):
+        if pages < minimum:
+            raise click.BadParameter(
+                f"expected at least {minimum} page, got {part!r} ({pages} pages)", param_hint=option
+            )
+    return sizes
 
 
 @main.command("generate")
@@ -189,7 +238,9 @@ def generate_command(
     --config CONFIG --workload NAME, into a canonical trace."""
     from balloonreplay.traces.generators import generate_trace, load_spec
     from balloonreplay.traces.generators.named import load_named_workload
+    from balloonreplay.traces.io import check_output_path
 
+    check_output_path(output, workload_spec, config_path)
     if (workload_spec is None) == (config_path is None or workload_name is None):
         raise click.UsageError("give either WORKLOAD_SPEC or both --config and --workload")
     if workload_spec is not None:
@@ -271,15 +322,22 @@ def info_command(trace, as_json, quiet):
 def mrc_command(trace, output, plot_path, quiet):
     """Each VM's exact LRU miss-ratio curve over all memory sizes, in one pass."""
     from balloonreplay.mrc import miss_ratio_curves, write_curves
-    from balloonreplay.traces.io import open_trace
+    from balloonreplay.traces.io import check_output_path, open_trace
 
-    with _progress(open_trace(trace).num_rows, "mrc", "acc", quiet) as bar:
+    check_output_path(output, trace)
+    if plot_path:
+        from balloonreplay.plots import check_figure_path
+
+        check_output_path(plot_path, trace, output)
+        check_figure_path(plot_path)
+    opened = open_trace(trace)
+    with _progress(opened.num_rows, "mrc", "acc", quiet) as bar:
         curves = miss_ratio_curves(trace, progress=bar)
     write_curves(curves, output, trace)
     if plot_path:
         from balloonreplay.plots import plot_miss_ratio_curves
 
-        plot_miss_ratio_curves(curves, plot_path)
+        plot_miss_ratio_curves(curves, plot_path, opened.metadata.page_size_bytes)
     if not quiet:
         click.echo(f"{output}: {curves.vm.nunique()} VMs, {len(curves)} sizes", err=True)
 
@@ -314,15 +372,29 @@ def mrc_command(trace, output, plot_path, quiet):
     help="page sharing [default: on for policies that share (esx, mom), else off]",
 )
 @click.option("--inter-vm-sharing", is_flag=True, help="share across VMs (default: within one VM)")
-@click.option("--scan-rate", type=int, default=None, help="sharing scan pages/s per VM (ESX: 50)")
+@click.option(
+    "--scan-rate",
+    type=click.IntRange(min=0, max=MAX_RATE_PAGES_PER_S),
+    default=None,
+    help="sharing scan pages/s per VM (ESX: 50)",
+)
 @click.option(
     "--host-selection",
     type=click.Choice(["random", "lru-sampled"]),
     default="random",
     show_default=True,
 )
-@click.option("--balloon-rate", type=int, default=None, help="balloon pages/s")
-@click.option("--overhead", default=None, help="host overhead per VM, SIZE[,SIZE...]")
+@click.option(
+    "--balloon-rate",
+    type=click.IntRange(min=0, max=MAX_RATE_PAGES_PER_S),
+    default=None,
+    help="balloon pages/s",
+)
+@click.option(
+    "--overhead",
+    default=None,
+    help="host overhead per VM, SIZE[,SIZE...] (one size: every VM's) in the trace's pages",
+)
 @click.option("--debug-checks", is_flag=True, help="check the invariants at every quantum")
 @click.option(
     "--engine", type=click.Choice(["numba", "reference"]), default="numba", show_default=True
@@ -361,7 +433,7 @@ def replay_command(
     if balloon_rate is not None:
         options["balloon_rate_pages_per_s"] = balloon_rate
     if overhead is not None:
-        options["overhead_pages"] = parse_vm_mem(overhead)
+        options["overhead_pages"] = overhead  # sizes in the trace's pages (build_config)
     result = replay(
         trace,
         vms=vm_mem,
@@ -413,10 +485,14 @@ def summarize_command(runs, run_lists, output, consolidation_path):
     the runs they serve, not summarised."""
     from balloonreplay.metrics import read_metrics_metadata
     from balloonreplay.summary import consolidation, summarize_runs, write_summary
+    from balloonreplay.traces.io import check_output_path
 
     runs = list(runs) + [line.strip() for fh in run_lists for line in fh if line.strip()]
     if not runs:
         raise click.UsageError("no metrics files: give RUNS or --runs-from")
+    for path in (output, consolidation_path):
+        if path is not None:
+            check_output_path(path, *runs)
     is_baseline = [read_metrics_metadata(p).get("run", {}).get("sweep") == "baseline" for p in runs]
     summary = summarize_runs(
         [p for p, b in zip(runs, is_baseline, strict=True) if not b],

@@ -32,3 +32,11 @@ class TraceError(BalloonreplayError):
         if where:
             parts.append(where)
         super().__init__(": ".join(parts) + f": {expected}")
+
+
+class OutputError(BalloonreplayError):
+    """An output file that cannot be written where it was asked for."""
+
+    def __init__(self, path: str | os.PathLike, expected: str):
+        self.path = os.fspath(path)
+        super().__init__(f"{self.path or repr(self.path)}: cannot write output: {expected}")

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from balloonreplay.errors import BalloonreplayError
 from balloonreplay.traces.io import atomic_path
 
 METRIC_COLUMNS = (
@@ -105,6 +106,21 @@ def write_metrics(frame: pd.DataFrame, path: str | os.PathLike, metadata: dict[s
 
 
 def read_metrics_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    kv = pq.read_schema(path).metadata or {}
+    """The run's parameters from a metrics file; a file that is missing, not Parquet or
+    not written by a replay (a trace, say) is a BalloonreplayError naming it."""
+    try:
+        kv = pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise BalloonreplayError(f"{os.fspath(path)}: file not found") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise BalloonreplayError(
+            f"{os.fspath(path)}: expected a metrics file (Parquet), could not read it: "
+            f"{' '.join(str(exc).split())[:200]}"
+        ) from None
     raw = kv.get(METADATA_KEY.encode())
-    return json.loads(raw) if raw else {}
+    if raw is None:
+        raise BalloonreplayError(
+            f"{os.fspath(path)}: expected a metrics file written by a replay (its metadata "
+            f"key {METADATA_KEY!r} is missing)"
+        )
+    return json.loads(raw)

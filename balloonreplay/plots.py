@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pandas as pd
 
+from balloonreplay.errors import OutputError
 from balloonreplay.traces.io import atomic_path
 
 THEME = {"style": "whitegrid", "context": "paper", "palette": "colorblind"}
@@ -22,21 +23,42 @@ def _theme():
     return sns
 
 
+def check_figure_path(out_path: str | os.PathLike) -> None:
+    """Refuse, before any work, a figure name whose suffix matplotlib cannot write (no
+    suffix means PNG, as save_figure writes it)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = os.path.splitext(os.fspath(out_path))[1].lstrip(".").lower() or "png"
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in supported:
+        names = ", ".join(f".{name}" for name in sorted(supported))
+        raise OutputError(out_path, f"expected a figure file name ending in one of {names}")
+
+
+def _page_size_text(page_size_bytes: int) -> str:
+    for unit, size in (("MiB", 2**20), ("KiB", 2**10)):
+        if page_size_bytes % size == 0:
+            return f"{page_size_bytes // size} {unit}"
+    return f"{page_size_bytes} B"
+
+
 def save_figure(fig, out_path: str | os.PathLike) -> None:
     suffix = os.path.splitext(os.fspath(out_path))[1] or ".png"
     with atomic_path(out_path, suffix=suffix) as tmp:
         fig.savefig(tmp, format=suffix.lstrip("."), bbox_inches="tight", dpi=150)
 
 
-def plot_miss_ratio_curves(curves: pd.DataFrame, out_path: str | os.PathLike) -> None:
-    """Miss ratio versus memory size, one line per VM."""
+def plot_miss_ratio_curves(
+    curves: pd.DataFrame, out_path: str | os.PathLike, page_size_bytes: int = 4096
+) -> None:
+    """Miss ratio versus memory size, one line per VM (sizes in the trace's pages)."""
     sns = _theme()
     import matplotlib.pyplot as plt
 
     data = curves.assign(VM=curves.vm.astype(str))
     fig, ax = plt.subplots(figsize=(5, 3.2))
     sns.lineplot(data=data, x="size_pages", y="miss_ratio", hue="VM", ax=ax, drawstyle="steps-post")
-    ax.set_xlabel("guest memory (4 KiB pages)")
+    ax.set_xlabel(f"guest memory ({_page_size_text(page_size_bytes)} pages)")
     ax.set_ylabel("LRU miss ratio")
     ax.set_ylim(0, 1.02)
     ax.set_title("Exact LRU miss-ratio curves")

@@ -11,6 +11,7 @@ others (it stalls more, or the trace is sorted by VM) wait on disk (spill.py).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import queue
 import sys
@@ -32,7 +33,13 @@ from balloonreplay.errors import ConfigError, TraceError
 from balloonreplay.latencies import get_latencies
 from balloonreplay.metrics import ALL_COLUMNS, metrics_frame, totals, write_metrics
 from balloonreplay.policies import Decision, HostPolicy, Snapshot, make_policy
-from balloonreplay.traces.io import DEFAULT_BATCH_ROWS, Trace, checked_batches, open_trace
+from balloonreplay.traces.io import (
+    DEFAULT_BATCH_ROWS,
+    Trace,
+    check_output_path,
+    checked_batches,
+    open_trace,
+)
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch
 from balloonreplay.units import parse_size_pages
 
@@ -179,10 +186,18 @@ def build_config(
         config_pages = config_pages * n
     if len(config_pages) != n:
         raise ConfigError("vm_mem", f"the trace has {n} VMs; got {len(config_pages)} sizes")
+    overhead = options.get("overhead_pages")
+    if overhead is not None:
+        # Sizes in the trace's pages, like vm_mem; one size is every VM's.
+        overhead = _sizes(overhead, page_size, "overhead")
+        options["overhead_pages"] = overhead * n if len(overhead) == 1 else overhead
     if host is None:
         host_pages = sum(config_pages) + sum(options.get("overhead_pages") or [0])
     else:
-        host_pages = _sizes(host, page_size, "host_mem")[0]
+        sizes = _sizes(host, page_size, "host_mem")
+        if len(sizes) != 1:
+            raise ConfigError("host_mem", f"expected one size for the whole host, got {host!r}")
+        host_pages = sizes[0]
     return ReplayConfig(
         config_pages=config_pages,
         host_pages=host_pages,
@@ -240,6 +255,8 @@ class _Buffers:
         self.npages = np.asarray(pages_per_vm, dtype=np.int64)
         self.nvm = len(self.npages)
         self.pbase = first_ids(self.npages)  # each VM's first global page id (V_PBASE)
+        # Each VM's last access time so far: a time that goes backwards is refused.
+        self.last_t = np.full(self.nvm, np.iinfo(np.int64).min, dtype=np.int64)
         self.cols = {c: _readonly(np.zeros(0, dtype=self.DTYPES[c])) for c in self.COLUMNS}
         # With several VMs: writable columns behind self.cols, cut in per-VM rings, none
         # until the first batch comes to the main thread.
@@ -314,12 +331,12 @@ class _Buffers:
         counts = np.zeros(self.nvm, dtype=np.int64)
         vm = None if vm_col is None else _readonly(vm_col.to_numpy())
         if vm is None:
-            bad = rows.first_bad_page(page, self.npages[0])
+            bad = rows.first_bad_row(t, page, self.npages[0], self.last_t)
             counts[0] = n
         else:
-            bad = rows.count_rows(vm, page, self.npages, counts)
+            bad = rows.count_rows(vm, t, page, self.npages, counts, self.last_t)
         if bad >= 0:
-            self._bad_row(bad, vm, page)
+            self._bad_row(bad, vm, t, page)
         if content_col is None or content_col.null_count == n:
             known = np.zeros(n, dtype=np.uint8)
             content = np.zeros(n, dtype=np.int64)
@@ -371,13 +388,20 @@ class _Buffers:
         cols["unwritten"] = np.ones(1, dtype=bool)
         return cols
 
-    def _bad_row(self, i: int, vm: np.ndarray | None, page: np.ndarray) -> None:
+    def _bad_row(self, i: int, vm: np.ndarray | None, t: np.ndarray, page: np.ndarray) -> None:
         """Raise the TraceError for row i of the batch being prepared."""
         where = f"row {self.rows_read + i}"
         v = 0 if vm is None else int(vm[i])
         if v >= self.nvm:
             raise TraceError(
                 self.path, where, f"expected a VM index below {self.nvm} in column 'vm', got {v}"
+            )
+        if 0 <= page[i] < self.npages[v]:  # the page is sound, so its time went backwards
+            raise TraceError(
+                self.path,
+                f"access #{self.rows_read + i} (0-based, VM {v})",
+                f"expected t_ns >= {int(self.last_t[v])} (time must not go backwards within "
+                f"a VM), got {int(t[i])}",
             )
         raise TraceError(
             self.path,
@@ -943,7 +967,8 @@ def warm_up() -> None:
 
     rings = _Buffers(np.zeros((2, VM_FIELDS), dtype=np.int64), [2, 2], None, 4)
     rings.add(rings.prepare(two_vms.to_batches()[0]))  # makes the rings
-    rings.prepare(two_vms.to_batches()[0])  # writes into them
+    later = two_vms.set_column(1, "t_ns", pa.array([4, 5, 6, 7], pa.uint64()))
+    rings.prepare(later.to_batches()[0])  # writes into them
     _Buffers(None, [2], None, 4).prepare(table.drop_columns(["vm"]).to_batches()[0])
     _WARM = True
 
@@ -1066,6 +1091,8 @@ def replay(
     if engine not in ENGINES:
         raise ConfigError("engine", f"expected one of {', '.join(ENGINES)}, got {engine!r}")
     trace = _as_trace(trace, metadata)
+    if output is not None:  # refused before the run, not after it
+        check_output_path(output, trace.path)
     host_policy = make_policy(policy, policy_params)
     if options.get("sharing") is None:
         options["sharing"] = host_policy.wants_sharing
@@ -1155,9 +1182,9 @@ def parse_duration_ns(text: str | int, key: str = "duration") -> int:
     try:
         value = float(number) * _DURATION_UNITS[unit]
     except ValueError:
-        raise ConfigError(
-            key, f"expected a duration like 1s, 500ms, 100us or 250ns, got {text!r}"
-        ) from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(key, f"expected a duration like 1s, 500ms, 100us or 250ns, got {text!r}")
     if value <= 0 or value != int(value):
         raise ConfigError(key, f"expected a positive whole number of ns, got {text!r}")
     return int(value)

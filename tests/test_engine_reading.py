@@ -193,6 +193,35 @@ def test_a_page_id_out_of_range_is_a_trace_error_naming_its_row(tmp_path, vms):
     assert message.endswith(f"below {pages} (VM {bad_row % vms}'s pages_per_vm), got {pages}")
 
 
+@pytest.mark.parametrize("vms", [1, 3])
+@pytest.mark.parametrize("bad_row", [4, 150])
+def test_a_time_that_goes_backwards_is_a_trace_error_naming_its_access(tmp_path, vms, bad_row):
+    """Within a VM, time never goes backwards (ingest refuses it): a file written
+    without ingest is checked in the reading thread too, within a batch and across
+    batches (row 150 is in the third batch of 64 rows), since the
+    kernel would take the earlier time as a wait and report a slowdown of millions."""
+    from balloonreplay.errors import TraceError
+
+    n, pages = 300, 10
+    rng = np.random.default_rng(5)
+    vm = np.arange(n) % vms
+    t = np.arange(n) * 10
+    previous = (bad_row - vms) * 10  # its VM's row before it
+    t[bad_row] = previous - 5
+    batch = make_batch(vm, t, rng.integers(0, pages, n), rng.random(n) < 0.5)
+    meta = TraceMetadata(
+        source="test", config_pages=[4] * vms, dense=True, pages_per_vm=[pages] * vms
+    )
+    path = tmp_path / "backwards.parquet"
+    write_trace([batch], path, meta)
+    with pytest.raises(TraceError) as caught:
+        balloonreplay.replay(path, batch_rows=64)
+    assert str(caught.value) == (
+        f"{path}: access #{bad_row} (0-based, VM {bad_row % vms}): expected t_ns >= "
+        f"{previous} (time must not go backwards within a VM), got {previous - 5}"
+    )
+
+
 def test_a_vm_index_out_of_range_is_a_trace_error_naming_its_row(tmp_path):
     from balloonreplay.errors import TraceError
     from balloonreplay.replay import _Buffers

@@ -164,3 +164,23 @@ def test_settled_faults_skip_the_warm_up_pass_and_the_inflation():
     assert plots.settled_faults(flat, repeat=1)["guest_faults"] == sum(
         [50, 40, 30, 30, 20, 10, 3, 4]
     )
+
+
+@pytest.mark.parametrize("page_size, label", [(4096, "4 KiB"), (8192, "8 KiB"), (2**21, "2 MiB")])
+def test_miss_ratio_curves_are_drawn_in_the_trace_pages(tmp_path, monkeypatch, page_size, label):
+    import pandas as pd
+
+    drawn = {}
+    monkeypatch.setattr(
+        plots, "save_figure", lambda fig, out: drawn.update(x=fig.axes[0].get_xlabel())
+    )
+    curves = pd.DataFrame(
+        {
+            "vm": [0, 0, 0],
+            "size_pages": [0, 1, 2],
+            "misses": [4, 2, 1],
+            "miss_ratio": [1, 0.5, 0.25],
+        }
+    )
+    plots.plot_miss_ratio_curves(curves, tmp_path / "c.png", page_size)
+    assert drawn["x"] == f"guest memory ({label} pages)"

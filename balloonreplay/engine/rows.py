@@ -17,20 +17,32 @@ from balloonreplay.engine.flags import entry, inline
 
 
 @entry
-def first_bad_page(page, limit):
-    """One VM's rows: the index of the first page id not below ``limit``, or -1."""
+def first_bad_row(t, page, limit, last_t):
+    """One VM's rows: the index of the first whose page id is not below ``limit`` or
+    whose time is before the row's before it (``last_t[0]``: the last time of the
+    batches before, updated to this batch's), or -1. A time that goes backwards would
+    not fail in the kernel: the VM would wait in host time, and the replay would report
+    a slowdown that is an artefact of the trace."""
+    last = last_t[0]
     for i in range(page.shape[0]):
         p = page[i]
         if p < 0 or p >= limit:  # page ids are uint64 viewed as int64
             return i
+        ti = t[i]
+        if ti < last:
+            last_t[0] = last
+            return i
+        last = ti
+    last_t[0] = last
     return -1
 
 
 @entry
-def count_rows(vm, page, npages, counts):
+def count_rows(vm, t, page, npages, counts, last_t):
     """Several VMs' rows: count each VM's into ``counts`` (zeroed, one per VM); the index
-    of the first row whose VM index is not below ``len(counts)`` or whose page id is not
-    below its VM's ``npages``, or -1 when every row is in range."""
+    of the first row whose VM index is not below ``len(counts)``, whose page id is not
+    below its VM's ``npages`` or whose time is before its VM's row before it
+    (``last_t``, one per VM, kept from batch to batch), or -1 when every row is sound."""
     nvm = counts.shape[0]
     for i in range(vm.shape[0]):
         v = vm[i]
@@ -39,6 +51,10 @@ def count_rows(vm, page, npages, counts):
         p = page[i]
         if p < 0 or p >= npages[v]:
             return i
+        ti = t[i]
+        if ti < last_t[v]:
+            return i
+        last_t[v] = ti
         counts[v] += 1
     return -1
 

@@ -126,6 +126,7 @@ def write_canonical(
     `progress` (e.g. a tqdm bar) is advanced by the number of input accesses.
     Returns the metadata as written.
     """
+    metadata.check(source_path)
     stats: dict[str, Any] = {}
     with TraceWriter(out_path, metadata) as writer:
         for input_rows, out_batch in _with_input_counts(
@@ -137,16 +138,25 @@ def write_canonical(
         if stats.get("accesses_in", 0) == 0:
             raise TraceError(source_path, None, "expected at least one access; the trace is empty")
         num_vms = stats["num_vms"]
-        for name in ("config_pages", "vm_names", "vm_images"):
-            per_vm = getattr(metadata, name)
-            if per_vm is not None and len(per_vm) < num_vms:
+        config_pages = metadata.config_pages
+        if config_pages is not None and len(config_pages) == 1:
+            config_pages = config_pages * num_vms  # one size is every VM's, as in a replay
+        for name, per_vm in (
+            ("config_pages", config_pages),
+            ("vm_names", metadata.vm_names),
+            ("vm_images", metadata.vm_images),
+        ):
+            # More sizes than VMs: a replay would refuse them (one size per VM).
+            too_many = name == "config_pages" and per_vm is not None and len(per_vm) > num_vms
+            if per_vm is not None and (len(per_vm) < num_vms or too_many):
                 raise TraceError(
                     source_path,
                     None,
-                    f"the trace has {num_vms} VMs but its metadata {name} lists {len(per_vm)}; "
-                    "expected one value per VM",
+                    f"the trace has {num_vms} VMs but {name} (from the command line or the "
+                    f"source's metadata) gives {len(per_vm)} values; expected one per VM",
                 )
         writer.metadata = metadata.overlay(
+            config_pages=config_pages,
             dense=True,
             pages_per_vm=stats["pages_per_vm"],
             accesses=stats["accesses_out"],

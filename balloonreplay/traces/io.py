@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from balloonreplay.errors import TraceError
+from balloonreplay.errors import OutputError, TraceError
 from balloonreplay.traces.schema import (
     CANONICAL_SCHEMA,
     METADATA_KEY,
@@ -35,21 +35,52 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200]
 
 
+def check_output_path(final_path: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
+    """Refuse, before any work, an output path that cannot become a file: an empty name,
+    a directory, a path under a file, a directory this process cannot write in, or one
+    of the command's own inputs (which the output would replace)."""
+    if not os.fspath(final_path):
+        raise OutputError(final_path, "expected a file name, got an empty one")
+    final_path = Path(final_path)
+    if final_path.is_dir():
+        raise OutputError(final_path, "it is a directory; expected a file name")
+    for source in inputs:
+        if source is not None and final_path.exists() and Path(source).exists():
+            if os.path.samefile(final_path, source):
+                raise OutputError(final_path, "it is this command's input, which it would replace")
+    # The nearest existing directory above it: the one the missing ones are made in.
+    parent = final_path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(final_path, f"{parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(final_path, f"no permission to write in {parent}")
+
+
 @contextmanager
 def atomic_path(final_path: str | os.PathLike, suffix: str = ""):
-    """Yield a temporary path beside `final_path`; rename it into place on success."""
+    """Yield a temporary path beside `final_path`; rename it into place on success. An
+    operating-system error making the directory, the temporary file or the rename is an
+    OutputError naming the path."""
     final_path = Path(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{final_path.name}.", suffix=suffix + ".tmp", dir=final_path.parent
-    )
+    try:
+        final_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{final_path.name}.", suffix=suffix + ".tmp", dir=final_path.parent
+        )
+    except OSError as exc:
+        raise OutputError(final_path, _one_line(exc)) from exc
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would surprise users sharing results
     try:
         yield Path(tmp)
-        os.replace(tmp, final_path)
+        try:
+            os.replace(tmp, final_path)
+        except OSError as exc:
+            raise OutputError(final_path, _one_line(exc)) from exc
     except BaseException:
         try:
             os.unlink(tmp)

@@ -82,16 +82,26 @@ class TraceMetadata:
             raise TraceError(path, where, f"expected a UTF-8 JSON object ({exc})") from None
         if not isinstance(raw, dict):
             raise TraceError(path, where, f"expected a JSON object, got {type(raw).__name__}")
-        values = {}
-        for name, (check, expected) in _METADATA_FIELD_CHECKS.items():
-            if name not in raw:
-                continue
-            if not check(raw[name]):
-                raise TraceError(
-                    path, f"{where} field {name!r}", f"expected {expected}, got {raw[name]!r:.80}"
-                )
-            values[name] = raw[name]
+        values = {name: raw[name] for name in _METADATA_FIELD_CHECKS if name in raw}
+        bad = _first_bad_field(values)
+        if bad is not None:
+            name, expected = bad
+            raise TraceError(
+                path, f"{where} field {name!r}", f"expected {expected}, got {raw[name]!r:.80}"
+            )
         return cls(**values)
+
+    def check(self, path=None) -> None:
+        """Refuse metadata a reader would refuse (from_json), before it is written: a
+        value given on the command line or by a reader is checked like a footer's."""
+        bad = _first_bad_field(asdict(self))
+        if bad is not None:
+            name, expected = bad
+            raise TraceError(
+                path,
+                f"metadata field {name!r}",
+                f"expected {expected}, got {getattr(self, name)!r:.80}",
+            )
 
     @classmethod
     def from_schema(cls, schema: pa.Schema, path=None) -> TraceMetadata:
@@ -117,6 +127,14 @@ def _optional(check):
 
 def _list_of(check):
     return lambda value: isinstance(value, list) and all(check(v) for v in value)
+
+
+def _first_bad_field(values: dict[str, Any]) -> tuple[str, str] | None:
+    """The first field whose value fails its check: (name, what was expected)."""
+    for name, (check, expected) in _METADATA_FIELD_CHECKS.items():
+        if name in values and not check(values[name]):
+            return name, expected
+    return None
 
 
 _METADATA_FIELD_CHECKS = {

@@ -440,9 +440,14 @@ def load_spec(path: str | os.PathLike) -> WorkloadSpec:
     else:
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(str(path), f"cannot read workload spec ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                str(path),
+                f"expected a YAML workload spec in UTF-8, got byte {exc.object[exc.start]:#04x} at offset {exc.start}",
+            ) from None
         stem = path.stem
     try:
         raw = yaml.safe_load(text)

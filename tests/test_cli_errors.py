@@ -1,0 +1,248 @@
+"""What the commands do with bad input and bad output paths: one `error:` line, a
+non-zero exit and no output, before the work where the problem can be seen then."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from balloonreplay.cli import main
+from balloonreplay.traces.io import open_trace, write_trace
+from balloonreplay.traces.schema import TraceMetadata, make_batch
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def raw_trace(path, vms=2, n=400, page_size_bytes=4096):
+    """A trace as a user writes it (raw page numbers, not ingested)."""
+    rng = np.random.default_rng(0)
+    vm = np.arange(n) % vms
+    t = np.arange(n) // vms * 100
+    write_trace(
+        [make_batch(vm, t, rng.integers(0, 40, n), rng.random(n) < 0.25)],
+        path,
+        TraceMetadata(config_pages=[32] * vms, source="test", page_size_bytes=page_size_bytes),
+    )
+    return path
+
+
+@pytest.fixture
+def trace(tmp_path):
+    """An ingested 2-VM trace."""
+    raw_trace(tmp_path / "raw.parquet")
+    result = run("ingest", tmp_path / "raw.parquet", "-o", tmp_path / "t.parquet", "-q")
+    assert result.exit_code == 0, result.output
+    return tmp_path / "t.parquet"
+
+
+def no_files_but(directory, *names):
+    return sorted(p.name for p in directory.iterdir()) == sorted(names)
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--vm-mem", "0p", "expected at least 1 page, got '0p' (0 pages)"),
+        ("--vm-mem", "100", "expected at least 1 page, got '100' (0 pages)"),
+        ("--page-size", "3000", "expected a power of two (bytes), got 3000"),
+    ],
+)
+def test_ingest_refuses_metadata_no_reader_would_open(tmp_path, option, value, message):
+    raw_trace(tmp_path / "raw.parquet")
+    result = run("ingest", tmp_path / "raw.parquet", "-o", tmp_path / "t.parquet", option, value)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert no_files_but(tmp_path, "raw.parquet")
+
+
+def test_ingest_checks_metadata_given_through_the_api(tmp_path):
+    from balloonreplay.errors import TraceError
+    from balloonreplay.traces.ingest import ingest
+
+    raw_trace(tmp_path / "raw.parquet")
+    with pytest.raises(TraceError, match=r"metadata field 'config_pages': .*pages >= 1, got \[0"):
+        ingest(
+            tmp_path / "raw.parquet",
+            tmp_path / "t.parquet",
+            metadata_overrides={"config_pages": [0, 4]},
+        )
+    assert no_files_but(tmp_path, "raw.parquet")
+
+
+def test_ingest_records_one_vm_memory_for_every_vm(tmp_path):
+    raw_trace(tmp_path / "raw.parquet", vms=3)
+    result = run(
+        "ingest", tmp_path / "raw.parquet", "-o", tmp_path / "t.parquet", "--vm-mem", "1MiB", "-q"
+    )
+    assert result.exit_code == 0, result.output
+    assert open_trace(tmp_path / "t.parquet").metadata.config_pages == [256, 256, 256]
+
+
+def test_ingest_refuses_more_vm_sizes_than_vms(tmp_path):
+    raw_trace(tmp_path / "raw.parquet", vms=1)
+    result = run(
+        "ingest", tmp_path / "raw.parquet", "-o", tmp_path / "t.parquet", "--vm-mem", "4p,4p"
+    )
+    assert result.exit_code == 1
+    assert "the trace has 1 VMs but config_pages (from the command line" in result.output
+    assert "gives 2 values; expected one per VM" in result.output
+    assert no_files_but(tmp_path, "raw.parquet")
+
+
+def test_the_lru_filter_share_is_right_without_a_terminal(tmp_path):
+    """CliRunner's stderr is no terminal, so the progress bar is disabled and counts
+    nothing: the share kept must come from the accesses read, not from the bar."""
+    raw_trace(tmp_path / "raw.parquet")
+    result = run(
+        "ingest", tmp_path / "raw.parquet", "-o", tmp_path / "t.parquet", "--lru-filter", "8"
+    )
+    assert result.exit_code == 0, result.output
+    kept = open_trace(tmp_path / "t.parquet").num_rows
+    assert f"({kept / 400:.1%} kept by the LRU filter)" in result.output
+
+
+@pytest.mark.parametrize("command", ["replay", "mrc", "ingest"])
+@pytest.mark.parametrize("where", ["directory", "under a file", "the input", "empty"])
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(
+    tmp_path, trace, command, where
+):
+    (tmp_path / "adir").mkdir()
+    output, expected = {
+        "directory": (tmp_path / "adir", "it is a directory; expected a file name"),
+        "under a file": (trace / "m.parquet", f"{trace} is not a directory"),
+        "the input": (trace, "it is this command's input, which it would replace"),
+        "empty": ("", "expected a file name, got an empty one"),
+    }[where]
+    before = trace.read_bytes()
+    result = run(command, trace, "-o", output, "-q")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: ")
+    assert f"cannot write output: {expected}" in result.output
+    assert trace.read_bytes() == before
+    assert no_files_but(tmp_path, "raw.parquet", "t.parquet", "adir")
+
+
+def test_an_output_that_fails_at_the_rename_is_an_error_naming_it(tmp_path, trace, monkeypatch):
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", os.fspath(dst))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    result = run("replay", trace, "-o", tmp_path / "m.parquet", "-q")
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {tmp_path / 'm.parquet'}: cannot write output: ")
+    assert "Permission denied" in result.output
+    assert no_files_but(tmp_path, "raw.parquet", "t.parquet")
+
+
+def test_a_plot_format_matplotlib_cannot_write_is_refused_before_the_curves(tmp_path, trace):
+    result = run("mrc", trace, "-o", tmp_path / "c.parquet", "--plot", tmp_path / "c.txt", "-q")
+    assert result.exit_code == 1
+    assert "c.txt: cannot write output: expected a figure file name ending in one of" in (
+        result.output
+    )
+    assert no_files_but(tmp_path, "raw.parquet", "t.parquet")
+
+
+def test_overhead_sizes_are_in_the_trace_pages_and_one_is_every_vm(tmp_path):
+    raw_trace(tmp_path / "raw.parquet", page_size_bytes=8192)
+    run("ingest", tmp_path / "raw.parquet", "-o", tmp_path / "t.parquet", "-q")
+    for overhead in ("1MiB,1MiB", "1MiB", "128p"):
+        result = run("replay", tmp_path / "t.parquet", "--overhead", overhead, "--json")
+        assert result.exit_code == 0, result.output
+        # 2 VMs of 32 pages, and 1 MiB of 8 KiB pages each
+        assert json.loads(result.output)["host_pages"] == 2 * 32 + 2 * 128
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--host-mem", ""], "host_mem: expected one size for the whole host, got ''"),
+        (["--host-mem", "16MiB,1GiB"], "host_mem: expected one size for the whole host"),
+        (["--overhead", "12XB"], "config: overhead: unknown size unit 'xb'"),
+        (["--epoch", "inf"], "epoch: expected a duration like 1s"),
+        (["--epoch", "nan"], "epoch: expected a duration like 1s"),
+        (["--scan-rate", str(10**20)], "is not in the range 0<=x<=1000000000"),
+    ],
+)
+def test_replay_options_out_of_their_domain_are_clear_errors(trace, args, message):
+    result = run("replay", trace, "-q", *args)
+    assert result.exit_code in (1, 2)
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("bad", ["a trace", "not parquet", "missing"])
+def test_summarize_names_an_input_that_is_not_a_metrics_file(tmp_path, trace, bad):
+    (tmp_path / "notpq.parquet").write_text("hello\n")
+    path, message = {
+        "a trace": (trace, "expected a metrics file written by a replay"),
+        "not parquet": (tmp_path / "notpq.parquet", "expected a metrics file (Parquet)"),
+        "missing": (tmp_path / "missing.parquet", "file not found"),
+    }[bad]
+    (tmp_path / "runs.txt").write_text(f"{path}\n")
+    result = run("summarize", "--runs-from", tmp_path / "runs.txt", "-o", tmp_path / "s.parquet")
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {path}: {message}")
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_a_workload_spec_that_is_not_utf8_is_a_clear_error(tmp_path, trace):
+    result = run("generate", trace, "--seed", "1", "-o", tmp_path / "g.parquet", "-q")
+    assert result.exit_code == 1
+    assert "expected a YAML workload spec in UTF-8, got byte" in result.output
+    assert not (tmp_path / "g.parquet").exists()
+
+
+def test_running_out_of_memory_is_one_line(trace, monkeypatch):
+    import balloonreplay.replay as replay_module
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError("Unable to allocate 8.00 GiB for an array")
+
+    monkeypatch.setattr(replay_module, "replay", exhausted)
+    result = run("replay", trace, "-q")
+    assert result.exit_code == 1
+    assert result.output == "error: not enough memory: Unable to allocate 8.00 GiB for an array\n"
+
+
+def test_formats_lines_up_each_option_help():
+    lines = [line for line in run("formats").output.splitlines() if line.startswith("    ")]
+    assert len(lines) > 3
+    # each help text starts in the same column, whatever the length of key=default
+    starts = {len(line) - len(line[4:].split("  ", 1)[1].lstrip()) for line in lines}
+    assert len(starts) == 1, lines
+
+
+def test_sigterm_removes_the_output_being_written(tmp_path):
+    """scancel, Snakemake and timeout stop a command with SIGTERM: the partial output,
+    a hidden temporary file beside the final name, goes as it does on Ctrl-C."""
+    spec = tmp_path / "w.yaml"
+    spec.write_text(
+        "name: w\nvm_types:\n  app:\n    memory: 64MiB\n    mean_interaccess_ns: 1000\n"
+        "    phases:\n      - {kind: zipf, footprint: 32MiB, alpha: 0.9, accesses: 50_000_000}\n"
+        "vms:\n  - {type: app, count: 2}\n"
+    )
+    out = tmp_path / "w.parquet"
+    command = [sys.executable, "-c", "from balloonreplay.cli import main; main()"]
+    child = subprocess.Popen(
+        [*command, "generate", str(spec), "--seed", "1", "-q", "-o", str(out)],
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".w.parquet.*")) and time.monotonic() < deadline:
+        assert child.poll() is None, child.stderr.read().decode()
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".w.parquet.*")), "the output was never started"
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=60) == 128 + signal.SIGTERM
+    assert no_files_but(tmp_path, "w.yaml")
