@@ -6,7 +6,8 @@ the config (``experiments.overcommit.policies[2].params.tax``):
 - :func:`check_schema`: the JSON Schema (workflow/schemas/config.schema.yaml), reporting the
   most specific violation by its path rather than jsonschema's nested report;
 - :func:`check_values`: what the schema cannot say: names refer to configured workloads,
-  policies, formats and labels; policies accept their parameters; memory sizes are at
+  policies, formats and labels; policy plug-ins load and accept their parameters, in
+  range (HostPolicy.check_params); memory sizes are at
   least one page; engine options and latencies are known, of the right type and in range.
 
 A bad value thus fails at load, naming its key, instead of in the middle of a replay job.
@@ -145,6 +146,8 @@ def _check_policy(key: str, entry) -> None:
 
     name, params = (entry, {}) if isinstance(entry, str) else (entry["name"], entry.get("params"))
     try:
+        # make_policy loads the plug-in and runs its check_params(): a broken plug-in or
+        # a value out of range fails here, at load, not in the middle of a replay job.
         make_policy(name, dict(params or {}))
     except ConfigError as exc:
         message = str(exc).removeprefix(f"config: {exc.key}: ")
@@ -155,6 +158,8 @@ def _check_policy(key: str, entry) -> None:
         else:
             where = f"{key}.params.{param}" if param else f"{key}.name"
         raise ConfigError(where, message) from None
+    except BalloonreplayError as exc:  # the plug-in's own code failed (named in the message)
+        raise ConfigError(key if isinstance(entry, str) else f"{key}.name", str(exc)) from None
 
 
 def _check_engine(prefix: str, experiment: Mapping[str, Any]) -> None:

@@ -32,7 +32,15 @@ from balloonreplay.engine.config import ReplayConfig
 from balloonreplay.errors import ConfigError, TraceError
 from balloonreplay.latencies import get_latencies
 from balloonreplay.metrics import ALL_COLUMNS, metrics_frame, totals, write_metrics
-from balloonreplay.policies import Decision, HostPolicy, Snapshot, make_policy
+from balloonreplay.policies import (
+    Decision,
+    HostPolicy,
+    Snapshot,
+    call_policy,
+    make_policy,
+    plugin_errors,
+    policy_label,
+)
 from balloonreplay.traces.io import (
     DEFAULT_BATCH_ROWS,
     Trace,
@@ -121,6 +129,11 @@ def _trace_identity(trace) -> dict[str, Any]:
     return ident
 
 
+# Page ids an in-memory table may span without being dense (sparse ids beyond this are
+# refused, _pages_per_vm): 16 Mi rows of the page table, about 1 GiB.
+_TABLE_ID_SPACE_LIMIT = 1 << 24
+
+
 def _pages_per_vm(trace, num_vms: int) -> list[int]:
     meta = trace.metadata
     if meta.pages_per_vm is not None and meta.dense:
@@ -137,6 +150,20 @@ def _pages_per_vm(trace, num_vms: int) -> list[int]:
         page = t.column("page").to_numpy().astype(np.int64)
         out = np.zeros(num_vms, dtype=np.int64)
         np.maximum.at(out, vm[vm < num_vms], page[vm < num_vms] + 1)
+        # The engine's page table has a row (64 bytes) per id up to the largest:
+        # raw addresses would claim gigabytes for a handful of pages, or overflow it.
+        id_space = int(out.sum())
+        if id_space >= _TABLE_ID_SPACE_LIMIT and id_space > 8 * len(
+            np.unique(np.stack([vm, page], axis=1), axis=0)
+        ):
+            raise TraceError(
+                None,
+                "column 'page'",
+                f"page ids up to {int(page.max())} in an in-memory table without the dense "
+                f"flag: the engine sizes its page table by the largest id ({id_space} rows "
+                "for these ids); ingest the trace first (`balloonreplay ingest` renumbers "
+                "pages densely) or renumber them 0..P-1 per VM",
+            )
         return out.tolist()
     raise TraceError(
         trace.path,
@@ -898,12 +925,12 @@ def _snapshot(
 
 
 def _apply(state, config: ReplayConfig, decision: Decision | None, samples: _Samples) -> None:
+    """Carry out a decision already checked by call_policy (Decision.checked)."""
     from balloonreplay.engine import kernel
     from balloonreplay.engine import state as S
 
     if decision is None:
         return
-    decision = decision.checked(config.num_vms)
     c = np.asarray(config.config_pages, dtype=np.int64)
     if decision.balloon_target_pages is not None:
         targets = np.asarray(decision.balloon_target_pages, dtype=np.int64)
@@ -1000,7 +1027,7 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
         samples = _Samples(config.num_vms)
         epoch_rows = _EpochRows(config.num_vms)
         start = _snapshot(state, config, -1, 0, samples, epoch_rows.take(state, -1, 0))
-        _apply(state, config, policy.start(start), samples)
+        _apply(state, config, call_policy(policy, "start", start), samples)
         # A policy that keeps the base class's decide() changes nothing after its start
         # (``none``, ``static``): its epochs need no snapshot.
         decides = getattr(policy.decide, "__func__", None) is not HostPolicy.decide
@@ -1025,7 +1052,7 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
                 state.CNT[:] = 0
                 if decides:
                     snapshot = _snapshot(state, config, epoch, t_ns, samples, rows[-1])
-                    _apply(state, config, policy.decide(snapshot), samples)
+                    _apply(state, config, call_policy(policy, "decide", snapshot), samples)
                 epoch += 1
                 state.G[S.G_EPOCH_END] += config.epoch_ns
             elif status == S.ST_DONE:
@@ -1051,11 +1078,26 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     return metrics_frame(table), last_t, stall_total, int(state.G[S.G_NOW])
 
 
+class _CheckedCalls(HostPolicy):
+    """The policy as the reference model sees it: every call through call_policy, so a
+    failure names the policy in both engines."""
+
+    def __init__(self, policy: HostPolicy):
+        super().__init__(policy.params)
+        self.policy = policy
+
+    def start(self, snapshot: Snapshot) -> Decision | None:
+        return call_policy(self.policy, "start", snapshot)
+
+    def decide(self, snapshot: Snapshot) -> Decision | None:
+        return call_policy(self.policy, "decide", snapshot)
+
+
 def _run_reference(trace, config, policy):
     from balloonreplay.reference import simulate
 
     table = pa.Table.from_batches(list(trace.iter_batches()), schema=CANONICAL_SCHEMA)
-    rows, summary = simulate(table, config, policy, check=config.debug_checks)
+    rows, summary = simulate(table, config, _CheckedCalls(policy), check=config.debug_checks)
     return metrics_frame(rows), summary
 
 
@@ -1081,7 +1123,9 @@ def replay(
     ``vms``: per-VM configured memory (``"512MiB"``, ``"1000p"``, a page count, or a list;
     one value is used for every VM); default: the trace's ``config_pages``.
     ``host``: host memory; default: the sum of the VMs' (no overcommit).
-    ``policy``: a host-policy name (``"none"``, ``"esx:tax=0.5"``) or instance.
+    ``policy``: a host-policy name (``"none"``, ``"esx:tax=0.5"``) or a HostPolicy
+    instance. ``policy_params``: parameters overlaid on a named policy's (as ``k=v`` in
+    its name); with an instance they are refused (ConfigError), since it is used as built.
     ``guest_policy``: ``lru``, ``clock``, ``fifo`` or ``twolist``.
     ``latencies``: ``"ssd"`` (default), ``"hdd"``, a mapping of overrides or a Latencies.
     Other keyword options are ReplayConfig fields (``sharing=True``, ``epoch_ns=...``,
@@ -1097,7 +1141,8 @@ def replay(
     if options.get("sharing") is None:
         options["sharing"] = host_policy.wants_sharing
     config = build_config(trace, vms, host, guest_policy, latencies=latencies, **options)
-    host_policy.attach(trace)
+    with plugin_errors(policy_label(host_policy), "attach()"):
+        host_policy.attach(trace)
     ident = _trace_identity(trace)
     if engine == "numba":
         pages_per_vm = _pages_per_vm(trace, config.num_vms)

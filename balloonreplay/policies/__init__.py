@@ -9,19 +9,27 @@ Policies are registered by name in the entry-point group ``balloonreplay.policie
 built-ins register through the same group (pyproject.toml). A test or a notebook can add
 one at run time with :func:`register_policy`. Parameters are a dataclass ``Params`` on the
 policy class whose defaults are documented; ``name:k=v,k=v`` overlays them, e.g.
-``esx:tax=0.5``.
+``esx:tax=0.5``, and :meth:`HostPolicy.check_params` refuses values out of range when the
+policy is made (so a config check finds them at load, before any replay).
+
+A policy is third-party code run inside the engine: a failure in it (loading it, its
+start/decide, a malformed decision) is reported as a :class:`BalloonreplayError` naming the
+plug-in (``policy plug-in 'esx' (balloonreplay.policies.esx:EsxPolicy): ...``), never as a
+bare traceback that looks like the engine's bug.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import numpy as np
 
-from balloonreplay.errors import ConfigError
+from balloonreplay.errors import BalloonreplayError, ConfigError
 
 ENTRY_POINT_GROUP = "balloonreplay.policies"
 
@@ -123,7 +131,13 @@ class Decision:
     - ``unback_free_pages``: per VM, how many of the guest's longest-free frames the host
       unbacks now (free page reporting); backing comes back on reuse as a zero page.
     - ``sample_pages``: per VM, start a new working-set sample of that many random frames
-      (0 ends it); the snapshots that follow report how many of them were touched.
+      (0 ends it); the snapshots that follow report how many of them were touched. Frames
+      are drawn with replacement, so a sample may exceed the VM's frames, up to
+      ``max(SAMPLE_DRAWS_PER_FRAME * config_pages, SAMPLE_DRAWS_ANY_VM)`` draws.
+
+    Values must be whole numbers within 64 bits; every field but ``balloon_target_pages``
+    must be >= 0 (a ConfigError names the field otherwise). Balloon targets outside
+    0..config_pages-1 are clamped, which lets a policy compute them without bounds checks.
     """
 
     balloon_target_pages: Any = None
@@ -141,14 +155,34 @@ class Decision:
         "sample_pages",
     )
 
-    def checked(self, num_vms: int) -> Decision:
+    # Only balloon targets may be negative (clamped to 0, see above): a negative count of
+    # pages to swap, unback, scan or sample is a policy's bug, not a request for none.
+    CLAMPED_FIELDS: ClassVar[tuple[str, ...]] = ("balloon_target_pages",)
+
+    def checked(self, num_vms: int, config_pages: Any = None) -> Decision:
         """This decision with every per-VM field as an int64 array of one value per VM
-        (``allow_host_swap``: one bool, or one per VM), or a ConfigError naming the field."""
+        (``allow_host_swap``: one bool, or one per VM), or a ConfigError naming the field.
+        With `config_pages`, sample sizes are bounded too (see the class docstring)."""
         out = Decision()
         for name in self.PER_VM_FIELDS:
             value = getattr(self, name)
             if value is not None:
-                setattr(out, name, _per_vm_values(value, num_vms, name, np.int64))
+                array = _per_vm_values(value, num_vms, name, np.int64)
+                if name not in self.CLAMPED_FIELDS and np.any(array < 0):
+                    raise ConfigError(
+                        f"decision.{name}", f"expected page counts >= 0 per VM, got {value!r}"
+                    )
+                setattr(out, name, array)
+        if out.sample_pages is not None and config_pages is not None:
+            frames = np.asarray(config_pages, dtype=np.int64)
+            limit = np.maximum(SAMPLE_DRAWS_PER_FRAME * frames, SAMPLE_DRAWS_ANY_VM)
+            if np.any(out.sample_pages > limit):
+                raise ConfigError(
+                    "decision.sample_pages",
+                    f"a sample draws at most max({SAMPLE_DRAWS_PER_FRAME} x the VM's frames, "
+                    f"{SAMPLE_DRAWS_ANY_VM}) pages (frames per VM: {frames.tolist()}), got "
+                    f"{out.sample_pages.tolist()}",
+                )
         if self.allow_host_swap is not None:
             allow = np.asarray(self.allow_host_swap)
             if allow.ndim == 0:
@@ -158,6 +192,13 @@ class Decision:
         return out
 
 
+# Bounds on a working-set sample's draws (Decision.sample_pages), which the engine holds
+# in memory (8 bytes each): per frame of the VM, so a sample never costs more than the
+# 88 bytes the engine keeps per frame, and for any VM however small (ESX samples 100).
+SAMPLE_DRAWS_PER_FRAME = 8
+SAMPLE_DRAWS_ANY_VM = 1024
+
+
 def _per_vm_values(value: Any, num_vms: int, name: str, dtype) -> np.ndarray:
     try:
         array = np.asarray(value)
@@ -165,8 +206,12 @@ def _per_vm_values(value: Any, num_vms: int, name: str, dtype) -> np.ndarray:
             raise ValueError(f"shape {array.shape}")
         if dtype is bool:
             return array.astype(bool)
-        if not np.all(np.isfinite(array.astype(np.float64))) or np.any(array != np.round(array)):
+        as_float = array.astype(np.float64)
+        if not np.all(np.isfinite(as_float)) or np.any(array != np.round(array)):
             raise ValueError("non-integer values")
+        # astype(int64) wraps what is beyond 64 bits (1e20, 2**63) to arbitrary values.
+        if np.any(np.abs(as_float) >= 2.0**63):
+            raise ValueError("values beyond the 64-bit range")
         return array.astype(np.int64)
     except (TypeError, ValueError) as exc:
         raise ConfigError(
@@ -193,6 +238,13 @@ class HostPolicy:
     def __init__(self, params: Any = None):
         self.params = params if params is not None else self.Params()
 
+    def check_params(self) -> None:
+        """Raise ConfigError (key ``policy.<param>``) for a parameter out of range.
+
+        What can be judged without the host: called by :func:`make_policy`, so a config
+        check refuses it at load, and by the policy's own start() for a policy built
+        directly from its Params. Checks that need the VMs' sizes stay in start()."""
+
     def attach(self, trace: Any) -> None:
         """Called once before :meth:`start` with the trace being replayed (an object with
         ``metadata`` and ``iter_batches()`` of canonical batches, its own iterator each
@@ -217,7 +269,69 @@ _RUNTIME_POLICIES: dict[str, type[HostPolicy]] = {}
 
 def register_policy(name: str, cls: type[HostPolicy]) -> None:
     """Register a policy class at run time (tests, notebooks); wins over entry points."""
+    _check_policy_class(cls, f"policy {name!r}")
     _RUNTIME_POLICIES[name] = cls
+
+
+def _check_policy_class(cls: Any, label: str) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, HostPolicy)):
+        raise ConfigError(
+            "policy", f"{label} is not usable: expected a HostPolicy subclass, got {cls!r}"
+        )
+    if not (isinstance(cls.Params, type) and dataclasses.is_dataclass(cls.Params)):
+        raise ConfigError(
+            "policy",
+            f"{label} is not usable: its Params must be a dataclass with documented "
+            f"defaults, got {cls.Params!r}",
+        )
+
+
+def policy_label(policy: HostPolicy) -> str:
+    """``policy plug-in 'esx' (balloonreplay.policies.esx:EsxPolicy)``: for error messages."""
+    cls = type(policy)
+    return f"policy plug-in {policy.name!r} ({cls.__module__}:{cls.__qualname__})"
+
+
+@contextlib.contextmanager
+def plugin_errors(label: str, what: str) -> Iterator[None]:
+    """Name the plug-in in any failure of its code.
+
+    Our own errors keep their class and attributes (a ConfigError its key) and get the
+    label in their message; anything else becomes a BalloonreplayError saying what raised
+    it, with the original chained. KeyboardInterrupt and SystemExit pass untouched.
+    """
+    try:
+        yield
+    except BalloonreplayError as exc:
+        text = str(exc)
+        if label not in text:
+            head = f"config: {exc.key}: " if isinstance(exc, ConfigError) else ""
+            if head and text.startswith(head):
+                exc.args = (f"{head}{label}: {text[len(head) :]}",)
+            else:
+                exc.args = (f"{label}: {text}",)
+        raise
+    except Exception as exc:
+        raise BalloonreplayError(f"{label}: {what} raised {type(exc).__name__}: {exc}") from exc
+
+
+def call_policy(policy: HostPolicy, method: str, snapshot: Snapshot) -> Decision | None:
+    """``policy.start(snapshot)`` or ``policy.decide(snapshot)``, its decision checked
+    (:meth:`Decision.checked`, samples bounded by the VMs' frames), or an error naming the
+    policy and what was wrong. Both engines call policies through this."""
+    label = policy_label(policy)
+    with plugin_errors(label, f"{method}()"):
+        decision = getattr(policy, method)(snapshot)
+    if decision is None:
+        return None
+    if not isinstance(decision, Decision):
+        raise ConfigError(
+            "decision",
+            f"{label}: {method}() must return a Decision or None, got "
+            f"{type(decision).__name__} {decision!r:.200}",
+        )
+    with plugin_errors(label, f"checking the decision of {method}()"):
+        return decision.checked(snapshot.num_vms, snapshot.config_pages)
 
 
 def available_policies() -> list[str]:
@@ -230,14 +344,23 @@ def get_policy_class(name: str) -> type[HostPolicy]:
         return _RUNTIME_POLICIES[name]
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            return ep.load()
+            label = f"policy plug-in {name!r} ({ep.value})"
+            try:
+                cls = ep.load()
+            except Exception as exc:  # a broken third-party plug-in must not look like our bug
+                raise ConfigError("policy", f"{label} failed to load: {exc!r}") from exc
+            _check_policy_class(cls, label)
+            return cls
     raise ConfigError(
         "policy", f"unknown host policy {name!r}; installed: {', '.join(available_policies())}"
     )
 
 
-def _coerce(text: str, default: Any, key: str) -> Any:
-    """Turn a ``k=v`` string into the type of the documented default."""
+def _coerce(text: str, field: dataclasses.Field, default: Any, key: str, policy: str) -> Any:
+    """Turn a ``k=v`` string into the type of the documented default or, when the default
+    is None or a list (neither says what the parameter holds), by the field's annotation."""
+    if default is None or isinstance(default, list | tuple):
+        return _coerce_by_annotation(text, field, default, key, policy)
     try:
         if isinstance(default, bool):
             if text.lower() in ("1", "true", "yes", "on"):
@@ -256,6 +379,27 @@ def _coerce(text: str, default: Any, key: str) -> Any:
     return text
 
 
+def _coerce_by_annotation(text: str, field: dataclasses.Field, default: Any, key: str, policy: str):
+    from balloonreplay.policies._util import parse_per_vm_text
+    from balloonreplay.traces.formats import _coerce as coerce_option
+
+    # A class (`x: int`) or, under `from __future__ import annotations`, its text.
+    annotation = field.type.__name__ if isinstance(field.type, type) else str(field.type)
+    if default is None and text.lower() in ("none", "null"):
+        return None
+    if "list" in annotation.lower() or isinstance(default, list | tuple):
+        values = parse_per_vm_text(text, key)
+        # A per-VM parameter: one number for every VM, or one per VM ("3000/1000").
+        if "int" in annotation:
+            values = [int(v) if v.is_integer() else v for v in np.atleast_1d(values).tolist()]
+            values = values[0] if len(values) == 1 else values
+        return values
+    try:
+        return coerce_option(text, default, annotation, key, f"policy {policy!r}")
+    except BalloonreplayError as exc:
+        raise ConfigError(f"policy.{key}", str(exc)) from None
+
+
 def parse_policy_spec(spec: str) -> tuple[str, dict[str, str]]:
     """``"esx:tax=0.5,period=30"`` -> ``("esx", {"tax": "0.5", "period": "30"})``."""
     name, _, rest = spec.partition(":")
@@ -269,15 +413,32 @@ def parse_policy_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def make_policy(spec: str | HostPolicy, overrides: dict[str, Any] | None = None) -> HostPolicy:
-    """Build a policy from ``name[:k=v,...]`` (plus a mapping from config), or pass one through."""
+    """Build a policy from ``name[:k=v,...]`` (plus a mapping from config) with its
+    parameters checked (:meth:`HostPolicy.check_params`), or pass an instance through.
+
+    An instance is used as it is: `overrides` with it are refused (set them on its
+    ``params``, or give the policy by name) rather than silently dropped.
+    """
     if isinstance(spec, HostPolicy):
+        if overrides:
+            raise ConfigError(
+                "policy_params",
+                f"parameters {sorted(overrides)} given with a policy instance "
+                f"({policy_label(spec)}); set them on its params, or give the policy by name",
+            )
         return spec
+    if not isinstance(spec, str):
+        raise ConfigError(
+            "policy",
+            "a policy must be a name ('esx:tax=0.5') or a HostPolicy instance, got "
+            f"{type(spec).__name__} {spec!r:.100}",
+        )
     name, text_overrides = parse_policy_spec(spec)
     cls = get_policy_class(name)
-    params = cls.Params()
-    fields = (
-        {f.name: f for f in dataclasses.fields(params)} if dataclasses.is_dataclass(params) else {}
-    )
+    label = f"policy plug-in {name!r} ({cls.__module__}:{cls.__qualname__})"
+    with plugin_errors(label, "Params()"):
+        params = cls.Params()
+    fields = {f.name: f for f in dataclasses.fields(params)}
     merged: dict[str, Any] = dict(overrides or {})
     merged.update(text_overrides)
     for key, value in merged.items():
@@ -288,7 +449,7 @@ def make_policy(spec: str | HostPolicy, overrides: dict[str, Any] | None = None)
             )
         default = getattr(params, key)
         if isinstance(value, str) and not isinstance(default, str):
-            value = _coerce(value, default, key)
+            value = _coerce(value, fields[key], default, key, name)
         else:
             from balloonreplay.config_check import type_problem
 
@@ -296,7 +457,13 @@ def make_policy(spec: str | HostPolicy, overrides: dict[str, Any] | None = None)
             if problem:
                 raise ConfigError(f"policy.{key}", f"policy {name!r}: {problem}")
         setattr(params, key, value)
-    return cls(params)
+    with plugin_errors(label, "its constructor"):
+        policy = cls(params)
+    if policy.name == HostPolicy.name:  # no name of its own: the one it is registered by
+        policy.name = name
+    with plugin_errors(label, "check_params()"):
+        policy.check_params()
+    return policy
 
 
 __all__ = [
@@ -304,8 +471,11 @@ __all__ = [
     "HostPolicy",
     "Snapshot",
     "available_policies",
+    "call_policy",
     "get_policy_class",
     "make_policy",
     "parse_policy_spec",
+    "plugin_errors",
+    "policy_label",
     "register_policy",
 ]

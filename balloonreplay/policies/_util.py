@@ -24,17 +24,46 @@ def per_vm(
     """Expand a per-VM parameter (a list, one value for all, or None for the default)."""
     if values is None:
         return np.broadcast_to(np.asarray(default, dtype=dtype), (num_vms,)).copy()
-    if isinstance(values, str):
-        # A CLI override such as "shares=2000/1000" arrives as text (commas separate k=v).
-        values = [float(v) for v in values.replace(";", " ").replace("/", " ").split()]
-        if len(values) == 1:
-            values = values[0]
-    if np.isscalar(values):
+    values = given_values(values, key, dtype)
+    if values.ndim == 0:
         return np.full(num_vms, values, dtype=dtype)
-    array = np.asarray(values, dtype=dtype)
-    if array.shape != (num_vms,):
-        raise ConfigError(f"policy.{key}", f"expected one value per VM ({num_vms}), got {values!r}")
-    return array
+    if values.shape != (num_vms,):
+        raise ConfigError(
+            f"policy.{key}", f"expected one value per VM ({num_vms}), got {values.tolist()!r}"
+        )
+    return values
+
+
+def given_values(values: Sequence[float] | float | str, key: str, dtype=np.float64) -> np.ndarray:
+    """A per-VM parameter's values as given (one value: a 0-d array), for range checks
+    that need no VM count (HostPolicy.check_params), or a ConfigError naming the key."""
+    if isinstance(values, str):
+        values = parse_per_vm_text(values, key)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+        if array.ndim > 1 or not np.all(np.isfinite(array)):
+            raise ValueError(values)
+        return array.astype(dtype)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"policy.{key}",
+            f"expected a number or a list of numbers (one per VM), got {values!r}",
+        ) from None
+
+
+def parse_per_vm_text(text: str, key: str) -> float | list[float]:
+    """A per-VM parameter given as text: ``"2000"`` (every VM) or ``"3000/1000"`` (one per
+    VM; a CLI override cannot use commas, which separate k=v pairs)."""
+    try:
+        values = [float(v) for v in text.replace(";", " ").replace("/", " ").split()]
+    except ValueError:
+        values = []
+    if not values:
+        raise ConfigError(
+            f"policy.{key}",
+            f"expected a number, or one per VM separated by '/' (3000/1000), got {text!r}",
+        )
+    return values[0] if len(values) == 1 else values
 
 
 def round_preserving_sum(

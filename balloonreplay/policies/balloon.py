@@ -34,7 +34,7 @@ class BalloonPolicy(HostPolicy):
         # (a VM keeps at least one frame).
         max_balloon_percent: float = 100.0
 
-    def start(self, snapshot: Snapshot) -> Decision:
+    def check_params(self) -> None:
         params = self.params
         if not (0 <= params.inflate_below_free_percent <= params.deflate_above_free_percent <= 100):
             raise ConfigError(
@@ -44,6 +44,9 @@ class BalloonPolicy(HostPolicy):
             )
         if not 0 <= params.max_balloon_percent <= 100:
             raise ConfigError("policy.max_balloon_percent", "must be within 0..100")
+
+    def start(self, snapshot: Snapshot) -> Decision:
+        self.check_params()
         return Decision(
             balloon_target_pages=np.zeros(snapshot.num_vms, dtype=np.int64),
             allow_host_swap=False,

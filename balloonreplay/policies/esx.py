@@ -48,6 +48,7 @@ from balloonreplay.policies import Decision, HostPolicy, Snapshot
 from balloonreplay.policies._util import (
     PeriodicTimer,
     consumed_pages,
+    given_values,
     guest_budget_pages,
     per_vm,
     solve_level,
@@ -113,9 +114,8 @@ class EsxPolicy(HostPolicy):
 
     # -- set-up ---------------------------------------------------------------------
 
-    def _setup(self, snapshot: Snapshot) -> None:
+    def check_params(self) -> None:
         p = self.params
-        n = snapshot.num_vms
         if not 0.0 <= p.tax < 1.0:
             raise ConfigError("policy.tax", f"the idle tax must be within [0, 1), got {p.tax}")
         if not (
@@ -132,6 +132,15 @@ class EsxPolicy(HostPolicy):
             )
         if p.sample_pages < 1:
             raise ConfigError("policy.sample_pages", "must be at least 1")
+        for key in ("shares", "reservation_pages", "limit_pages"):
+            values = getattr(p, key)
+            if values is not None and np.any(given_values(values, key) < 0):
+                raise ConfigError(f"policy.{key}", f"must be >= 0, got {values!r}")
+
+    def _setup(self, snapshot: Snapshot) -> None:
+        self.check_params()
+        p = self.params
+        n = snapshot.num_vms
         config = snapshot.config_pages.astype(np.int64)
         self.shares = per_vm(p.shares, n, 10 * config / PAGES_PER_MIB, "shares", np.float64)
         self.shares = np.maximum(self.shares, 1e-9)  # zero shares: last to keep memory

@@ -26,6 +26,7 @@ from balloonreplay.errors import ConfigError
 from balloonreplay.policies import Decision, HostPolicy, Snapshot
 from balloonreplay.policies._util import (
     PeriodicTimer,
+    given_values,
     guest_budget_pages,
     per_vm,
     round_preserving_sum,
@@ -63,17 +64,27 @@ class HyperVPolicy(HostPolicy):
         self._timer = PeriodicTimer(self.params.period_s)
         self.target_pages: np.ndarray | None = None
 
-    def _setup(self, snapshot: Snapshot) -> None:
+    def check_params(self) -> None:
         p = self.params
-        n = snapshot.num_vms
-        config = snapshot.config_pages.astype(np.int64)
         if not 5 <= p.buffer_percent <= 2000:
             raise ConfigError(
                 "policy.buffer_percent", f"Hyper-V allows 5..2000%, got {p.buffer_percent}"
             )
+        if p.weight is not None:
+            weight = given_values(p.weight, "weight")
+            if np.any((weight < 0) | (weight > 10000)):
+                raise ConfigError("policy.weight", "Hyper-V memory weights are within 0..10000")
+        for key in ("startup_pages", "minimum_pages", "maximum_pages"):
+            values = getattr(p, key)
+            if values is not None and np.any(given_values(values, key) < 0):
+                raise ConfigError(f"policy.{key}", f"must be >= 0, got {values!r}")
+
+    def _setup(self, snapshot: Snapshot) -> None:
+        self.check_params()
+        p = self.params
+        n = snapshot.num_vms
+        config = snapshot.config_pages.astype(np.int64)
         self.weight = per_vm(p.weight, n, 5000, "weight", np.float64)
-        if np.any((self.weight < 0) | (self.weight > 10000)):
-            raise ConfigError("policy.weight", "Hyper-V memory weights are within 0..10000")
         self.maximum = np.minimum(per_vm(p.maximum_pages, n, config, "maximum_pages"), config)
         self.minimum = np.minimum(
             per_vm(p.minimum_pages, n, 512 * PAGES_PER_MIB, "minimum_pages"), self.maximum

@@ -91,7 +91,7 @@ class MomPolicy(HostPolicy):
         self.rounds = 0
         self._balloon_targets: np.ndarray | None = None
 
-    def _check(self) -> None:
+    def check_params(self) -> None:
         p = self.params
         if not 0 < p.pressure_critical <= p.pressure_threshold < 1:
             raise ConfigError(
@@ -105,7 +105,7 @@ class MomPolicy(HostPolicy):
             raise ConfigError("policy.ksm_npages_min", "must not exceed ksm_npages_max")
 
     def start(self, snapshot: Snapshot) -> Decision:
-        self._check()
+        self.check_params()
         self._balloon_targets = np.zeros(snapshot.num_vms, dtype=np.int64)
         self._monitor_timer.due(snapshot.t_ns)
         self._collect(snapshot)
@@ -191,7 +191,7 @@ class MomPolicy(HostPolicy):
 
     def decide(self, snapshot: Snapshot) -> Decision | None:
         if self._balloon_targets is None:
-            self._check()
+            self.check_params()
             self._balloon_targets = np.zeros(snapshot.num_vms, dtype=np.int64)
         # One sample per elapsed monitor interval: the state between epoch boundaries is
         # not seen, so the boundary's value stands for each, which keeps the averaging

@@ -183,10 +183,13 @@ class MrcPolicy(HostPolicy):
         self.allocation_pages: np.ndarray | None = None
         self._targets: np.ndarray | None = None
 
+    def check_params(self) -> None:
+        if not 0 < self.params.decay <= 1:
+            raise ConfigError("policy.decay", f"must be within (0, 1], got {self.params.decay}")
+
     def start(self, snapshot: Snapshot) -> Decision:
+        self.check_params()
         p = self.params
-        if not 0 < p.decay <= 1:
-            raise ConfigError("policy.decay", f"must be within (0, 1], got {p.decay}")
         trace = self._attached
         if p.trace_path:
             from balloonreplay.traces.io import open_trace

@@ -63,13 +63,16 @@ class XenSelfBalloonPolicy(HostPolicy):
 
     def __init__(self, params=None):
         super().__init__(params)
+        self._timer = PeriodicTimer(self.params.selfballoon_interval_s)
+        self.current_pages: np.ndarray | None = None  # each guest's target memory (totalram)
+
+    def check_params(self) -> None:
         p = self.params
         if p.selfballoon_downhysteresis < 1 or p.selfballoon_uphysteresis < 1:
             raise ConfigError("policy.selfballoon_downhysteresis", "hysteresis must be >= 1")
-        self._timer = PeriodicTimer(p.selfballoon_interval_s)
-        self.current_pages: np.ndarray | None = None  # each guest's target memory (totalram)
 
     def _setup(self, snapshot: Snapshot) -> None:
+        self.check_params()
         config = snapshot.config_pages.astype(np.int64)
         self.current_pages = config - snapshot.balloon_pages.astype(np.int64)
         # totalreserve_pages: the zone high watermarks (mm/page_alloc.c) of the guest.

@@ -12,7 +12,9 @@ A format is a class registered in the entry-point group ``balloonreplay.trace_fo
 - ``write(batches, path, options)`` (optional).
 
 Readers raise ``TraceError`` naming the file, the line or byte offset and what was
-expected. Dense remapping, time-order checks and the LRU filter are done once for every
+expected; any other failure of a plug-in (loading it, a wrong shape, its read() raising
+or yielding something else than a RecordBatch) is a ``BalloonreplayError`` naming it,
+``trace format plug-in 'x' (module:Class): ...``. Dense remapping, time-order checks and the LRU filter are done once for every
 format by ``balloonreplay.traces.ingest``.
 """
 
@@ -73,14 +75,16 @@ def _coerce(value: Any, default: Any, annotation: Any, key: str, context: str) -
     if not isinstance(value, str):
         return value
     kind = type(default) if default is not None else None
-    if annotation in (bool, "bool") or kind is bool:
+    text_annotation = str(annotation)
+    if value.lower() in ("none", "null") and default is None:
+        return None  # before the numbers: "int | None" also takes its default back
+    if annotation in (bool, "bool") or kind is bool or text_annotation.startswith("bool"):
         lowered = value.lower()
         if lowered in ("1", "true", "yes", "on"):
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
         raise BalloonreplayError(f"{context}: option {key!r} expects true or false, got {value!r}")
-    text_annotation = str(annotation)
     try:
         if kind is int or text_annotation.startswith("int"):
             return int(value, 0)
@@ -90,8 +94,6 @@ def _coerce(value: Any, default: Any, annotation: Any, key: str, context: str) -
         raise BalloonreplayError(
             f"{context}: option {key!r} expects a number, got {value!r}"
         ) from None
-    if value.lower() in ("none", "null") and default is None:
-        return None
     if "int" in text_annotation and "None" in text_annotation:
         try:
             return int(value, 0)
@@ -170,22 +172,83 @@ def get_format(name: str) -> TraceFormat:
         raise BalloonreplayError(
             f"unknown trace format {name!r} (installed: {', '.join(eps) or 'none'})"
         )
+    label = f"trace format plug-in {name!r} ({eps[name].value})"
     try:
         cls = eps[name].load()
+        _check_format_class(cls)
         instance = cls()
     except Exception as exc:  # a broken third-party plug-in must not look like our bug
-        raise BalloonreplayError(
-            f"trace format plug-in {name!r} ({eps[name].value}) failed to load: {exc}"
-        ) from exc
+        raise BalloonreplayError(f"{label} failed to load: {exc}") from exc
     if not instance.name:
         instance.name = name
+    # Callers (ingest, open_trace) call read() and read_metadata() themselves: the
+    # instance's own wrappers make any failure inside them name the plug-in.
+    instance.read = _named_read(instance.read, label)
+    instance.read_metadata = _named_call(instance.read_metadata, label, "read_metadata()")
     return instance
+
+
+def _check_format_class(cls: Any) -> None:
+    """What `formats` and ingest rely on: a TraceFormat whose Options dataclass has a
+    default for every option (the documented defaults users overlay)."""
+    if not (isinstance(cls, type) and issubclass(cls, TraceFormat)):
+        raise TypeError(f"expected a TraceFormat subclass, got {cls!r}")
+    options = cls.Options
+    if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+        raise TypeError(f"its Options must be a dataclass, got {options!r}")
+    missing = [
+        f.name
+        for f in dataclasses.fields(options)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise TypeError(f"every option needs a default; {', '.join(missing)} has none")
+
+
+def _named_call(method, label: str, what: str):
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except BalloonreplayError:
+            raise  # TraceError already names the file and the offset
+        except Exception as exc:
+            raise BalloonreplayError(f"{label}: {what} raised {type(exc).__name__}: {exc}") from exc
+
+    return call
+
+
+def _named_read(read, label: str):
+    @functools.wraps(read)
+    def named(path: str | os.PathLike, options: Any) -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in read(path, options):
+                if not isinstance(batch, pa.RecordBatch):
+                    raise BalloonreplayError(
+                        f"{label}: read() must yield pyarrow.RecordBatch in the canonical "
+                        f"schema, got {type(batch).__name__}"
+                    )
+                yield batch
+        except BalloonreplayError:
+            raise
+        except Exception as exc:
+            raise BalloonreplayError(
+                f"{label}: read({os.fspath(path)!r}) raised {type(exc).__name__}: {exc}"
+            ) from exc
+
+    return named
 
 
 def sniff_format(path: str | os.PathLike) -> TraceFormat:
     """The first installed format whose sniff() accepts `path`."""
     import warnings
 
+    if not os.path.isdir(path):
+        # An unreadable file is the file's problem, not every format's.
+        try:
+            open(path, "rb").close()
+        except OSError as exc:
+            raise TraceError(path, None, f"cannot read file ({exc})") from None
     for name in available_formats():
         try:
             fmt = get_format(name)
@@ -195,6 +258,11 @@ def sniff_format(path: str | os.PathLike) -> TraceFormat:
         try:
             if fmt.sniff(path):
                 return fmt
-        except OSError as exc:
-            raise TraceError(path, None, f"cannot read file ({exc})") from None
+        except Exception as exc:  # one plug-in's bad sniff (text mode, a directory) is a "no"
+            warnings.warn(
+                f"trace format plug-in {name!r} ({type(fmt).__module__}:"
+                f"{type(fmt).__qualname__}) failed to sniff {os.fspath(path)!r}: "
+                f"{type(exc).__name__}: {exc}",
+                stacklevel=2,
+            )
     raise TraceError(path, None, "could not recognise the format; name it with --format")
