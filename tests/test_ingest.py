@@ -129,9 +129,19 @@ def test_empty_trace_is_an_error(tmp_path):
 
 
 def test_metadata_listing_fewer_vms_than_the_trace_is_an_error(tmp_path):
+    batch = make_batch([0, 1, 2], [0, 0, 0], [1, 1, 1], [0, 0, 0])
+    with pytest.raises(TraceError, match="3 VMs but config_pages .* gives 2 values"):
+        write_canonical([batch], tmp_path / "t.parquet", TraceMetadata(config_pages=[10, 10]))
+    with pytest.raises(TraceError, match="3 VMs but vm_names .* gives 1 values"):
+        write_canonical([batch], tmp_path / "t.parquet", TraceMetadata(vm_names=["a"]))
+    assert not (tmp_path / "t.parquet").exists()
+
+
+def test_one_configured_memory_is_every_vms(tmp_path):
+    """As in a replay (--vm-mem 1GiB for every VM)."""
     batch = make_batch([0, 1], [0, 0], [1, 1], [0, 0])
-    with pytest.raises(TraceError, match="2 VMs but its metadata config_pages lists 1"):
-        write_canonical([batch], tmp_path / "t.parquet", TraceMetadata(config_pages=[10]))
+    meta = write_canonical([batch], tmp_path / "t.parquet", TraceMetadata(config_pages=[10]))
+    assert meta.config_pages == [10, 10]
 
 
 def test_a_plain_six_column_parquet_file_is_a_valid_trace(tmp_path):
