@@ -43,8 +43,10 @@ def _terminate(signum, frame):
 def main() -> None:
     """Replay guest page-access traces through a model of memory overcommitment."""
     import signal
+    import threading
 
-    signal.signal(signal.SIGTERM, _terminate)
+    if threading.current_thread() is threading.main_thread():  # where signals can be set
+        signal.signal(signal.SIGTERM, _terminate)
 
 
 # Shared by every command that writes a canonical trace (ingest, generate).
@@ -183,9 +185,7 @@ def _power_of_two(value: int | None) -> int | None:
     return value
 
 
-def parse_vm_mem(
-    text: str, page_size_bytes: int | None = None, minimum: int = 0, option: str = "--vm-mem"
-) -> list[int]:
+def parse_vm_mem(text: str, page_size_bytes: int | None = None, minimum: int = 0) -> list[int]:
     from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
 
     try:
@@ -193,11 +193,12 @@ def parse_vm_mem(
             parse_size_pages(part, page_size_bytes or PAGE_SIZE_BYTES) for part in text.split(",")
         ]
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=option) from None
+        raise click.BadParameter(str(exc), param_hint="--vm-mem") from None
     for part, pages in zip(text.split(","), sizes, strict=True):
         if pages < minimum:
             raise click.BadParameter(
-                f"expected at least {minimum} page, got {part!r} ({pages} pages)", param_hint=option
+                f"expected at least {minimum} page, got {part!r} ({pages} pages)",
+                param_hint="--vm-mem",
             )
     return sizes
 
