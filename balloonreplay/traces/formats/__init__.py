@@ -14,8 +14,8 @@ A format is a class registered in the entry-point group ``balloonreplay.trace_fo
 Readers raise ``TraceError`` naming the file, the line or byte offset and what was
 expected; any other failure of a plug-in (loading it, a wrong shape, its read() raising
 or yielding something else than a RecordBatch) is a ``BalloonreplayError`` naming it,
-``trace format plug-in 'x' (module:Class): ...``. Dense remapping, time-order checks and the LRU filter are done once for every
-format by ``balloonreplay.traces.ingest``.
+``trace format plug-in 'x' (module:Class): ...``. Dense remapping, time-order checks and
+the LRU filter are done once for every format by ``balloonreplay.traces.ingest``.
 """
 
 from __future__ import annotations
