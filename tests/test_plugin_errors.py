@@ -387,6 +387,8 @@ def test_per_vm_refuses_text_that_is_not_numbers():
         ({"name": "esx", "params": {"shares": "abc"}}, "p.params.shares"),
         ({"name": "hyperv", "params": {"weight": [20000]}}, "p.params.weight"),
         ({"name": "mrc", "params": {"decay": 0}}, "p.params.decay"),
+        ({"name": "esx", "params": {"reservation_pages": [10, -1]}}, "p.params.reservation_pages"),
+        ({"name": "hyperv", "params": {"minimum_pages": -5}}, "p.params.minimum_pages"),
     ],
 )
 def test_parameters_out_of_range_fail_at_config_load(entry, key):

@@ -51,6 +51,15 @@ def given_values(values: Sequence[float] | float | str, key: str, dtype=np.float
         ) from None
 
 
+def check_non_negative(params, keys: Sequence[str]) -> None:
+    """Refuse a negative value among the per-VM parameters ``keys`` of ``params`` (None:
+    the default), naming the parameter."""
+    for key in keys:
+        values = getattr(params, key)
+        if values is not None and np.any(given_values(values, key) < 0):
+            raise ConfigError(f"policy.{key}", f"must be >= 0, got {values!r}")
+
+
 def parse_per_vm_text(text: str, key: str) -> float | list[float]:
     """A per-VM parameter given as text: ``"2000"`` (every VM) or ``"3000/1000"`` (one per
     VM; a CLI override cannot use commas, which separate k=v pairs)."""

@@ -47,8 +47,8 @@ from balloonreplay.errors import ConfigError
 from balloonreplay.policies import Decision, HostPolicy, Snapshot
 from balloonreplay.policies._util import (
     PeriodicTimer,
+    check_non_negative,
     consumed_pages,
-    given_values,
     guest_budget_pages,
     per_vm,
     solve_level,
@@ -132,10 +132,7 @@ class EsxPolicy(HostPolicy):
             )
         if p.sample_pages < 1:
             raise ConfigError("policy.sample_pages", "must be at least 1")
-        for key in ("shares", "reservation_pages", "limit_pages"):
-            values = getattr(p, key)
-            if values is not None and np.any(given_values(values, key) < 0):
-                raise ConfigError(f"policy.{key}", f"must be >= 0, got {values!r}")
+        check_non_negative(p, ("shares", "reservation_pages", "limit_pages"))
 
     def _setup(self, snapshot: Snapshot) -> None:
         self.check_params()

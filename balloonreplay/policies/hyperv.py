@@ -26,6 +26,7 @@ from balloonreplay.errors import ConfigError
 from balloonreplay.policies import Decision, HostPolicy, Snapshot
 from balloonreplay.policies._util import (
     PeriodicTimer,
+    check_non_negative,
     given_values,
     guest_budget_pages,
     per_vm,
@@ -74,10 +75,7 @@ class HyperVPolicy(HostPolicy):
             weight = given_values(p.weight, "weight")
             if np.any((weight < 0) | (weight > 10000)):
                 raise ConfigError("policy.weight", "Hyper-V memory weights are within 0..10000")
-        for key in ("startup_pages", "minimum_pages", "maximum_pages"):
-            values = getattr(p, key)
-            if values is not None and np.any(given_values(values, key) < 0):
-                raise ConfigError(f"policy.{key}", f"must be >= 0, got {values!r}")
+        check_non_negative(p, ("startup_pages", "minimum_pages", "maximum_pages"))
 
     def _setup(self, snapshot: Snapshot) -> None:
         self.check_params()
