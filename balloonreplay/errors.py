@@ -27,7 +27,9 @@ class TraceError(BalloonreplayError):
     def __init__(self, path: str | os.PathLike | None, where: str | None, expected: str):
         self.path = None if path is None else os.fspath(path)
         self.where = where
-        self.expected = expected
+        # One line whatever the input: a value quoted from the file (or by pyarrow) may hold
+        # a line break, which would split the CLI's one-line error.
+        self.expected = expected = expected.replace("\r", "\\r").replace("\n", "\\n")
         parts = [self.path or "<trace>"]
         if where:
             parts.append(where)

@@ -134,3 +134,13 @@ def test_invalid_utf8_in_a_row_names_the_line(tmp_path):
     path.write_bytes(b"vm,page,write\n0,1,0\n\x80\x81,1,0\n")
     with pytest.raises(TraceError, match="line 3: expected UTF-8 CSV text"):
         read(path)
+
+
+@pytest.mark.parametrize("block_size_bytes", [5, 40])
+def test_a_line_longer_than_the_block_names_the_option(tmp_path, block_size_bytes):
+    # pyarrow says "Empty CSV file or block" (block shorter than the header) or "straddling
+    # object" (a later line); both mean the option is too small for this file.
+    path = write_text(tmp_path, "page,write\n1,0\n2,1\n" + "0" * 200 + "3,1\n")
+    with pytest.raises(TraceError, match=f"block_size_bytes \\({block_size_bytes} bytes\\)"):
+        read(path, block_size_bytes=block_size_bytes)
+    assert read(path, block_size_bytes=4096).num_rows == 3

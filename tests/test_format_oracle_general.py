@@ -7,7 +7,7 @@ import pytest
 from conftest import shared_data_dir
 from oracles import lru_misses
 
-from balloonreplay.errors import TraceError
+from balloonreplay.errors import BalloonreplayError, TraceError
 from balloonreplay.traces.formats import get_format
 from balloonreplay.traces.formats.oracle_general import RECORD
 from balloonreplay.traces.schema import make_batch
@@ -133,7 +133,7 @@ def test_backward_next_access_is_an_error(tmp_path):
 
 
 def test_bad_time_option():
-    with pytest.raises(TraceError, match="option time"):
+    with pytest.raises(BalloonreplayError, match="option 'time' must be one of sequence, clock"):
         read(CLOUDPHYSICS, time="wallclock")
 
 

@@ -3,6 +3,8 @@
 Each format's own behaviour and bad-input handling are in tests/test_format_<name>.py.
 """
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -11,6 +13,7 @@ from click.testing import CliRunner
 from conftest import TEST_DATA, shared_data_dir
 
 from balloonreplay.cli import main
+from balloonreplay.errors import BalloonreplayError
 from balloonreplay.traces.formats import available_formats, get_format, sniff_format
 from balloonreplay.traces.schema import CANONICAL_SCHEMA
 
@@ -44,6 +47,90 @@ def test_cli_lists_every_format_and_marks_writers():
     assert "[read/write]" in lines["csv"]
     assert "[read/write]" in lines["oracle-general"]
     assert "[read]" in lines["lackey"]
+
+
+# Each reader option out of its range, with what the error must say. Before the options
+# declared their bounds, these gave an OverflowError traceback (vm), pyarrow's ValueError
+# (parquet batch_rows) or "the trace is empty" (oracle-general batch_rows,
+# drmemtrace block_records and max_records_per_thread), or were accepted (oracle-general
+# page_size_bytes=0).
+BAD_OPTIONS = [
+    ("csv", "vm=70000", "'vm' must be 0..65535, got 70000"),
+    ("csv", "block_size_bytes=0", "'block_size_bytes' must be 1..2147483647"),
+    ("lackey", "vm=65536", "'vm' must be 0..65535"),
+    ("lackey", "vm=1.5", "'vm' expects a whole number, got '1.5'"),
+    ("lackey", "instructions_per_ns=0", "'instructions_per_ns' must be > 0, got 0.0"),
+    ("lackey", "instructions_per_ns=nan", "'instructions_per_ns' must be > 0, got nan"),
+    ("memtrace", "vm=-1", "'vm' must be 0..65535, got -1"),
+    ("drmemtrace", "vm=70000", "'vm' must be 0..65535"),
+    ("drmemtrace", "batch_rows=0", "'batch_rows' must be >= 1, got 0"),
+    ("drmemtrace", "block_records=0", "'block_records' must be >= 1"),
+    ("drmemtrace", "max_records_per_thread=0", "'max_records_per_thread' must be >= 1"),
+    ("oracle-general", "vm=70000", "'vm' must be 0..65535"),
+    ("oracle-general", "batch_rows=0", "'batch_rows' must be >= 1"),
+    ("oracle-general", "time=wall", "'time' must be one of sequence, clock, got 'wall'"),
+    ("oracle-general", "page_size_bytes=0", "'page_size_bytes' must be 1..4294967295"),
+    ("parquet", "batch_rows=-1", "'batch_rows' must be >= 1, got -1"),
+]
+
+
+@pytest.mark.parametrize(("format_name", "setting", "message"), BAD_OPTIONS)
+def test_a_reader_option_out_of_range_is_refused_naming_it(format_name, setting, message):
+    fmt = get_format(format_name)
+    with pytest.raises(BalloonreplayError, match=re.escape(message)):
+        fmt.make_options([setting])
+    # The same value in a config mapping (as YAML gives it, already a number) too.
+    key, text = setting.split("=")
+    value = None if text == "nan" else (float(text) if "." in text else text)
+    if value is not None and not isinstance(value, str):
+        with pytest.raises(BalloonreplayError, match=f"'{key}'"):
+            fmt.make_options({key: value})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        TEST_DATA / "touch_pages.csv",
+        TEST_DATA / "touch_pages.lackey",
+        TEST_DATA / "touch_pages.oracleGeneral.bin",
+    ],
+)
+def test_cli_refuses_an_option_out_of_range_before_reading(tmp_path, source):
+    out = tmp_path / "out.parquet"
+    result = CliRunner().invoke(
+        main, ["ingest", str(source), "--opt", "vm=70000", "-o", str(out), "--vm-mem", "64p"]
+    )
+    assert result.exit_code != 0
+    assert "option 'vm' must be 0..65535, got 70000" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_options_made_by_hand_are_checked_before_a_read():
+    fmt = get_format("lackey")
+    with pytest.raises(BalloonreplayError, match="plug-in 'lackey'.*'vm' must be 0..65535"):
+        next(iter(fmt.read(TEST_DATA / "touch_pages.lackey", fmt.Options(vm=70000))))
+    with pytest.raises(BalloonreplayError, match="'vm' expects a whole number, got '3'"):
+        next(iter(fmt.read(TEST_DATA / "touch_pages.lackey", fmt.Options(vm="3"))))
+
+
+def test_option_bounds_edges_are_accepted():
+    assert get_format("csv").make_options(["vm=65535", "block_size_bytes=1"]).vm == 65535
+    assert (
+        get_format("drmemtrace")
+        .make_options(["max_records_per_thread=none"])
+        .max_records_per_thread
+        is None
+    )
+    assert get_format("lackey").make_options({"instructions_per_ns": 1}).instructions_per_ns == 1
+
+
+def test_cli_formats_shows_what_each_bounded_option_takes():
+    result = CliRunner().invoke(main, ["formats"])
+    assert result.exit_code == 0, result.output
+    vm_lines = [line for line in result.output.splitlines() if line.strip().startswith("vm=")]
+    assert len(vm_lines) == 5 and all(line.endswith("[0..65535]") for line in vm_lines)
+    assert "[sequence or clock]" in result.output
 
 
 @pytest.mark.parametrize(

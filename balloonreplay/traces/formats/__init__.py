@@ -85,14 +85,16 @@ def _coerce(value: Any, default: Any, annotation: Any, key: str, context: str) -
         if lowered in ("0", "false", "no", "off"):
             return False
         raise BalloonreplayError(f"{context}: option {key!r} expects true or false, got {value!r}")
+    whole = kind is int or text_annotation.startswith("int")
     try:
-        if kind is int or text_annotation.startswith("int"):
+        if whole:
             return int(value, 0)
         if kind is float or text_annotation.startswith("float"):
             return float(value)
     except ValueError:
+        expected = "a whole number" if whole else "a number"
         raise BalloonreplayError(
-            f"{context}: option {key!r} expects a number, got {value!r}"
+            f"{context}: option {key!r} expects {expected}, got {value!r}"
         ) from None
     if "int" in text_annotation and "None" in text_annotation:
         try:
@@ -135,20 +137,95 @@ def parse_options(
         f = fields[key]
         default = f.default if f.default is not dataclasses.MISSING else None
         values[key] = _coerce(value, default, f.type, key, context)
-    return options_class(**values)
+    options = options_class(**values)
+    check_options(options, context)
+    return options
 
 
 def describe_options(options_class: type) -> list[tuple[str, Any, str]]:
-    """(name, default, help) for each option; help comes from field metadata."""
+    """(name, default, help) for each option; help comes from field metadata, followed by
+    the values the option takes when it declares them ("[0..65535]")."""
     rows = []
     for f in dataclasses.fields(options_class):
         default = f.default if f.default is not dataclasses.MISSING else None
-        rows.append((f.name, default, f.metadata.get("help", "")))
+        help_text = f.metadata.get("help", "")
+        bounds, choices = f.metadata.get("bounds"), f.metadata.get("choices") or ()
+        if bounds is not None:
+            help_text += f" [{bounds.describe()}]"
+        elif choices:
+            help_text += f" [{' or '.join(choices)}]"
+        rows.append((f.name, default, help_text))
     return rows
 
 
-def option(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help})
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The values a numeric reader option accepts: ``low``/``high`` inclusive, or ``low``
+    excluded with ``above``. An option whose default is None also takes None."""
+
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+
+    def admits(self, value: float) -> bool:
+        # Written so that NaN is refused by every bound.
+        if self.low is not None and not (value > self.low if self.above else value >= self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"{self.low}..{self.high}"
+        if self.low is not None:
+            return f"{'>' if self.above else '>='} {self.low}"
+        return f"<= {self.high}"
+
+
+def option(
+    default: Any, help: str, *, bounds: Bounds | None = None, choices: tuple[str, ...] = ()
+) -> Any:
+    """A reader option with its documented default; ``bounds`` or ``choices`` say which
+    values it takes, checked whenever options are parsed and before every read."""
+    metadata = {"help": help, "bounds": bounds, "choices": tuple(choices)}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_options(options: Any, context: str) -> None:
+    """Refuse a value its option does not take (a VM index beyond 16 bits, no rows per
+    batch), naming the option and what it takes, before a reader acts on it."""
+    if not dataclasses.is_dataclass(options):
+        return
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if value is None and default is None:
+            continue
+        bounds, choices = f.metadata.get("bounds"), f.metadata.get("choices") or ()
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if bounds is not None or numeric:
+            whole = isinstance(default, int) or (default is None and "int" in str(f.type))
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                kind = "a whole number" if whole else "a number"
+                raise BalloonreplayError(
+                    f"{context}: option {f.name!r} expects {kind}, got {value!r}"
+                )
+            if whole and not isinstance(value, int):
+                raise BalloonreplayError(
+                    f"{context}: option {f.name!r} expects a whole number, got {value!r}"
+                )
+            if bounds is not None and not bounds.admits(value):
+                raise BalloonreplayError(
+                    f"{context}: option {f.name!r} must be {bounds.describe()}, got {value!r}"
+                )
+        if choices and value not in choices:
+            raise BalloonreplayError(
+                f"{context}: option {f.name!r} must be one of {', '.join(choices)}, got {value!r}"
+            )
+
+
+# The bounds the built-in readers share.
+VM_INDEX = Bounds(0, 65535)  # the canonical vm column is uint16
+AT_LEAST_ONE = Bounds(1)
 
 
 def available_formats() -> dict[str, type[TraceFormat]]:
@@ -221,6 +298,8 @@ def _named_call(method, label: str, what: str):
 def _named_read(read, label: str):
     @functools.wraps(read)
     def named(path: str | os.PathLike, options: Any) -> Iterator[pa.RecordBatch]:
+        # Options made by hand, not parsed, are checked here, before the reader sees them.
+        check_options(options, label)
         try:
             for batch in read(path, options):
                 if not isinstance(batch, pa.RecordBatch):

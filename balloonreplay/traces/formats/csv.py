@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from balloonreplay.errors import TraceError
-from balloonreplay.traces.formats import TraceFormat, option
+from balloonreplay.traces.formats import VM_INDEX, Bounds, TraceFormat, option
 from balloonreplay.traces.io import atomic_path
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
@@ -67,9 +67,13 @@ def page_shift(page_size_bytes: int, path=None) -> int:
 
 @dataclasses.dataclass
 class CsvOptions:
-    vm: int = option(0, "VM index of every row when the file has no vm column")
+    vm: int = option(0, "VM index of every row when the file has no vm column", bounds=VM_INDEX)
     page_size_bytes: int = option(PAGE_SIZE_BYTES, "page size in bytes, used with an addr column")
-    block_size_bytes: int = option(16 << 20, "bytes of text parsed per record batch")
+    block_size_bytes: int = option(
+        16 << 20,
+        "bytes of text parsed per record batch (each block holds whole lines)",
+        bounds=Bounds(1, (1 << 31) - 1),  # pyarrow's block size is an int32
+    )
 
 
 class CsvFormat(TraceFormat):
@@ -101,8 +105,6 @@ class CsvFormat(TraceFormat):
 
     def read(self, path, options: CsvOptions) -> Iterator[pa.RecordBatch]:
         shift = page_shift(options.page_size_bytes, path)
-        if not 0 <= options.vm <= UINT16_MAX:
-            raise TraceError(path, None, f"option vm must be in 0..{UINT16_MAX}, got {options.vm}")
         with open(path, "rb") as fh:
             header = fh.readline(1 << 16)
         try:
@@ -135,6 +137,14 @@ class CsvFormat(TraceFormat):
                 yield _convert(path, batch, rows_before, options, shift)
                 rows_before += batch.num_rows
         except pa.ArrowInvalid as exc:
+            if "straddl" in str(exc) or "Empty CSV file or block" in str(exc):
+                # The header is not empty (checked above), so the block cut a line.
+                raise TraceError(
+                    path,
+                    None,
+                    f"expected every line to fit in one block of option block_size_bytes "
+                    f"({options.block_size_bytes} bytes); a line is longer: raise the option",
+                ) from None
             # pyarrow counts rows from 1 at the header, skipping blank lines.
             found = _BAD_ROW.search(str(exc))
             if found:

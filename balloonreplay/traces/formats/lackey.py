@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 
 from balloonreplay.errors import TraceError
-from balloonreplay.traces.formats import TraceFormat, option
+from balloonreplay.traces.formats import VM_INDEX, Bounds, TraceFormat, option
 from balloonreplay.traces.formats.csv import page_shift
 from balloonreplay.traces.schema import TraceMetadata, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
@@ -59,14 +59,16 @@ _BAD_LINE = 1
 
 @dataclasses.dataclass
 class LackeyOptions:
-    vm: int = option(0, "VM index of every access")
+    vm: int = option(0, "VM index of every access", bounds=VM_INDEX)
     page_size_bytes: int = option(PAGE_SIZE_BYTES, "page size in bytes: page = addr >> log2(this)")
     instructions: bool = option(False, "keep instruction fetches (I lines) as loads")
     collapse_repeats: bool = option(
         False, "merge consecutive accesses to one page (a write if any of them was)"
     )
     instructions_per_ns: float | None = option(
-        None, "time = instructions so far / this; default: time = record sequence number"
+        None,
+        "time = instructions so far / this; default: time = record sequence number",
+        bounds=Bounds(0, above=True),
     )
 
 
@@ -94,8 +96,6 @@ class LackeyFormat(TraceFormat):
     def read(self, path, options: LackeyOptions) -> Iterator[pa.RecordBatch]:
         shift = page_shift(options.page_size_bytes, path)
         ipns = options.instructions_per_ns
-        if ipns is not None and not ipns > 0:
-            raise TraceError(path, None, f"option instructions_per_ns must be > 0, got {ipns}")
         pending = None  # the last run, held back while it may still grow (collapse_repeats)
         for page, write, record_seq, instruction_index in _parse_file(path, shift, options):
             if ipns is None:

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from balloonreplay.errors import TraceError
-from balloonreplay.traces.formats import TraceFormat, option
+from balloonreplay.traces.formats import AT_LEAST_ONE, VM_INDEX, Bounds, TraceFormat, option
 from balloonreplay.traces.io import atomic_path
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
@@ -57,11 +57,17 @@ TIME_SOURCES = ("sequence", "clock")
 
 @dataclasses.dataclass
 class OracleGeneralOptions:
-    vm: int = option(0, "VM index of every request (unless split_vms)")
-    time: str = option("sequence", "t_ns source: sequence (record number) or clock (s × 1e9)")
+    vm: int = option(0, "VM index of every request (unless split_vms)", bounds=VM_INDEX)
+    time: str = option(
+        "sequence", "t_ns source: sequence (record number) or clock (s × 1e9)", choices=TIME_SOURCES
+    )
     split_vms: bool = option(False, "obj_id holds (vm << 48) | page, as this writer encodes it")
-    page_size_bytes: int = option(PAGE_SIZE_BYTES, "obj_size the writer gives every request")
-    batch_rows: int = option(1 << 20, "records per record batch")
+    page_size_bytes: int = option(
+        PAGE_SIZE_BYTES,
+        "obj_size the writer gives every request",
+        bounds=Bounds(1, (1 << 32) - 1),  # the record's obj_size is a u32
+    )
+    batch_rows: int = option(1 << 20, "records per record batch", bounds=AT_LEAST_ONE)
 
 
 class OracleGeneralFormat(TraceFormat):
@@ -82,12 +88,6 @@ class OracleGeneralFormat(TraceFormat):
         return TraceMetadata(source=self.name, parameters=dataclasses.asdict(options))
 
     def read(self, path, options: OracleGeneralOptions) -> Iterator[pa.RecordBatch]:
-        if options.time not in TIME_SOURCES:
-            raise TraceError(
-                path,
-                None,
-                f"option time must be one of {', '.join(TIME_SOURCES)}, got {options.time!r}",
-            )
         size_bytes = os.path.getsize(path)
         whole_records, partial_bytes = divmod(size_bytes, RECORD.itemsize)
         if partial_bytes:
