@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import balloonreplay
 from balloonreplay.replay import _parquet_batches
 from balloonreplay.traces.io import Trace, write_trace
-from balloonreplay.traces.schema import TraceMetadata, make_batch
+from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, make_batch
 
 
 def write(tmp_path, vms, content, file_backed, n=3_000, pages=40):
@@ -288,3 +288,30 @@ def test_the_reading_thread_stops_on_every_way_out(tmp_path, monkeypatch, failur
     while _reading_threads() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _reading_threads() == []
+
+
+def test_a_corrupt_row_group_is_named_alone_when_a_batch_spans_several(tmp_path):
+    import pyarrow.parquet as pq
+
+    from balloonreplay.errors import TraceError
+    from balloonreplay.traces.io import TraceWriter
+
+    path = tmp_path / "groups.parquet"
+    rng = np.random.default_rng(3)
+    meta = TraceMetadata(source="test", config_pages=[16], dense=True, pages_per_vm=[4000])
+    with TraceWriter(path, meta) as writer:
+        for g in range(6):  # one row group per write
+            t_ns = (np.arange(2000) + g * 2000) * 1000
+            writer.write(make_batch(0, t_ns, rng.integers(0, 4000, 2000), rng.random(2000) < 0.4))
+    file_meta = pq.ParquetFile(path).metadata
+    assert file_meta.num_row_groups == 6
+    pages = file_meta.row_group(3).column(CANONICAL_SCHEMA.get_field_index("page"))
+    data = bytearray(path.read_bytes())
+    middle = pages.data_page_offset + pages.total_compressed_size // 2
+    data[middle : middle + 16] = bytes(range(16))
+    path.write_bytes(bytes(data))
+    # Batches of 1 Mi rows read all six groups at once; the error names the one damaged.
+    with pytest.raises(TraceError, match=r"row group 3: expected readable Parquet data"):
+        list(Trace(path).iter_batches(1 << 20))
+    with pytest.raises(TraceError, match=r"row group 3: "):
+        balloonreplay.replay(path, vms="16p")

@@ -231,24 +231,43 @@ def checked_batches(
             chunk.append(g)
             claimed += meta.row_group(g).num_rows
             g += 1
-        where = f"row group {chunk[0]}" if len(chunk) == 1 else f"row groups {chunk[0]}-{chunk[-1]}"
         try:
             # One contiguous chunk per column, so batches have batch_rows rows whatever
             # the row-group size.
             table = parquet_file.read_row_groups(
                 chunk, columns=columns, use_threads=use_threads
             ).combine_chunks()
+        except _PARQUET_ERRORS:
+            table = None
+        if table is None or table.num_rows != claimed:
+            # Only on failure: read the chunk's groups one by one to name the bad one.
+            _raise_for_bad_group(parquet_file, path, chunk, columns)
+        yield from table.to_batches(max_chunksize=batch_rows)
+
+
+def _raise_for_bad_group(parquet_file: pq.ParquetFile, path, chunk: list[int], columns) -> None:
+    """Raise TraceError naming the first of ``chunk``'s row groups that cannot be read or
+    holds other than the rows its footer claims."""
+    for group in chunk:
+        try:
+            rows = parquet_file.read_row_group(group, columns=columns, use_threads=False).num_rows
         except _PARQUET_ERRORS as exc:
             raise TraceError(
-                path, where, f"expected readable Parquet data ({_one_line(exc)})"
+                path, f"row group {group}", f"expected readable Parquet data ({_one_line(exc)})"
             ) from None
-        if table.num_rows != claimed:  # pyarrow stops at the data's end, whatever the footer says
+        claimed = parquet_file.metadata.row_group(group).num_rows
+        if rows != claimed:  # pyarrow stops at the data's end, whatever the footer says
             raise TraceError(
                 path,
-                where,
-                f"expected {claimed} rows as the footer says, the data holds {table.num_rows}",
+                f"row group {group}",
+                f"expected {claimed} rows as the footer says, the data holds {rows}",
             )
-        yield from table.to_batches(max_chunksize=batch_rows)
+    # Each group alone is sound but not all of them together (not seen so far).
+    raise TraceError(
+        path,
+        f"row groups {chunk[0]}-{chunk[-1]}",
+        "expected readable Parquet data (the groups read one by one are, together not)",
+    )
 
 
 def open_trace(path: str | os.PathLike) -> Trace:
