@@ -44,9 +44,17 @@ def main() -> None:
     """Replay guest page-access traces through a model of memory overcommitment."""
     import signal
     import threading
+    import warnings
 
     if threading.current_thread() is threading.main_thread():  # where signals can be set
         signal.signal(signal.SIGTERM, _terminate)
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning is one line, as an error is: Python's default adds the warning's source
+    file and the line of code that raised it, which mean nothing to a user."""
+    click.echo(f"warning: {message}", err=True)
 
 
 # Shared by every command that writes a canonical trace (ingest, generate).
@@ -138,6 +146,7 @@ def ingest_command(
     from balloonreplay.traces.ingest import ingest
     from balloonreplay.traces.io import check_output_path
 
+    _check_canonical_name(output)
     check_output_path(output, source)
     overrides = {"page_size_bytes": page_size_bytes}
     if vm_mem:
@@ -177,6 +186,32 @@ class _Counter:
     def update(self, n: int) -> None:
         self.n += n
         self.bar.update(n)
+
+    @property
+    def total(self) -> int | None:
+        return self.bar.total
+
+    @total.setter
+    def total(self, total: int | None) -> None:  # known once the format is (ingest)
+        self.bar.total = total
+        self.bar.refresh()
+
+
+# What a canonical trace may be called: ingest and generate write Parquet whatever the
+# name, so a name promising another format (out.csv) would be a Parquet file in disguise.
+CANONICAL_SUFFIXES = ("", ".parquet", ".pq")
+
+
+def _check_canonical_name(output: str) -> None:
+    from pathlib import Path
+
+    suffix = Path(output).suffix.lower()
+    if suffix not in CANONICAL_SUFFIXES:
+        raise click.BadParameter(
+            f"{output!r}: this command writes a canonical trace, which is Parquet; name it "
+            f"*.parquet (`balloonreplay export` writes it in another format)",
+            param_hint="-o",
+        )
 
 
 def _power_of_two(value: int | None) -> int | None:
@@ -241,6 +276,7 @@ def generate_command(
     from balloonreplay.traces.generators.named import load_named_workload
     from balloonreplay.traces.io import check_output_path
 
+    _check_canonical_name(output)
     check_output_path(output, workload_spec, config_path)
     if (workload_spec is None) == (config_path is None or workload_name is None):
         raise click.UsageError("give either WORKLOAD_SPEC or both --config and --workload")
@@ -268,6 +304,71 @@ def generate_command(
             f"{sum(meta.pages_per_vm)} distinct pages (seed {seed})",
             err=True,
         )
+
+
+@main.command("export")
+@click.argument("trace", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="file to write")
+@click.option(
+    "-f",
+    "--format",
+    "format_name",
+    default=None,
+    help="a format with a writer (see `balloonreplay formats`); default: by the output's "
+    "name (*.csv: csv, *oracleGeneral*: oracle-general)",
+)
+@click.option(
+    "--opt", "options", multiple=True, metavar="KEY=VALUE", help="writer option, repeatable"
+)
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+@reports_errors
+def export_command(trace, output, format_name, options, quiet):
+    """Write canonical TRACE in another format, e.g. oracleGeneral for libCacheSim. The
+    rows are the trace's own (dense page ids); what only the footer holds (per-VM memory,
+    seed) is not written. oracle-general's obj_size is the trace's page size unless
+    --opt page_size_bytes=... says otherwise."""
+    import dataclasses
+
+    from balloonreplay.traces.formats import get_format
+    from balloonreplay.traces.io import check_output_path, open_trace
+
+    check_output_path(output, trace)
+    name = format_name or _format_by_name(output)
+    if name == "parquet":  # its writer would drop the footer that makes a trace canonical
+        raise click.BadParameter("TRACE is already a canonical Parquet trace", param_hint="-f")
+    fmt = get_format(name)
+    if not fmt.can_write:
+        raise BalloonreplayError(f"format {name!r} has no writer (see `balloonreplay formats`)")
+    opened = open_trace(trace)
+    given = {item.split("=", 1)[0].strip().replace("-", "_") for item in options}
+    known = {field.name for field in dataclasses.fields(fmt.Options)}
+    defaults = []
+    if "page_size_bytes" in known and "page_size_bytes" not in given:
+        defaults.append(f"page_size_bytes={opened.metadata.page_size_bytes}")
+    writer_options = fmt.make_options([*defaults, *options])
+    with _progress(opened.num_rows, f"export {name}", "acc", quiet) as bar:
+        counted = _Counter(bar)
+
+        def batches():
+            for batch in opened.iter_batches():
+                yield batch
+                counted.update(batch.num_rows)
+
+        fmt.write(batches(), output, writer_options)
+    if not quiet:
+        click.echo(f"{output}: {counted.n} accesses as {name}", err=True)
+
+
+def _format_by_name(output: str) -> str:
+    lowered = output.lower()
+    if lowered.endswith(".csv"):
+        return "csv"
+    if "oraclegeneral" in lowered:
+        return "oracle-general"
+    raise click.BadParameter(
+        f"{output!r}: cannot tell the format from the name; give -f (csv, oracle-general)",
+        param_hint="-o",
+    )
 
 
 @main.command("info")

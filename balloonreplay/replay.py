@@ -1152,7 +1152,14 @@ def replay(
             from tqdm import tqdm
 
             # disable=None: no bar when stderr is not a terminal, so job logs stay readable.
-            bar = tqdm(total=trace.num_rows, unit="acc", unit_scale=True, leave=False, disable=None)
+            bar = tqdm(
+                total=trace.num_rows,
+                desc="replay",
+                unit="acc",
+                unit_scale=True,
+                leave=False,
+                disable=None,
+            )
         started = time.perf_counter()
         try:
             frame, last_t, stall_total, end_ns = _run_engine(

@@ -6,6 +6,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from balloonreplay.cli import main
+from balloonreplay.traces.formats.oracle_general import RECORD
 from balloonreplay.traces.io import open_trace, write_trace
 from balloonreplay.traces.schema import TraceMetadata, make_batch
 
@@ -103,3 +104,72 @@ def test_bad_vm_memory_size(tmp_path):
         "ingest", tmp_path / "raw.parquet", "-o", tmp_path / "t.parquet", "--vm-mem", "lots"
     )
     assert result.exit_code == 2 and "512MiB" in result.output
+
+
+def test_ingest_and_generate_refuse_an_output_named_for_another_format(tmp_path):
+    small_trace(tmp_path / "raw.parquet")
+    result = run("ingest", tmp_path / "raw.parquet", "-o", tmp_path / "t.csv", "-q")
+    assert result.exit_code == 2
+    assert "canonical trace, which is Parquet" in result.output
+    assert "balloonreplay export" in result.output
+    assert not (tmp_path / "t.csv").exists()
+    spec = tmp_path / "w.yaml"
+    spec.write_text("name: w\naccesses: 10\nvms:\n  - pages: 4\n")
+    result = run("generate", spec, "--seed", "1", "-o", tmp_path / "g.oracleGeneral.bin", "-q")
+    assert result.exit_code == 2 and "name it *.parquet" in result.output
+
+
+def test_export_to_csv_and_oracle_general_round_trips(tmp_path):
+    small_trace(tmp_path / "raw.parquet")
+    trace = tmp_path / "t.parquet"
+    assert run("ingest", tmp_path / "raw.parquet", "-o", trace, "-q").exit_code == 0
+    rows = open_trace(trace).read_table()
+
+    result = run("export", trace, "-o", tmp_path / "t.csv")
+    assert result.exit_code == 0, result.output
+    assert "500 accesses as csv" in result.output
+    back = tmp_path / "back.parquet"
+    assert run("ingest", tmp_path / "t.csv", "-f", "csv", "-o", back, "-q").exit_code == 0
+    again = open_trace(back).read_table()
+    for column in ("vm", "t_ns", "page", "write", "content"):
+        assert again[column].equals(rows[column]), column
+
+    oracle = tmp_path / "t.oracleGeneral.bin"
+    assert run("export", trace, "-o", oracle, "-q").exit_code == 0
+    records = np.fromfile(oracle, dtype=RECORD)
+    assert len(records) == 500
+    assert set(records["obj_size"]) == {4096}  # the trace's page size
+    result = run(
+        "ingest", oracle, "-f", "oracle-general", "--opt", "split_vms=true", "-o", back, "-q"
+    )
+    assert result.exit_code == 0, result.output
+    again = open_trace(back).read_table()
+    for column in ("vm", "page"):
+        assert again[column].equals(rows[column]), column
+    assert again["write"].to_pylist() == [False] * 500  # the format has no writes
+
+
+def test_export_refuses_what_it_cannot_write(tmp_path):
+    small_trace(tmp_path / "raw.parquet")
+    trace = tmp_path / "raw.parquet"
+    result = run("export", trace, "-o", tmp_path / "t.txt")
+    assert result.exit_code == 2 and "give -f" in result.output
+    result = run("export", trace, "-o", tmp_path / "t.txt", "-f", "lackey")
+    assert result.exit_code == 1 and "format 'lackey' has no writer" in result.output
+    result = run("export", trace, "-o", tmp_path / "t.parquet", "-f", "parquet")
+    assert result.exit_code == 2 and "already a canonical" in result.output
+    result = run("export", trace, "-o", trace, "-f", "csv")
+    assert result.exit_code != 0  # its own input
+    assert not (tmp_path / "t.txt").exists()
+
+
+def test_export_gives_oracle_general_the_traces_page_size(tmp_path):
+    small_trace(tmp_path / "raw.parquet")
+    trace = tmp_path / "t.parquet"
+    args = ("ingest", tmp_path / "raw.parquet", "-o", trace, "--page-size", "8192", "-q")
+    assert run(*args).exit_code == 0
+    oracle = tmp_path / "t.oracleGeneral"
+    assert run("export", trace, "-o", oracle, "-q").exit_code == 0
+    assert set(np.fromfile(oracle, dtype=RECORD)["obj_size"]) == {8192}
+    assert run("export", trace, "-o", oracle, "--opt", "page_size_bytes=512", "-q").exit_code == 0
+    assert set(np.fromfile(oracle, dtype=RECORD)["obj_size"]) == {512}

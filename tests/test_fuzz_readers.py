@@ -524,9 +524,7 @@ def hostile_tables(draw) -> pa.Table:
     row_group_rows=1,
 )
 # Regression: a value holding a line break, quoted in the error, split it over two lines.
-@example(
-    table=pa.table({"vm": ["\n"], "t_ns": [0], "page": [0], "write": [0]}), row_group_rows=1
-)
+@example(table=pa.table({"vm": ["\n"], "t_ns": [0], "page": [0], "write": [0]}), row_group_rows=1)
 def test_parquet_types_and_columns(scratch, table, row_group_rows):
     path = scratch / "t.parquet"
     pq.write_table(table, path, row_group_size=row_group_rows)

@@ -214,3 +214,27 @@ def test_parquet_round_trip_keeps_rows_and_metadata(tmp_path):
     assert b.metadata.seed == 3 and b.metadata.config_pages == [100]
     for col in ("vm", "t_ns", "write", "content", "file_backed"):
         assert a.read_table().column(col).equals(b.read_table().column(col))
+
+
+class _Progress:
+    """What ingest needs of a progress bar: update(n), and a settable total."""
+
+    def __init__(self):
+        self.total = None
+        self.n = 0
+
+    def update(self, n):
+        self.n += n
+
+
+@pytest.mark.parametrize(
+    ("source", "total"),
+    [("touch_pages.parquet", 66), ("touch_pages.oracleGeneral.bin", 66), ("touch_pages.csv", None)],
+)
+def test_ingest_gives_the_progress_bar_a_total_when_the_format_can_count(tmp_path, source, total):
+    from conftest import TEST_DATA
+
+    progress = _Progress()
+    ingest(TEST_DATA / source, tmp_path / "t.parquet", progress=progress)
+    assert progress.total == total  # known beforehand for Parquet and oracleGeneral only
+    assert progress.n == 66

@@ -321,6 +321,13 @@ def test_a_sniff_that_raises_counts_as_not_this_format(tmp_path, formats):
     assert any("'aaa-notsub'" in m and "failed to load" in m for m in messages)
     with pytest.raises(TraceError, match="cannot read file"):
         sniff_format(tmp_path / "trace.csv" / "not-a-dir")
+    # The CLI prints each warning as one line, without Python's source location.
+    result = CliRunner().invoke(main, ["ingest", str(binary), "-o", str(tmp_path / "t.parquet")])
+    lines = result.output.splitlines()
+    assert any(
+        line.startswith("warning: trace format plug-in 'aaa-textsniff'") for line in lines
+    ), result.output
+    assert "warnings.warn(" not in result.output and "UserWarning" not in result.output
 
 
 # ---------------------------------------------------------------- 4: a format's read()

@@ -191,12 +191,18 @@ def ingest(
     metadata_overrides: Mapping[str, Any] | None = None,
     progress=None,
 ) -> TraceMetadata:
-    """Read `source_path` with a format plug-in (named, or sniffed) into a canonical trace."""
+    """Read `source_path` with a format plug-in (named, or sniffed) into a canonical trace.
+    `progress` (e.g. a tqdm bar) is advanced by the accesses read, and its ``total`` set
+    when the format can count them beforehand (Parquet, oracleGeneral)."""
     if not os.path.exists(source_path):
         raise TraceError(source_path, None, "file not found")
     fmt: TraceFormat = get_format(format_name) if format_name else sniff_format(source_path)
     reader_options = fmt.make_options(options)
     metadata = fmt.read_metadata(source_path, reader_options)
+    if progress is not None:
+        total = fmt.count_accesses(source_path, reader_options)
+        if total is not None:
+            progress.total = total  # a tqdm bar (or the CLI's counter) shows it
     metadata = metadata.overlay(
         source=metadata.source or fmt.name,
         parameters={

@@ -58,6 +58,11 @@ class TraceFormat:
         """What the source itself says about the trace (page size, per-VM memory, ...)."""
         return TraceMetadata(source=self.name, parameters=dataclasses.asdict(options))
 
+    def count_accesses(self, path: str | os.PathLike, options: Any) -> int | None:
+        """How many accesses read() will yield, when the source says so without being read
+        (a progress bar's total); None when it cannot."""
+        return None
+
     @property
     def can_write(self) -> bool:
         return type(self).write is not TraceFormat.write
@@ -262,6 +267,7 @@ def get_format(name: str) -> TraceFormat:
     # instance's own wrappers make any failure inside them name the plug-in.
     instance.read = _named_read(instance.read, label)
     instance.read_metadata = _named_call(instance.read_metadata, label, "read_metadata()")
+    instance.count_accesses = _named_call(instance.count_accesses, label, "count_accesses()")
     return instance
 
 

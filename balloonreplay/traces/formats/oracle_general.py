@@ -87,6 +87,9 @@ class OracleGeneralFormat(TraceFormat):
     def read_metadata(self, path, options: OracleGeneralOptions) -> TraceMetadata:
         return TraceMetadata(source=self.name, parameters=dataclasses.asdict(options))
 
+    def count_accesses(self, path, options) -> int:
+        return os.path.getsize(path) // RECORD.itemsize  # one access per record
+
     def read(self, path, options: OracleGeneralOptions) -> Iterator[pa.RecordBatch]:
         size_bytes = os.path.getsize(path)
         whole_records, partial_bytes = divmod(size_bytes, RECORD.itemsize)

@@ -37,6 +37,9 @@ class ParquetFormat(TraceFormat):
         meta = open_trace(path).metadata
         return meta if meta.source else meta.overlay(source=self.name)
 
+    def count_accesses(self, path, options) -> int:
+        return open_trace(path).num_rows
+
     def read(self, path, options: ParquetOptions) -> Iterator[pa.RecordBatch]:
         yield from open_trace(path).iter_batches(options.batch_rows)
 
