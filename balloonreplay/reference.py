@@ -134,8 +134,8 @@ previous registration, if still its own, is removed). Shared frames keep their h
 position. ``zero_shared_pages`` counts shared frames whose content is 0 (they are also in
 ``shared_pages``).
 
-Time (closed loop). Host time 0 is the ``t_ns`` of the trace's first row; VM times are
-relative to it. VM v issues its next access at t + S_v, S_v its stalls and blocked time
+Time (closed loop). Host time 0 is the trace's earliest ``t_ns`` (rows are in time order
+within each VM, not across VMs); VM times are relative to it. VM v issues its next access at t + S_v, S_v its stalls and blocked time
 so far. Host time advances in quanta of ``quantum_ns``: in quantum [s, e), after the
 balloon and scanner steps, each VM in index order runs, in trace order, its accesses
 issued before e (their stalls delay its later accesses within the same quantum). A
@@ -154,7 +154,9 @@ VM stalls for it; counted in the next epoch). The policy is also asked once befo
 first access (epoch -1). The run ends at the end of the quantum in which the last access
 completes; the last (partial) epoch's row has t_ns = that quantum's end.
 
-Slowdown of VM v = (T + S_v) / T with T = max(relative t of its last access, 1).
+Slowdown of VM v = (T + S_v) / T with T = max(t of its last access - t of its first, 1):
+the VM's own unstalled run time, so a VM that starts late is not credited with the time
+before its start.
 ``stall_ns`` counts latency stalls only; ``blocked_ns`` counts blocked time; S_v is both.
 Latencies: guest swap-in/out, disk read, disk write (write-back of a dirty file page),
 host swap-in (also for silent writes, stale and false reads), host swap-out (per page
@@ -246,7 +248,7 @@ class Blocked(Exception):
 
 @dataclass
 class Access:
-    t_ns: int  # relative to the trace's first row
+    t_ns: int  # relative to the trace's earliest time
     page: int
     write: bool
     content: int | None
@@ -887,19 +889,23 @@ class ReferenceModel:
 
     def summary(self) -> dict:
         return summarize_slowdowns(
+            [vm.accesses[0].t_ns if vm.accesses else None for vm in self.vms],
             [vm.accesses[-1].t_ns if vm.accesses else None for vm in self.vms],
             [vm.stall_total_ns for vm in self.vms],
         )
 
 
-def summarize_slowdowns(last_t_ns: list[int | None], stall_total_ns: list[int]) -> dict:
-    """Per-VM slowdown = (T + S) / T, T = max(relative t of its last access, 1)."""
+def summarize_slowdowns(
+    first_t_ns: list[int | None], last_t_ns: list[int | None], stall_total_ns: list[int]
+) -> dict:
+    """Per-VM slowdown = (T + S) / T, T = max(t of its last access - t of its first, 1):
+    measured on the VM's own timeline, so a VM that starts later is not diluted."""
     slowdowns = []
-    for last, stall in zip(last_t_ns, stall_total_ns, strict=True):
+    for first, last, stall in zip(first_t_ns, last_t_ns, stall_total_ns, strict=True):
         if last is None:
             slowdowns.append(1.0)
             continue
-        base = max(int(last), 1)
+        base = max(int(last) - int(first), 1)
         slowdowns.append((base + int(stall)) / base)
     return {
         "slowdown": slowdowns,
@@ -909,12 +915,13 @@ def summarize_slowdowns(last_t_ns: list[int | None], stall_total_ns: list[int]) 
 
 
 def accesses_from_table(table: pa.Table | pa.RecordBatch, num_vms: int) -> list[list[Access]]:
-    """Split a canonical table into per-VM access lists, times relative to the first row."""
+    """Split a canonical table into per-VM access lists, times relative to the earliest
+    (rows are in time order only within each VM)."""
     data = table.to_pydict()
     per_vm: list[list[Access]] = [[] for _ in range(num_vms)]
     if not data["vm"]:
         return per_vm
-    t0 = data["t_ns"][0]
+    t0 = min(data["t_ns"])
     file_col = data.get("file_backed") or [False] * len(data["vm"])
     content_col = data.get("content") or [None] * len(data["vm"])
     free_col = data.get("free") or [False] * len(data["vm"])

@@ -267,11 +267,19 @@ class _Buffers:
         "file": np.uint8,
     }
 
-    def __init__(self, VS: np.ndarray | None, pages_per_vm: list[int], trace_path, max_rows: int):
+    def __init__(
+        self,
+        VS: np.ndarray | None,
+        pages_per_vm: list[int],
+        trace_path,
+        max_rows: int,
+        t0: int | None = None,
+    ):
         """``VS``: the engine's per-VM rows, whose buffer positions the main thread's
         methods move; it may be set later (``prepare``, the reading thread's, writes
         into rings only once they exist), so that reading starts before the state is
-        allocated."""
+        allocated. ``t0``: host time 0, the trace's earliest ``t_ns`` (_earliest_t_ns);
+        None takes the first row's (for tests of the buffers alone)."""
         from balloonreplay.engine.state import V_END, V_INPUT_DONE, V_POS, first_ids
 
         self.VS = VS
@@ -307,7 +315,11 @@ class _Buffers:
         self._finished = False
         self._closed = False
         self._lock = threading.Condition()
-        self.t0: int | None = None
+        self.t0: int | None = t0
+        # Each VM's first access time (relative to t0; -1 until seen): the start of its
+        # own timeline, from which its slowdown is measured.
+        self.first_t = np.full(self.nvm, -1, dtype=np.int64)
+        self._firsts_missing = self.nvm
         self.rows_read = 0  # rows prepared so far: a bad row's offset in the trace
         self.path = trace_path
 
@@ -374,8 +386,17 @@ class _Buffers:
             known = content_col.is_valid().to_numpy(zero_copy_only=False).view(np.uint8)
             content = content_col.fill_null(0).to_numpy().view(np.int64)
         if self.t0 is None:
-            # host time 0 = the trace's first row (reference.py, "Time")
             self.t0 = int(t[0])
+        elif self.t0 and int(t.min()) < self.t0:  # the footer's statistics were wrong
+            i = int(np.argmin(t))
+            raise TraceError(
+                self.path,
+                f"row {self.rows_read + i}",
+                f"expected t_ns >= {self.t0}, the earliest time the file's statistics "
+                f"record, got {int(t[i])}",
+            )
+        if self._firsts_missing:
+            self._note_first_times(vm, t, counts)
         write = _flags(write_col)
         if free_col is not None and free_col.true_count:
             from balloonreplay.engine.state import FREE_OP
@@ -414,6 +435,14 @@ class _Buffers:
         cols["counts"] = counts
         cols["unwritten"] = np.ones(1, dtype=bool)
         return cols
+
+    def _note_first_times(self, vm: np.ndarray | None, t: np.ndarray, counts: np.ndarray) -> None:
+        """Record the first access time of each VM first seen in this batch (once per VM:
+        a numpy pass per VM, nearly always in the first batch)."""
+        for v in np.flatnonzero((counts > 0) & (self.first_t < 0)):
+            i = 0 if vm is None else int(np.argmax(vm == v))
+            self.first_t[v] = int(t[i]) - self.t0
+            self._firsts_missing -= 1
 
     def _bad_row(self, i: int, vm: np.ndarray | None, t: np.ndarray, page: np.ndarray) -> None:
         """Raise the TraceError for row i of the batch being prepared."""
@@ -704,6 +733,38 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a)
     a.flags.writeable = False
     return a
+
+
+def _earliest_t_ns(trace) -> int:
+    """Host time 0: the trace's earliest access time. Rows need be in time order only
+    within each VM, so the first row's time may be a later VM's. From the footer's
+    statistics of a Parquet file when every row group has them (the reading thread
+    refuses a row they belie), else one pass over the times."""
+    import pyarrow.compute as pc
+
+    if isinstance(trace, _TableTrace):
+        earliest = pc.min(trace.table.column("t_ns")).as_py() if trace.num_rows else None
+        return int(earliest or 0)
+    try:
+        meta = trace._file.metadata
+        column = trace._file.schema_arrow.get_field_index("t_ns")
+        mins = []
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            stats = group.column(column).statistics
+            if group.num_rows and (stats is None or not stats.has_min_max):
+                raise LookupError(g)
+            if group.num_rows:
+                mins.append(int(stats.min))
+        return min(mins, default=0)
+    except LookupError:
+        pass
+    earliest = None
+    for batch in trace.iter_batches():
+        if batch.num_rows:
+            low = int(pc.min(batch.column("t_ns")).as_py())
+            earliest = low if earliest is None else min(earliest, low)
+    return earliest or 0
 
 
 def _parquet_batches(trace, batch_rows: int, num_vms: int) -> Iterator[pa.RecordBatch] | None:
@@ -1015,7 +1076,9 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     # 8-VM run spilled 4.7 M of its 20 M rows with two batches' worth of lag, none with
     # four (7 Mi rows of 27 bytes: 198 MB at most, the batches read ahead included).
     max_rows = 7 * batch_rows // config.num_vms
-    buffers = _Buffers(None, pages_per_vm, getattr(trace, "path", None), max_rows)
+    buffers = _Buffers(
+        None, pages_per_vm, getattr(trace, "path", None), max_rows, _earliest_t_ns(trace)
+    )
     source = _parquet_batches(trace, batch_rows, config.num_vms)
     if source is None:
         source = iter(trace.iter_batches(batch_rows))
@@ -1070,12 +1133,11 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     # Conservation laws on the final state: a broken one raises, so no metrics are
     # written from a run that lost or invented a page.
     check_end_of_run(state, table)
-    last_t = [
-        int(state.VS[v, S.V_LAST_T]) if state.VS[v, S.V_DONE_ACC] > 0 else None
-        for v in range(config.num_vms)
-    ]
+    done = [state.VS[v, S.V_DONE_ACC] > 0 for v in range(config.num_vms)]
+    first_t = [int(t) if d else None for t, d in zip(buffers.first_t, done, strict=True)]
+    last_t = [int(state.VS[v, S.V_LAST_T]) if done[v] else None for v in range(config.num_vms)]
     stall_total = state.VS[:, S.V_STALL].tolist()
-    return metrics_frame(table), last_t, stall_total, int(state.G[S.G_NOW])
+    return metrics_frame(table), first_t, last_t, stall_total, int(state.G[S.G_NOW])
 
 
 class _CheckedCalls(HostPolicy):
@@ -1162,7 +1224,7 @@ def replay(
             )
         started = time.perf_counter()
         try:
-            frame, last_t, stall_total, end_ns = _run_engine(
+            frame, first_t, last_t, stall_total, end_ns = _run_engine(
                 trace, config, host_policy, pages_per_vm, batch_rows, bar
             )
         finally:
@@ -1171,7 +1233,7 @@ def replay(
         seconds = time.perf_counter() - started
         from balloonreplay.reference import summarize_slowdowns
 
-        slow = summarize_slowdowns(last_t, stall_total)
+        slow = summarize_slowdowns(first_t, last_t, stall_total)
     else:
         started = time.perf_counter()
         frame, slow = _run_reference(trace, config, host_policy)

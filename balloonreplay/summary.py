@@ -6,8 +6,8 @@ the engine's record (``config``, ``policy``, ``trace``, ``summary``), a ``run`` 
 naming the experiment, workload, policy label, sweep point and number of VMs
 (balloonreplay/experiments.py writes it).
 
-Slowdowns and the SLO. The engine's slowdown of a VM is its stalled finish time over its
-unstalled one, so it also counts stalls that no host policy causes (zero-filling first
+Slowdowns and the SLO. The engine's slowdown of a VM is its stalled run time over its
+unstalled one, both from its own first access, so it also counts stalls that no host policy causes (zero-filling first
 touches, the guest swapping inside its own configured memory). The SLO therefore compares
 a VM with *itself on a dedicated host*: relative slowdown = slowdown under the policy ÷
 slowdown of the same VMs replayed with host memory = their configured memory (policy

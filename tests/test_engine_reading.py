@@ -113,6 +113,20 @@ def test_nulls_that_the_footer_denies_are_a_trace_error(column):
         _Buffers(None, [4], "t.parquet", 8).prepare(batch)
 
 
+def test_a_time_before_the_earliest_the_statistics_record_is_refused():
+    """Host time 0 comes from the footer's statistics; a row they belie is refused, not
+    replayed at a negative time."""
+    from balloonreplay.errors import TraceError
+    from balloonreplay.replay import _Buffers
+
+    batch = make_batch([0, 1, 1], [7, 5, 9], [0, 1, 2], [False, True, False])
+    with pytest.raises(TraceError, match="row 1: expected t_ns >= 6, .* got 5"):
+        _Buffers(None, [4, 4], "t.parquet", 8, t0=6).prepare(batch)
+    buffers = _Buffers(None, [4, 4], "t.parquet", 8, t0=5)
+    buffers.prepare(batch)
+    assert buffers.first_t.tolist() == [2, 0]  # each VM's first access, from host time 0
+
+
 @pytest.mark.parametrize("offset", [0, 3, 8, 13])
 def test_bool_columns_unpack_to_bytes_from_any_offset(offset):
     """_flags reads Arrow's bit-packed buffer itself; a sliced column starts mid-byte."""

@@ -186,3 +186,53 @@ def test_closed_loop_time_slows_a_paging_vm():
     slow, _ = both(table, vms="2p", latencies="hdd", quantum_ns=1_000_000, epoch_ns=10**9)
     assert fast["max_slowdown"] == 1.0
     assert slow["max_slowdown"] > 100
+
+
+def two_vms_with_the_same_accesses(offset_ns, vm1_first=False):
+    """Each VM touches two pages 10 µs apart (two zero-fills); VM 1 starts offset_ns
+    later. With vm1_first its rows come first in the file (rows need be in time order
+    only within each VM)."""
+    vm = [0, 0, 1, 1]
+    t = [0, 10 * US, offset_ns, offset_ns + 10 * US]
+    order = [2, 3, 0, 1] if vm1_first else [0, 1, 2, 3]
+    return trace_table(
+        np.take(vm, order), np.take(t, order), np.array([0, 1, 0, 1]), np.ones(4, bool)
+    )
+
+
+@pytest.mark.parametrize("vm1_first", [False, True])
+def test_slowdown_is_measured_on_each_vms_own_timeline(vm1_first):
+    # Found by a model audit: the slowdown was (t_last + S) / t_last with t_last from the
+    # trace's first row, so the VM starting 1 ms later came out at 1.002 instead of 1.2;
+    # and with VM 1's rows first, host time 0 was VM 1's start, VM 0's times went
+    # negative and the slowdowns were 2001 and 1001.
+    zero_fill_ns = Latencies().zero_fill_ns
+    expected = (10 * US + 2 * zero_fill_ns) / (10 * US)
+    summary, metrics = both(two_vms_with_the_same_accesses(1_000 * US, vm1_first), vms="4p")
+    assert summary["stall_total_ns"] == [2 * zero_fill_ns] * 2
+    assert summary["slowdown"] == [expected, expected]
+    # Host time 0 is the earliest access (VM 0's), so VM 1's accesses fall in epoch 10.
+    assert metrics[metrics.vm == 1].set_index("epoch").accesses.get(10) == 2
+
+
+def test_host_time_0_is_the_earliest_access_in_a_file(tmp_path):
+    import pyarrow.parquet as pq
+
+    from balloonreplay.traces.io import write_trace
+    from balloonreplay.traces.schema import TraceMetadata
+
+    table = two_vms_with_the_same_accesses(1_000 * US, vm1_first=True)
+    meta = TraceMetadata(source="test", config_pages=[4, 4], dense=True, pages_per_vm=[2, 2])
+    path = tmp_path / "t.parquet"
+    write_trace(table.to_batches(), path, meta)
+    in_memory = balloonreplay.replay(table, vms="4p").summary["slowdown"]
+    # From the footer's statistics (the canonical writer's), and from a pass over the
+    # times when the file has none.
+    assert balloonreplay.replay(path).summary["slowdown"] == in_memory
+    bare = tmp_path / "bare.parquet"
+    footer = pq.ParquetFile(path).metadata.metadata  # the trace's metadata, kept
+    pq.write_table(
+        pq.read_table(path).replace_schema_metadata(footer), bare, write_statistics=False
+    )
+    assert pq.ParquetFile(bare).metadata.row_group(0).column(1).statistics is None
+    assert balloonreplay.replay(bare).summary["slowdown"] == in_memory
