@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from balloonreplay.errors import ConfigError
 
 # Orders of magnitude from J. Dean, "Numbers everyone should know" (LADIS 2009 keynote):
-# read 4 KiB randomly from an SSD ~150 us; disk seek ~10 ms; read 1 MB sequentially from
-# memory ~250 us, i.e. ~1 us per 4 KiB page.
+# disk seek ~10 ms; read 1 MB sequentially from memory ~250 us, i.e. ~1 us per 4 KiB
+# page. Dean's slide has no SSD row: "read 4K randomly from SSD ~150 us" is from the list
+# extended from it, "Latency Numbers Every Programmer Should Know" (J. Bonér, 2012).
 SSD_RANDOM_4K_NS = 150_000
 HDD_SEEK_NS = 10_000_000
 MEMORY_4K_COPY_NS = 1_000
