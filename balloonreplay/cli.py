@@ -150,7 +150,9 @@ def ingest_command(
     check_output_path(output, source)
     overrides = {"page_size_bytes": page_size_bytes}
     if vm_mem:
-        overrides["config_pages"] = parse_vm_mem(vm_mem, page_size_bytes, minimum=1)
+        # Refused here if it is not sizes at all; converted to pages by ingest(), once the
+        # trace's page size is known (--page-size, else the source's and the reader's).
+        parse_vm_mem(vm_mem, 1, minimum=1)  # (no page size makes 0 bytes a page)
     with _progress(None, "ingest", "acc", quiet) as bar:
         # Counted here: a disabled bar (no terminal) counts nothing.
         read = _Counter(bar)
@@ -161,6 +163,7 @@ def ingest_command(
             options=list(options),
             lru_filter_pages=lru_filter_pages,
             metadata_overrides=overrides,
+            vm_mem=vm_mem or None,
             progress=read,
         )
     if not quiet:

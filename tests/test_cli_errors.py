@@ -53,7 +53,6 @@ def no_files_but(directory, *names):
     "option, value, message",
     [
         ("--vm-mem", "0p", "expected at least 1 page, got '0p' (0 pages)"),
-        ("--vm-mem", "100", "expected at least 1 page, got '100' (0 pages)"),
         ("--page-size", "3000", "expected a power of two (bytes), got 3000"),
     ],
 )
@@ -63,6 +62,38 @@ def test_ingest_refuses_metadata_no_reader_would_open(tmp_path, option, value, m
     assert result.exit_code == 2
     assert message in result.output
     assert no_files_but(tmp_path, "raw.parquet")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "vm_mem: expected at least 1 page of 4096 bytes per VM, got '100'"),
+        (["--page-size", "8192"], "at least 1 page of 8192 bytes per VM, got '6KiB'"),
+    ],
+)
+def test_ingest_refuses_a_vm_smaller_than_the_traces_page(tmp_path, extra, message):
+    raw_trace(tmp_path / "raw.parquet")
+    size = "6KiB" if extra else "100"
+    out = tmp_path / "t.parquet"
+    result = run("ingest", tmp_path / "raw.parquet", "-o", out, "--vm-mem", size, *extra)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert no_files_but(tmp_path, "raw.parquet")
+
+
+def test_ingest_converts_vm_mem_with_the_page_size_the_reader_gives(tmp_path):
+    # Found by a workflow audit: with a reader's page_size_bytes=8192 (what the workflow's
+    # ingest passes) the sizes were converted in 4 KiB pages, doubling every VM's memory.
+    from balloonreplay.traces.io import open_trace
+
+    source = tmp_path / "t.csv"
+    source.write_text("vm,t_ns,addr,write\n0,0,0,1\n1,5,8192,0\n0,9,16384,1\n")
+    out = tmp_path / "t.parquet"
+    args = ["-f", "csv", "--opt", "page_size_bytes=8192", "--vm-mem", "2MiB,1MiB", "-q"]
+    assert run("ingest", source, "-o", out, *args).exit_code == 0
+    meta = open_trace(out).metadata
+    assert meta.page_size_bytes == 8192
+    assert meta.config_pages == [256, 128]
 
 
 def test_ingest_checks_metadata_given_through_the_api(tmp_path):

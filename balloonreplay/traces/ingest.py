@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from balloonreplay.errors import TraceError
+from balloonreplay.errors import ConfigError, TraceError
 from balloonreplay.traces.formats import TraceFormat, get_format, sniff_format
 from balloonreplay.traces.io import TraceWriter
 from balloonreplay.traces.remap import LruFilter, PageRemapper, rows_by_vm
@@ -181,6 +181,28 @@ def _with_input_counts(batches, source_path, lru_filter_pages, stats):
         counts.clear()
 
 
+def _vm_mem_pages(vm_mem: str | Iterable[str | int], page_size_bytes: int | None) -> list[int]:
+    from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
+
+    sizes = vm_mem.split(",") if isinstance(vm_mem, str) else list(vm_mem)
+    page_size_bytes = page_size_bytes or PAGE_SIZE_BYTES
+    pages = []
+    for size in sizes:
+        try:
+            count = parse_size_pages(
+                size.strip() if isinstance(size, str) else size, page_size_bytes
+            )
+        except ValueError as exc:
+            raise ConfigError("vm_mem", str(exc)) from None
+        if count < 1:
+            raise ConfigError(
+                "vm_mem",
+                f"expected at least 1 page of {page_size_bytes} bytes per VM, got {size!r}",
+            )
+        pages.append(count)
+    return pages
+
+
 def ingest(
     source_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -189,9 +211,13 @@ def ingest(
     options: Mapping[str, Any] | Iterable[str] | None = None,
     lru_filter_pages: int | None = None,
     metadata_overrides: Mapping[str, Any] | None = None,
+    vm_mem: str | Iterable[str | int] | None = None,
     progress=None,
 ) -> TraceMetadata:
     """Read `source_path` with a format plug-in (named, or sniffed) into a canonical trace.
+    ``vm_mem``: each VM's configured memory to record (``"2MiB,1MiB"``, or a list; one size
+    is every VM's), converted to pages of the trace's own page size: the override's, else
+    what the source and the reader's options say (an 8 KiB-page reader halves the pages).
     `progress` (e.g. a tqdm bar) is advanced by the accesses read, and its ``total`` set
     when the format can count them beforehand (Parquet, oracleGeneral)."""
     if not os.path.exists(source_path):
@@ -213,6 +239,8 @@ def ingest(
         },
         **(metadata_overrides or {}),
     )
+    if vm_mem is not None:
+        metadata = metadata.overlay(config_pages=_vm_mem_pages(vm_mem, metadata.page_size_bytes))
     return write_canonical(
         fmt.read(source_path, reader_options),
         out_path,
