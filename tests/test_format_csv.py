@@ -144,3 +144,14 @@ def test_a_line_longer_than_the_block_names_the_option(tmp_path, block_size_byte
     with pytest.raises(TraceError, match=f"block_size_bytes \\({block_size_bytes} bytes\\)"):
         read(path, block_size_bytes=block_size_bytes)
     assert read(path, block_size_bytes=4096).num_rows == 3
+
+
+def test_hexadecimal_numbers_are_read_and_a_bad_value_is_named_on_its_own_line(tmp_path):
+    # Found by a workflow audit: Arrow's cast took 0x numbers but the check that names a
+    # bad line did not, so one bad value blamed the first hexadecimal one (line 2).
+    rows = "".join(f"0x{4096 * i:x},0\n" for i in range(30))
+    path = write_text(tmp_path, "addr,write\n" + rows)
+    assert read(path)["page"].to_pylist() == list(range(30))
+    path = write_text(tmp_path, "addr,write\n" + rows + "12z,1\n")
+    with pytest.raises(TraceError, match=r"line 32: column 'addr': expected a whole number"):
+        read(path)

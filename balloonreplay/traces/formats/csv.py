@@ -19,7 +19,8 @@ column          required meaning
 ``free``        no       1/0 or true/false: the guest frees the page (not an access)
 =============== ======== =====================================================================
 
-Numbers are decimal. Errors name the line (counting the header as line 1; blank lines are
+Numbers are decimal, or hexadecimal after ``0x`` (at most 16 digits, as tools print
+addresses). Errors name the line (counting the header as line 1; blank lines are
 skipped by the parser and not counted, so line numbers after a blank line are one short).
 
 The writer emits all seven canonical columns (``vm,t_ns,page,write,content,file_backed,free``), so a
@@ -47,7 +48,15 @@ from balloonreplay.units import PAGE_SIZE_BYTES
 KNOWN_COLUMNS = ("vm", "t_ns", "page", "addr", "write", "op", "content", "file_backed", "free")
 UINT16_MAX = (1 << 16) - 1
 UINT64_MAX = (1 << 64) - 1
+# What Arrow's cast to uint64 takes: decimal digits, or 0x and up to 16 hex digits.
 _DECIMAL = re.compile(r"[0-9]+")
+_HEX = re.compile(r"0[xX][0-9a-fA-F]{1,16}")
+
+
+def _whole_number(text: str) -> int | None:
+    if _DECIMAL.fullmatch(text):
+        return int(text)
+    return int(text, 16) if _HEX.fullmatch(text) else None
 _ANY_ROW = re.compile(r"Row #(\d+)")
 _BAD_ROW = re.compile(r"Row #(\d+): Expected (\d+) columns, got (\d+): (.*)", re.DOTALL)
 _TRUE_WORDS = ("1", "true")
@@ -217,12 +226,14 @@ def _convert(
 
     def whole_numbers(column: str, max_value: int) -> np.ndarray:
         text = columns[column]
-        expected = f"a whole number in 0..{max_value}"
+        expected = f"a whole number in 0..{max_value} (decimal, or hexadecimal after 0x)"
         try:
             values = pc.cast(text, pa.uint64()).to_numpy()
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # The same rule as the cast's, so the line named is the one the cast refused.
             index = _first_bad(
-                text.to_pylist(), lambda v: bool(_DECIMAL.fullmatch(v)) and int(v) <= UINT64_MAX
+                text.to_pylist(),
+                lambda v: (number := _whole_number(v)) is not None and number <= UINT64_MAX,
             )
             fail(column, index, expected)
         too_big = np.flatnonzero(values > max_value)
