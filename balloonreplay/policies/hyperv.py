@@ -46,7 +46,8 @@ class HyperVPolicy(HostPolicy):
     class Params:
         # Memory buffer, % of demand: default 20, allowed 5..2000 (Set-VMMemory -Buffer).
         buffer_percent: int = 20
-        # Memory weight per VM: default 5000, allowed 0..10000 (Set-VMMemory -Priority).
+        # Memory weight per VM: default 5000, allowed 0..10000, as WMI's
+        # Msvm_MemorySettingData.Weight (Set-VMMemory -Priority is the same scaled 0..100).
         weight: list[int] | None = None
         # Per-VM memory sizes in pages. None: Hyper-V Manager's defaults for a new VM,
         # startup 1024 MB and minimum 512 MB, never above the configured memory; maximum
