@@ -54,7 +54,9 @@ def main() -> None:
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A warning is one line, as an error is: Python's default adds the warning's source
     file and the line of code that raised it, which mean nothing to a user."""
-    click.echo(f"warning: {message}", err=True)
+    from balloonreplay.errors import one_line
+
+    click.echo(f"warning: {one_line(str(message))}", err=True)
 
 
 # Shared by every command that writes a canonical trace (ingest, generate).
@@ -200,16 +202,27 @@ class _Counter:
         self.bar.refresh()
 
 
-# What a canonical trace may be called: ingest and generate write Parquet whatever the
-# name, so a name promising another format (out.csv) would be a Parquet file in disguise.
-CANONICAL_SUFFIXES = ("", ".parquet", ".pq")
+# Names that promise another format than the canonical trace's Parquet, which ingest and
+# generate write whatever the name (out.csv would be Parquet in disguise). Other names,
+# dotted ones among them (zipf_alpha0.9), are taken as they are.
+OTHER_FORMAT_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".bin", ".gz", ".zst", ".xz")
+
+
+def _names_another_format(output: str) -> str | None:
+    """The format a file name promises when it is not Parquet: csv, oracle-general, or
+    "another format" for a suffix above; None for a name Parquet may have."""
+    from pathlib import Path
+
+    name = Path(output).name.lower()
+    if "oraclegeneral" in name:
+        return "oracle-general"
+    if name.endswith(".csv"):
+        return "csv"
+    return "another format" if name.endswith(OTHER_FORMAT_SUFFIXES) else None
 
 
 def _check_canonical_name(output: str) -> None:
-    from pathlib import Path
-
-    suffix = Path(output).suffix.lower()
-    if suffix not in CANONICAL_SUFFIXES:
+    if _names_another_format(output) is not None:
         raise click.BadParameter(
             f"{output!r}: this command writes a canonical trace, which is Parquet; name it "
             f"*.parquet (`balloonreplay export` writes it in another format)",
@@ -328,14 +341,21 @@ def generate_command(
 def export_command(trace, output, format_name, options, quiet):
     """Write canonical TRACE in another format, e.g. oracleGeneral for libCacheSim. The
     rows are the trace's own (dense page ids); what only the footer holds (per-VM memory,
-    seed) is not written. oracle-general's obj_size is the trace's page size unless
-    --opt page_size_bytes=... says otherwise."""
+    seed) is not written. oracle-general keeps each access's VM, page and second (obj_id =
+    vm << 48 | page; read it back with --opt split_vms=true), not writes, contents or
+    file-backed flags, and leaves frees out; its obj_size is the trace's page size unless
+    --opt page_size_bytes=... says otherwise. csv keeps every column."""
     import dataclasses
 
     from balloonreplay.traces.formats import get_format
     from balloonreplay.traces.io import check_output_path, open_trace
 
     check_output_path(output, trace)
+    named = _names_another_format(output)
+    if format_name and named in ("csv", "oracle-general") and named != format_name:
+        raise click.BadParameter(
+            f"{output!r} names a {named} file, but -f says {format_name}", param_hint="-o"
+        )
     name = format_name or _format_by_name(output)
     if name == "parquet":  # its writer would drop the footer that makes a trace canonical
         raise click.BadParameter("TRACE is already a canonical Parquet trace", param_hint="-f")
@@ -363,11 +383,9 @@ def export_command(trace, output, format_name, options, quiet):
 
 
 def _format_by_name(output: str) -> str:
-    lowered = output.lower()
-    if lowered.endswith(".csv"):
-        return "csv"
-    if "oraclegeneral" in lowered:
-        return "oracle-general"
+    named = _names_another_format(output)
+    if named in ("csv", "oracle-general"):
+        return named
     raise click.BadParameter(
         f"{output!r}: cannot tell the format from the name; give -f (csv, oracle-general)",
         param_hint="-o",

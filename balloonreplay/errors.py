@@ -17,6 +17,12 @@ class ConfigError(BalloonreplayError):
         super().__init__(f"config: {key}: {message}")
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks escaped: a value quoted from a file (or by pyarrow)
+    may hold one, which would split the CLI's one-line error or warning."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class TraceError(BalloonreplayError):
     """Bad trace input.
 
@@ -27,13 +33,11 @@ class TraceError(BalloonreplayError):
     def __init__(self, path: str | os.PathLike | None, where: str | None, expected: str):
         self.path = None if path is None else os.fspath(path)
         self.where = where
-        # One line whatever the input: a value quoted from the file (or by pyarrow) may hold
-        # a line break, which would split the CLI's one-line error.
-        self.expected = expected = expected.replace("\r", "\\r").replace("\n", "\\n")
+        self.expected = expected
         parts = [self.path or "<trace>"]
         if where:
             parts.append(where)
-        super().__init__(": ".join(parts) + f": {expected}")
+        super().__init__(one_line(": ".join(parts) + f": {expected}"))
 
 
 class OutputError(BalloonreplayError):

@@ -315,7 +315,9 @@ class _Buffers:
         self._finished = False
         self._closed = False
         self._lock = threading.Condition()
-        self.t0: int | None = t0
+        # Held as the int64 the kernel's times are viewed as (a time of 2**63 ns or more
+        # is negative there), so that t - t0 is the same either way.
+        self.t0: int | None = None if t0 is None else int(np.uint64(t0).view(np.int64))
         # Each VM's first access time (relative to t0; -1 until seen): the start of its
         # own timeline, from which its slowdown is measured.
         self.first_t = np.full(self.nvm, -1, dtype=np.int64)
@@ -330,7 +332,7 @@ class _Buffers:
     def prepare(self, batch: pa.RecordBatch) -> dict[str, np.ndarray] | None:
         """Columns of one canonical batch as kernel arrays, checked and grouped by VM (runs
         in the prefetch thread, in parallel with the kernel, which releases the GIL;
-        batches are prepared in order, so the first one fixes host time 0). With several
+        batches are prepared in order; host time 0 is ``t0``, else the first row's). With several
         VMs the rows usually go straight into the rings, and what comes back is only
         ``counts`` and ``written_at`` (``_reserve``); otherwise the grouped columns, for
         add() to copy, after which the next call waits until add() has taken them."""
@@ -392,8 +394,8 @@ class _Buffers:
             raise TraceError(
                 self.path,
                 f"row {self.rows_read + i}",
-                f"expected t_ns >= {self.t0}, the earliest time the file's statistics "
-                f"record, got {int(t[i])}",
+                f"expected t_ns >= {self.t0 % (1 << 64)}, the trace's earliest time as "
+                f"its file's statistics record it, got {int(t[i]) % (1 << 64)}",
             )
         if self._firsts_missing:
             self._note_first_times(vm, t, counts)
@@ -738,33 +740,43 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 def _earliest_t_ns(trace) -> int:
     """Host time 0: the trace's earliest access time. Rows need be in time order only
     within each VM, so the first row's time may be a later VM's. From the footer's
-    statistics of a Parquet file when every row group has them (the reading thread
-    refuses a row they belie), else one pass over the times."""
+    statistics of a canonical Parquet file when every row group has them (the reading
+    thread refuses a row they belie), else one pass over the conformed batches (an
+    in-memory table, or a file without statistics or of another schema)."""
     import pyarrow.compute as pc
 
-    if isinstance(trace, _TableTrace):
-        earliest = pc.min(trace.table.column("t_ns")).as_py() if trace.num_rows else None
-        return int(earliest or 0)
-    try:
-        meta = trace._file.metadata
-        column = trace._file.schema_arrow.get_field_index("t_ns")
-        mins = []
-        for g in range(meta.num_row_groups):
-            group = meta.row_group(g)
-            stats = group.column(column).statistics
-            if group.num_rows and (stats is None or not stats.has_min_max):
-                raise LookupError(g)
-            if group.num_rows:
-                mins.append(int(stats.min))
-        return min(mins, default=0)
-    except LookupError:
-        pass
+    if isinstance(trace, Trace) and trace.path is not None:
+        try:
+            return _earliest_from_statistics(trace)
+        except LookupError:
+            pass
     earliest = None
     for batch in trace.iter_batches():
         if batch.num_rows:
             low = int(pc.min(batch.column("t_ns")).as_py())
             earliest = low if earliest is None else min(earliest, low)
     return earliest or 0
+
+
+def _earliest_from_statistics(trace: Trace) -> int:
+    """The least t_ns the row groups' statistics record, or LookupError if the file is not
+    exactly canonical (flat, so its Arrow field index is its Parquet column index) or a
+    row group has no statistics."""
+    schema = trace._file.schema_arrow.remove_metadata()
+    if not schema.equals(CANONICAL_SCHEMA):
+        raise LookupError("not canonical")
+    meta = trace._file.metadata
+    column = CANONICAL_SCHEMA.get_field_index("t_ns")
+    mins = []
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        if not group.num_rows:
+            continue
+        stats = group.column(column).statistics
+        if stats is None or not stats.has_min_max:
+            raise LookupError(f"row group {g} has no statistics")
+        mins.append(int(stats.min))
+    return min(mins, default=0)
 
 
 def _parquet_batches(trace, batch_rows: int, num_vms: int) -> Iterator[pa.RecordBatch] | None:

@@ -281,3 +281,11 @@ def test_sigterm_removes_the_output_being_written(tmp_path):
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=60) == 128 + signal.SIGTERM
     assert no_files_but(tmp_path, "w.yaml")
+
+
+def test_a_trace_error_is_one_line_whatever_its_path_and_values():
+    from balloonreplay.errors import TraceError
+
+    message = str(TraceError("odd\nname.csv", "line 2", "expected a number, got '1\r\n'"))
+    assert "\n" not in message and "\r" not in message
+    assert message == "odd\\nname.csv: line 2: expected a number, got '1\\r\\n'"

@@ -173,3 +173,29 @@ def test_export_gives_oracle_general_the_traces_page_size(tmp_path):
     assert set(np.fromfile(oracle, dtype=RECORD)["obj_size"]) == {8192}
     assert run("export", trace, "-o", oracle, "--opt", "page_size_bytes=512", "-q").exit_code == 0
     assert set(np.fromfile(oracle, dtype=RECORD)["obj_size"]) == {512}
+
+
+def test_a_dotted_name_is_a_canonical_name_and_export_refuses_a_name_for_another_format(
+    tmp_path,
+):
+    small_trace(tmp_path / "raw.parquet")
+    dotted = tmp_path / "zipf_alpha0.9"
+    assert run("ingest", tmp_path / "raw.parquet", "-o", dotted, "-q").exit_code == 0
+    assert open_trace(dotted).num_rows == 500
+    result = run("export", dotted, "-o", tmp_path / "x.csv", "-f", "oracle-general")
+    assert result.exit_code == 2 and "names a csv file, but -f says oracle-general" in result.output
+
+
+def test_export_to_oracle_general_leaves_frees_out(tmp_path):
+    # Found by a review: a free row became a request, so libCacheSim (or a re-ingest)
+    # counted it as an access.
+    path = tmp_path / "frees.parquet"
+    free = np.array([False, False, True, False, True, False])
+    batch = make_batch([0, 0, 0, 1, 1, 1], np.arange(6), [0, 1, 0, 0, 1, 1], free, free=free)
+    write_trace([batch], path, TraceMetadata(config_pages=[4, 4], source="test"))
+    oracle = tmp_path / "f.oracleGeneral.bin"
+    assert run("export", path, "-o", oracle, "-q").exit_code == 0
+    records = np.fromfile(oracle, dtype=RECORD)
+    assert len(records) == 4
+    assert list(records["obj_id"] & np.uint64((1 << 48) - 1)) == [0, 1, 0, 1]
+    assert list(records["next_access_vtime"]) == [-1, -1, -1, -1]  # each page once per VM

@@ -59,18 +59,22 @@ BAD_OPTIONS = [
     ("csv", "block_size_bytes=0", "'block_size_bytes' must be 1..2147483647"),
     ("lackey", "vm=65536", "'vm' must be 0..65535"),
     ("lackey", "vm=1.5", "'vm' expects a whole number, got '1.5'"),
-    ("lackey", "instructions_per_ns=0", "'instructions_per_ns' must be > 0, got 0.0"),
-    ("lackey", "instructions_per_ns=nan", "'instructions_per_ns' must be > 0, got nan"),
+    ("lackey", "instructions_per_ns=0", "'instructions_per_ns' must be > 0 and <= 1e+15, got 0.0"),
+    ("lackey", "instructions_per_ns=nan", "'instructions_per_ns' must be > 0 and <= 1e+15"),
+    ("lackey", "instructions_per_ns=inf", "'instructions_per_ns' must be > 0 and <= 1e+15"),
+    ("lackey", "page_size_bytes=-4096", "'page_size_bytes' must be 1..1073741824, got -4096"),
+    ("csv", "page_size_bytes=18446744073709551616", "'page_size_bytes' must be 1..1073741824"),
     ("memtrace", "vm=-1", "'vm' must be 0..65535, got -1"),
     ("drmemtrace", "vm=70000", "'vm' must be 0..65535"),
-    ("drmemtrace", "batch_rows=0", "'batch_rows' must be >= 1, got 0"),
-    ("drmemtrace", "block_records=0", "'block_records' must be >= 1"),
-    ("drmemtrace", "max_records_per_thread=0", "'max_records_per_thread' must be >= 1"),
+    ("drmemtrace", "batch_rows=0", "'batch_rows' must be 1..2147483647, got 0"),
+    ("drmemtrace", "block_records=0", "'block_records' must be 1..2147483647"),
+    ("drmemtrace", "max_records_per_thread=0", "'max_records_per_thread' must be 1..4611686"),
     ("oracle-general", "vm=70000", "'vm' must be 0..65535"),
-    ("oracle-general", "batch_rows=0", "'batch_rows' must be >= 1"),
+    ("oracle-general", "batch_rows=0", "'batch_rows' must be 1..2147483647"),
+    ("oracle-general", "batch_rows=9223372036854775808", "'batch_rows' must be 1..2147483647"),
     ("oracle-general", "time=wall", "'time' must be one of sequence, clock, got 'wall'"),
     ("oracle-general", "page_size_bytes=0", "'page_size_bytes' must be 1..4294967295"),
-    ("parquet", "batch_rows=-1", "'batch_rows' must be >= 1, got -1"),
+    ("parquet", "batch_rows=-1", "'batch_rows' must be 1..2147483647, got -1"),
 ]
 
 
@@ -81,7 +85,7 @@ def test_a_reader_option_out_of_range_is_refused_naming_it(format_name, setting,
         fmt.make_options([setting])
     # The same value in a config mapping (as YAML gives it, already a number) too.
     key, text = setting.split("=")
-    value = None if text == "nan" else (float(text) if "." in text else text)
+    value = None if text in ("nan", "inf") else (float(text) if "." in text else text)
     if value is not None and not isinstance(value, str):
         with pytest.raises(BalloonreplayError, match=f"'{key}'"):
             fmt.make_options({key: value})
@@ -112,6 +116,24 @@ def test_options_made_by_hand_are_checked_before_a_read():
         next(iter(fmt.read(TEST_DATA / "touch_pages.lackey", fmt.Options(vm=70000))))
     with pytest.raises(BalloonreplayError, match="'vm' expects a whole number, got '3'"):
         next(iter(fmt.read(TEST_DATA / "touch_pages.lackey", fmt.Options(vm="3"))))
+
+
+def test_options_take_numpy_numbers_and_follow_their_annotation():
+    import dataclasses
+
+    from balloonreplay.traces.formats import option, parse_options
+
+    assert get_format("csv").make_options({"vm": np.int64(3)}).vm == 3
+
+    @dataclasses.dataclass
+    class Options:  # a plug-in's float option whose default is written as an int
+        rate: float = option(1, "a rate")
+        count: int = option(2, "a count")
+
+    assert parse_options(Options, ["rate=0.5"], context="x").rate == 0.5
+    assert parse_options(Options, {"rate": 0.5}, context="x").rate == 0.5
+    with pytest.raises(BalloonreplayError, match="'count' expects a whole number, got 2.5"):
+        parse_options(Options, {"count": 2.5}, context="x")
 
 
 def test_option_bounds_edges_are_accepted():

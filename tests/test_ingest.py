@@ -238,3 +238,10 @@ def test_ingest_gives_the_progress_bar_a_total_when_the_format_can_count(tmp_pat
     ingest(TEST_DATA / source, tmp_path / "t.parquet", progress=progress)
     assert progress.total == total  # known beforehand for Parquet and oracleGeneral only
     assert progress.n == 66
+
+
+def test_ingest_takes_one_page_count_for_every_vm(tmp_path):
+    from conftest import TEST_DATA
+
+    meta = ingest(TEST_DATA / "touch_pages.parquet", tmp_path / "t.parquet", vm_mem=1024)
+    assert meta.config_pages == [1024] * len(meta.pages_per_vm)

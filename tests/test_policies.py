@@ -475,6 +475,13 @@ def test_xen_selfballoon_floor_is_the_kernels_piecewise_function():
         (1024 * mib - 100 - 99 * mib) >> 5
     )
     assert selfballoon_floor_pages(1024 * mib, 100, min_usable_mb=64) == 100 + 64 * mib
+    # A fraction of a MiB, for the studies' scaled-down guests: 13% of a 4 MiB VM, what
+    # the piecewise floor leaves a 1 GiB guest.
+    full_size = selfballoon_floor_pages(1024 * mib, linux_watermarks_pages(1024 * mib)[2])
+    scaled = selfballoon_floor_pages(4 * mib, linux_watermarks_pages(4 * mib)[2], 0.15)
+    assert abs(scaled / (4 * mib) - full_size / (1024 * mib)) < 0.005
+    policy = make_policy("xen-selfballoon:selfballoon_min_usable_mb=0.15")
+    assert policy.params.selfballoon_min_usable_mb == 0.15
 
 
 def test_xen_shrink_decays_geometrically_by_an_eighth_per_step():

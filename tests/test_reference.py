@@ -236,3 +236,23 @@ def test_host_time_0_is_the_earliest_access_in_a_file(tmp_path):
     )
     assert pq.ParquetFile(bare).metadata.row_group(0).column(1).statistics is None
     assert balloonreplay.replay(bare).summary["slowdown"] == in_memory
+
+
+def test_host_time_0_from_times_that_are_not_yet_canonical_or_beyond_2_63():
+    import pyarrow as pa
+
+    from balloonreplay.errors import TraceError
+
+    # Found by a review: the earliest time was taken from the raw column, so string times
+    # compared as text ("10" < "5"), a missing column was a KeyError, and a time of
+    # 2**63 ns or more (negative as the kernel's int64) made every row look too early.
+    strings = pa.table({"vm": [0, 0], "t_ns": ["5", "10"], "page": [0, 1], "write": [True, True]})
+    assert both(strings, vms="4p")[0]["slowdown"]
+    with pytest.raises(TraceError, match="missing required column 't_ns'|t_ns"):
+        balloonreplay.replay(strings.drop_columns(["t_ns"]), vms="4p")
+    big = 2**63
+    table = trace_table(
+        [1, 0, 0], [big + 50 * US, big + 1, big + 10 * US + 1], [0, 0, 1], np.ones(3, bool)
+    )
+    summary, _ = both(table, vms="4p")
+    assert summary["slowdown"][0] == (10 * US + 2 * Latencies().zero_fill_ns) / (10 * US)

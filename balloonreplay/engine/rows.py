@@ -78,7 +78,7 @@ def group_by_vm(
 ):  # fmt: skip
     """Write row i of each column to the next slot of its VM, ``starts[vm[i]]`` on, in
     the ``out_`` columns: a stable grouping by VM (``starts``: the counts' exclusive
-    prefix sums). Host time 0 is ``t0`` (the trace's first row), and page ids move into
+    prefix sums). Host time 0 is ``t0`` (the trace's earliest time), and page ids move into
     the VM's range of global ids (``pbase``). ``cursor``: scratch, one per VM; ``zeros``:
     one zero per VM (the kernels do not allocate).
 

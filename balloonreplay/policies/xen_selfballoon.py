@@ -29,10 +29,10 @@ from balloonreplay.units import PAGE_SIZE_BYTES
 PAGES_PER_MIB = (1 << 20) // PAGE_SIZE_BYTES
 
 
-def selfballoon_floor_pages(total_pages: int, reserve_pages: int, min_usable_mb: int = 0) -> int:
+def selfballoon_floor_pages(total_pages: int, reserve_pages: int, min_usable_mb: float = 0) -> int:
     """The floor xen-selfballoon.c puts under its target (``floor_pages``)."""
     if min_usable_mb:
-        return reserve_pages + min_usable_mb * PAGES_PER_MIB
+        return reserve_pages + int(min_usable_mb * PAGES_PER_MIB)
     useful = total_pages - reserve_pages
     mib = PAGES_PER_MIB
     if useful < 16 * mib:
@@ -54,7 +54,9 @@ class XenSelfBalloonPolicy(HostPolicy):
         selfballoon_interval_s: float = 5.0
         selfballoon_downhysteresis: int = 8
         selfballoon_uphysteresis: int = 1
-        selfballoon_min_usable_mb: int = 0  # 0: the piecewise-linear floor
+        # 0: the piecewise-linear floor. The sysfs tunable is whole MiB; a fraction here
+        # lets a scaled-down guest keep the floor its full-size original would have.
+        selfballoon_min_usable_mb: float = 0.0
         # selfballoon_reserved_mb defaults to 10% of the guest's RAM at start-up.
         reserved_percent: float = 10.0
         # Apply the floor. A floor sized for real guests (tens of MiB) swallows the

@@ -184,7 +184,12 @@ def _with_input_counts(batches, source_path, lru_filter_pages, stats):
 def _vm_mem_pages(vm_mem: str | Iterable[str | int], page_size_bytes: int | None) -> list[int]:
     from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
 
-    sizes = vm_mem.split(",") if isinstance(vm_mem, str) else list(vm_mem)
+    if isinstance(vm_mem, str):
+        sizes = vm_mem.split(",")
+    elif isinstance(vm_mem, int):
+        sizes = [vm_mem]  # one page count, as replay(vms=...) takes it
+    else:
+        sizes = list(vm_mem)
     page_size_bytes = page_size_bytes or PAGE_SIZE_BYTES
     pages = []
     for size in sizes:

@@ -1,8 +1,9 @@
 """The one canonical trace schema (DESIGN.md, "The canonical trace") and its footer metadata.
 
-One row per page access. Rows are sorted by ``t_ns`` within each VM; writers in this
-package also keep the whole file ordered by ``(t_ns, vm)`` so a streaming replay can
-interleave VMs without buffering much.
+One row per page access. Rows are sorted by ``t_ns`` within each VM; across VMs any order
+will do. The generators write the whole file ordered by ``(t_ns, vm)``, so a streaming
+replay interleaves their VMs without holding many rows back; ingest keeps its source's
+order (a replay holds back, in memory or on disk, the rows of a VM that runs ahead).
 """
 
 from __future__ import annotations

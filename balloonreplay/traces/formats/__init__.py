@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import entry_points
@@ -90,32 +92,16 @@ def _coerce(value: Any, default: Any, annotation: Any, key: str, context: str) -
         if lowered in ("0", "false", "no", "off"):
             return False
         raise BalloonreplayError(f"{context}: option {key!r} expects true or false, got {value!r}")
-    whole = kind is int or text_annotation.startswith("int")
+    number = _number_kind(annotation, default)
+    if number is None:
+        return value
     try:
-        if whole:
-            return int(value, 0)
-        if kind is float or text_annotation.startswith("float"):
-            return float(value)
+        return int(value, 0) if number == "whole" else float(value)
     except ValueError:
-        expected = "a whole number" if whole else "a number"
+        expected = "a whole number" if number == "whole" else "a number"
         raise BalloonreplayError(
             f"{context}: option {key!r} expects {expected}, got {value!r}"
         ) from None
-    if "int" in text_annotation and "None" in text_annotation:
-        try:
-            return int(value, 0)
-        except ValueError:
-            raise BalloonreplayError(
-                f"{context}: option {key!r} expects a whole number, got {value!r}"
-            ) from None
-    if "float" in text_annotation and "None" in text_annotation:
-        try:
-            return float(value)
-        except ValueError:
-            raise BalloonreplayError(
-                f"{context}: option {key!r} expects a number, got {value!r}"
-            ) from None
-    return value
 
 
 def parse_options(
@@ -179,11 +165,16 @@ class Bounds:
         return self.high is None or value <= self.high
 
     def describe(self) -> str:
+        low, high = _number_text(self.low), _number_text(self.high)
         if self.low is not None and self.high is not None:
-            return f"{self.low}..{self.high}"
+            return f"> {low} and <= {high}" if self.above else f"{low}..{high}"
         if self.low is not None:
-            return f"{'>' if self.above else '>='} {self.low}"
-        return f"<= {self.high}"
+            return f"{'>' if self.above else '>='} {low}"
+        return f"<= {high}"
+
+
+def _number_text(value: float | None) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def option(
@@ -193,6 +184,22 @@ def option(
     values it takes, checked whenever options are parsed and before every read."""
     metadata = {"help": help, "bounds": bounds, "choices": tuple(choices)}
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def _number_kind(annotation: Any, default: Any) -> str | None:
+    """ "whole" or "real" for a numeric option, by its annotation (``int``, ``float``,
+    ``int | None``...), else by its default's type; None for any other option."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    text = text or str(annotation)
+    if re.search(r"\bbool\b", text):
+        return None
+    if re.search(r"\bfloat\b", text):
+        return "real"
+    if re.search(r"\bint\b", text):
+        return "whole"
+    if isinstance(default, bool) or not isinstance(default, numbers.Real):
+        return None
+    return "whole" if isinstance(default, numbers.Integral) else "real"
 
 
 def check_options(options: Any, context: str) -> None:
@@ -206,15 +213,15 @@ def check_options(options: Any, context: str) -> None:
         if value is None and default is None:
             continue
         bounds, choices = f.metadata.get("bounds"), f.metadata.get("choices") or ()
-        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
-        if bounds is not None or numeric:
-            whole = isinstance(default, int) or (default is None and "int" in str(f.type))
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                kind = "a whole number" if whole else "a number"
+        kind = _number_kind(f.type, default)
+        if bounds is not None or kind is not None:
+            whole = kind == "whole"
+            expected = "a whole number" if whole else "a number"
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise BalloonreplayError(
-                    f"{context}: option {f.name!r} expects {kind}, got {value!r}"
+                    f"{context}: option {f.name!r} expects {expected}, got {value!r}"
                 )
-            if whole and not isinstance(value, int):
+            if whole and not isinstance(value, numbers.Integral):
                 raise BalloonreplayError(
                     f"{context}: option {f.name!r} expects a whole number, got {value!r}"
                 )
@@ -230,7 +237,9 @@ def check_options(options: Any, context: str) -> None:
 
 # The bounds the built-in readers share.
 VM_INDEX = Bounds(0, 65535)  # the canonical vm column is uint16
-AT_LEAST_ONE = Bounds(1)
+AT_LEAST_ONE = Bounds(1, 1 << 62)  # counts: far beyond any, within a C long
+ROW_COUNT = Bounds(1, (1 << 31) - 1)  # rows per batch, as Arrow's int32 lengths
+PAGE_SIZE = Bounds(1, 1 << 30)  # bytes (a power of two, which each reader checks)
 
 
 def available_formats() -> dict[str, type[TraceFormat]]:

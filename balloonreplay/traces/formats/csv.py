@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from balloonreplay.errors import TraceError
-from balloonreplay.traces.formats import VM_INDEX, Bounds, TraceFormat, option
+from balloonreplay.traces.formats import PAGE_SIZE, VM_INDEX, Bounds, TraceFormat, option
 from balloonreplay.traces.io import atomic_path
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
@@ -57,6 +57,8 @@ def _whole_number(text: str) -> int | None:
     if _DECIMAL.fullmatch(text):
         return int(text)
     return int(text, 16) if _HEX.fullmatch(text) else None
+
+
 _ANY_ROW = re.compile(r"Row #(\d+)")
 _BAD_ROW = re.compile(r"Row #(\d+): Expected (\d+) columns, got (\d+): (.*)", re.DOTALL)
 _TRUE_WORDS = ("1", "true")
@@ -77,7 +79,9 @@ def page_shift(page_size_bytes: int, path=None) -> int:
 @dataclasses.dataclass
 class CsvOptions:
     vm: int = option(0, "VM index of every row when the file has no vm column", bounds=VM_INDEX)
-    page_size_bytes: int = option(PAGE_SIZE_BYTES, "page size in bytes, used with an addr column")
+    page_size_bytes: int = option(
+        PAGE_SIZE_BYTES, "page size in bytes, used with an addr column", bounds=PAGE_SIZE
+    )
     block_size_bytes: int = option(
         16 << 20,
         "bytes of text parsed per record batch (each block holds whole lines)",

@@ -47,7 +47,14 @@ import numpy as np
 import pyarrow as pa
 
 from balloonreplay.errors import TraceError
-from balloonreplay.traces.formats import AT_LEAST_ONE, VM_INDEX, TraceFormat, option
+from balloonreplay.traces.formats import (
+    AT_LEAST_ONE,
+    PAGE_SIZE,
+    ROW_COUNT,
+    VM_INDEX,
+    TraceFormat,
+    option,
+)
 from balloonreplay.traces.formats.csv import page_shift
 from balloonreplay.traces.schema import TraceMetadata, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
@@ -93,14 +100,16 @@ class DrmemtraceOptions:
     vm: int = option(0, "VM index of every access (unless threads_as_vms)", bounds=VM_INDEX)
     threads_as_vms: bool = option(False, "each thread becomes its own VM, in file-name order")
     instructions: bool = option(False, "keep instruction fetches as loads")
-    page_size_bytes: int = option(PAGE_SIZE_BYTES, "page size in bytes: page = addr >> log2(this)")
-    block_records: int = option(1 << 18, "records read per thread at a time", bounds=AT_LEAST_ONE)
+    page_size_bytes: int = option(
+        PAGE_SIZE_BYTES, "page size in bytes: page = addr >> log2(this)", bounds=PAGE_SIZE
+    )
+    block_records: int = option(1 << 18, "records read per thread at a time", bounds=ROW_COUNT)
     max_records_per_thread: int | None = option(
         None,
         "read only this many records of each thread (a quick look at a big trace)",
         bounds=AT_LEAST_ONE,
     )
-    batch_rows: int = option(1 << 20, "rows per record batch (about)", bounds=AT_LEAST_ONE)
+    batch_rows: int = option(1 << 20, "rows per record batch (about)", bounds=ROW_COUNT)
 
 
 class DrmemtraceFormat(TraceFormat):

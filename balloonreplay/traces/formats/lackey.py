@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 
 from balloonreplay.errors import TraceError
-from balloonreplay.traces.formats import VM_INDEX, Bounds, TraceFormat, option
+from balloonreplay.traces.formats import PAGE_SIZE, VM_INDEX, Bounds, TraceFormat, option
 from balloonreplay.traces.formats.csv import page_shift
 from balloonreplay.traces.schema import TraceMetadata, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
@@ -60,7 +60,9 @@ _BAD_LINE = 1
 @dataclasses.dataclass
 class LackeyOptions:
     vm: int = option(0, "VM index of every access", bounds=VM_INDEX)
-    page_size_bytes: int = option(PAGE_SIZE_BYTES, "page size in bytes: page = addr >> log2(this)")
+    page_size_bytes: int = option(
+        PAGE_SIZE_BYTES, "page size in bytes: page = addr >> log2(this)", bounds=PAGE_SIZE
+    )
     instructions: bool = option(False, "keep instruction fetches (I lines) as loads")
     collapse_repeats: bool = option(
         False, "merge consecutive accesses to one page (a write if any of them was)"
@@ -68,7 +70,7 @@ class LackeyOptions:
     instructions_per_ns: float | None = option(
         None,
         "time = instructions so far / this; default: time = record sequence number",
-        bounds=Bounds(0, above=True),
+        bounds=Bounds(0, 1e15, above=True),
     )
 
 

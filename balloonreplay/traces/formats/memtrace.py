@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from balloonreplay.errors import TraceError
-from balloonreplay.traces.formats import VM_INDEX, TraceFormat, option
+from balloonreplay.traces.formats import PAGE_SIZE, VM_INDEX, TraceFormat, option
 from balloonreplay.traces.formats.csv import page_shift
 from balloonreplay.traces.schema import TraceMetadata, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
@@ -56,7 +56,9 @@ _BAD_LENGTH = 2
 @dataclasses.dataclass
 class MemtraceOptions:
     vm: int = option(0, "VM index of every access", bounds=VM_INDEX)
-    page_size_bytes: int = option(PAGE_SIZE_BYTES, "page size in bytes: page = addr >> log2(this)")
+    page_size_bytes: int = option(
+        PAGE_SIZE_BYTES, "page size in bytes: page = addr >> log2(this)", bounds=PAGE_SIZE
+    )
 
 
 class MemtraceFormat(TraceFormat):

@@ -18,7 +18,9 @@ record's sequence number (0, 1, 2, ...) unless option ``time=clock`` (then
 
 Writing: ``obj_id = (vm << 48) | page`` (so one VM's trace keeps its page numbers as ids),
 ``obj_size`` = option ``page_size_bytes``, ``clock_time`` = ``t_ns`` // 10⁹. Loads and stores
-are both plain requests (the format has no operation field). ``next_access_vtime`` is
+are both plain requests (the format has no operation field); a ``free`` row is not an
+access and has no request (a cache simulator would count it as one), and content and
+file-backed flags are not kept. ``next_access_vtime`` is
 patched in a backward pass over the written file, so the writer holds one chunk of records
 plus one (object id, next vtime) pair per distinct object: 16 bytes per distinct page.
 """
@@ -31,9 +33,10 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from balloonreplay.errors import TraceError
-from balloonreplay.traces.formats import AT_LEAST_ONE, VM_INDEX, Bounds, TraceFormat, option
+from balloonreplay.traces.formats import ROW_COUNT, VM_INDEX, Bounds, TraceFormat, option
 from balloonreplay.traces.io import atomic_path
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
@@ -67,7 +70,7 @@ class OracleGeneralOptions:
         "obj_size the writer gives every request",
         bounds=Bounds(1, (1 << 32) - 1),  # the record's obj_size is a u32
     )
-    batch_rows: int = option(1 << 20, "records per record batch", bounds=AT_LEAST_ONE)
+    batch_rows: int = option(1 << 20, "records per record batch", bounds=ROW_COUNT)
 
 
 class OracleGeneralFormat(TraceFormat):
@@ -153,6 +156,9 @@ def _to_batch(records: np.ndarray, first_index: int, options: OracleGeneralOptio
 
 
 def _to_records(batch: pa.RecordBatch, path, page_size_bytes: int) -> np.ndarray:
+    free = batch.column("free")
+    if free.true_count:  # frees are no requests
+        batch = batch.filter(pc.invert(free))
     vm = batch.column("vm").to_numpy().astype(np.uint64)
     page = batch.column("page").to_numpy()
     t_ns = batch.column("t_ns").to_numpy()

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
-from balloonreplay.traces.formats import AT_LEAST_ONE, TraceFormat, option
+from balloonreplay.traces.formats import ROW_COUNT, TraceFormat, option
 from balloonreplay.traces.io import DEFAULT_BATCH_ROWS, open_trace, write_trace
 from balloonreplay.traces.schema import TraceMetadata
 
@@ -18,7 +18,7 @@ PARQUET_MAGIC = b"PAR1"
 @dataclasses.dataclass
 class ParquetOptions:
     batch_rows: int = option(
-        DEFAULT_BATCH_ROWS, "rows per record batch while streaming", bounds=AT_LEAST_ONE
+        DEFAULT_BATCH_ROWS, "rows per record batch while streaming", bounds=ROW_COUNT
     )
 
 
