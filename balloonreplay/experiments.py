@@ -105,7 +105,8 @@ def _common(name: str, experiment: Mapping[str, Any], workload: str) -> dict[str
         "latencies": copy.deepcopy(experiment.get("latencies", "ssd")),
         "epoch_ns": experiment.get("epoch_ns"),
         "seed": int(experiment.get("seed", 0)),
-        "sharing": bool(experiment.get("sharing", False)),
+        # None (not given): the policy's default (HostPolicy.wants_sharing), as in replay().
+        "sharing": experiment.get("sharing"),
         "options": dict(experiment.get("engine", {})),
         "slo_slowdown": float(slo.get("slowdown", DEFAULT_SLO_SLOWDOWN)),
         "slo_baseline": slo.get("baseline", "dedicated"),
@@ -309,7 +310,7 @@ def _repeat_passes(table: pa.Table, repeat: int) -> pa.Table:
 # --------------------------------------------------------------------------- one run
 def _replay_options(run: Mapping[str, Any]) -> dict[str, Any]:
     options = dict(run.get("options") or {})
-    options["sharing"] = run.get("sharing", False)
+    options["sharing"] = run.get("sharing")
     options["seed"] = run.get("seed", 0)
     if run.get("epoch_ns"):
         options["epoch_ns"] = int(run["epoch_ns"])

@@ -192,3 +192,32 @@ def test_role_runs_are_the_grid_of_the_named_experiment():
     runs = X.role_runs(experiments, {"experiment": "e", "ballooned": "static"})
     assert runs == X.grid_runs("e", EXPERIMENT) and len(runs) == 4
     assert X.role_runs(experiments, None) == [] and X.role_runs(experiments, {}) == []
+
+
+def test_sharing_left_out_is_the_policys_default(tmp_path):
+    """README: esx and mom share pages unless an experiment says `sharing: false`. The
+    schema's defaults, which Snakemake fills in at load, must not turn a missing
+    `sharing` into false (a user audit found ESX modelled without TPS)."""
+    from pathlib import Path
+
+    from snakemake.utils import validate
+
+    from balloonreplay.metrics import read_metrics_metadata
+    from balloonreplay.traces.io import write_trace
+
+    schema = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+    table, meta = two_vm_trace()
+    trace = tmp_path / "t.parquet"
+    write_trace(table.to_batches(), trace, meta)
+    for given, expected in ((None, {"esx": True, "none": False}), (False, {"esx": False})):
+        experiment = {"workloads": ["t"], "policies": list(expected)}
+        if given is not None:
+            experiment["sharing"] = given
+        config = {"workloads": {"t": {"generate": {"spec": "t.yaml"}}}}
+        config["experiments"] = {"e": experiment}
+        validate(config, str(schema))  # fills in the schema's defaults, as Snakemake does
+        for run in X.grid_runs("e", config["experiments"]["e"]):
+            assert run["sharing"] is given
+            out = tmp_path / f"{run['policy']}-{given}.parquet"
+            X.run_point(run, trace, out)
+            assert read_metrics_metadata(out)["config"]["sharing"] is expected[run["policy"]]
