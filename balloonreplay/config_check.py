@@ -162,6 +162,10 @@ def _check_policy(key: str, entry) -> None:
         raise ConfigError(key if isinstance(entry, str) else f"{key}.name", str(exc)) from None
 
 
+# ReplayConfig fields an experiment sets itself (experiments._replay_options).
+EXPERIMENT_LEVEL_OPTIONS = ("sharing", "seed", "epoch_ns")
+
+
 def _check_engine(prefix: str, experiment: Mapping[str, Any]) -> None:
     """Engine options, latencies and the epoch, through the engine's own checks."""
     from balloonreplay.engine.config import ReplayConfig
@@ -175,6 +179,12 @@ def _check_engine(prefix: str, experiment: Mapping[str, Any]) -> None:
     settable = set(fields) - {"config_pages", "host_pages", "latencies", "guest_policy"}
     options = dict(experiment.get("engine") or {})
     for key, value in options.items():
+        if key in EXPERIMENT_LEVEL_OPTIONS:
+            # A run takes these from the experiment: under engine they were overridden.
+            raise ConfigError(
+                f"{prefix}.engine.{key}",
+                f"set it as {prefix}.{key} (an experiment setting), not under engine",
+            )
         if key not in settable:
             raise ConfigError(
                 f"{prefix}.engine.{key}",

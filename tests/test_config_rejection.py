@@ -129,6 +129,10 @@ REJECTED = [
         -1,
         "experiments.sharing.engine.scan_rate_pages_per_s",
     ),
+    # set on the experiment, where the run takes them from (under engine they were ignored)
+    ("experiments.sharing.engine.sharing", False, "experiments.sharing.engine.sharing"),
+    ("experiments.sharing.engine.seed", 5, "experiments.sharing.engine.seed"),
+    ("experiments.sharing.engine.epoch_ns", 200_000_000, "experiments.sharing.engine.epoch_ns"),
     # workloads
     ("workloads.tiny.generate.seed", -1, "workloads.tiny.generate.seed"),
     (
@@ -200,3 +204,11 @@ def test_snakemake_fails_at_load_naming_the_key(tmp_path, path, value, key):
     assert result.returncode != 0
     assert f"config: {key}: " in result.stdout + result.stderr
     assert not (tmp_path / "traces").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("key", ["sharing", "seed", "epoch_ns"])
+def test_engine_options_of_the_experiment_are_refused_naming_where_they_go(key):
+    config = copy.deepcopy(TEST_CONFIG)
+    config["experiments"]["sharing"]["engine"][key] = 1 if key != "sharing" else True
+    with pytest.raises(ConfigError, match=rf"set it as experiments\.sharing\.{key}"):
+        check_config(config, SCHEMA, REPO)
