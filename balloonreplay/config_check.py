@@ -44,15 +44,26 @@ def check_schema(config: Mapping[str, Any], schema_path: str | os.PathLike) -> N
 
     with open(schema_path) as fh:
         schema = yaml.safe_load(fh)
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    # JSON Schema's integer is any number with a zero fraction: 3.0 VMs would pass (and
+    # become a point named 'w-n3.0' that no job makes). Here a count is an int.
+    whole = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    validator_class = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, type_checker=whole
+    )
+    error = jsonschema.exceptions.best_match(validator_class(schema).iter_errors(config))
     if error is None:
         return
     # best_match stops at a oneOf (a policy is a name or a mapping); the deepest error of
     # the alternative that got furthest names the key precisely.
     while error.context:
         error = max(error.context, key=lambda e: len(e.absolute_path))
-    raise ConfigError(key_path(error.absolute_path), error.message)
+    if error.validator == "type" and error.validator_value == "integer":
+        message = f"expected a whole number, got {error.instance!r}"
+    else:
+        message = error.message
+    raise ConfigError(key_path(error.absolute_path), message)
 
 
 def check_values(config: Mapping[str, Any], repo_root) -> None:

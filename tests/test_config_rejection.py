@@ -99,6 +99,13 @@ REJECTED = [
     ("experiments.default.epoch_ns", 150_000, "experiments.default.epoch_ns"),
     ("experiments.default.epoch_ns", 0, "experiments.default.epoch_ns"),
     ("experiments.default.sweep.vms", [0, 3], "experiments.default.sweep.vms[0]"),
+    # counts are whole numbers: JSON Schema's integer lets 3.0 through (a point 'tiny-n3.0')
+    ("experiments.traces.vms", 3.0, "experiments.traces.vms"),
+    ("experiments.default.sweep.vms", [1, 3.0], "experiments.default.sweep.vms[1]"),
+    ("experiments.default.clone.repeat", 2.0, "experiments.default.clone.repeat"),
+    ("experiments.default.seed", 3.0, "experiments.default.seed"),
+    ("workloads.tiny.generate.seed", 7.0, "workloads.tiny.generate.seed"),
+    ("figures.timeline.vms", 3.0, "figures.timeline.vms"),
     ("experiments.default.clone.time_scale", 0, "experiments.default.clone.time_scale"),
     (
         "experiments.default.refine.max_points_per_round",
