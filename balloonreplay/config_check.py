@@ -141,8 +141,19 @@ def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> No
         _check_size(f"{prefix}.sweep.host_mem[{i}]", size)
     if experiment.get("vms") and "vms" in (experiment.get("sweep") or {}):
         raise ConfigError(prefix, "give `vms` or `sweep.vms`, not both")
+    counts = _vm_counts(experiment)
     for i, entry in enumerate(experiment.get("policies", ["none"])):
-        _check_policy(f"{prefix}.policies[{i}]", entry)
+        policy = _check_policy(f"{prefix}.policies[{i}]", entry)
+        for param, values in _per_vm_lists(policy.params):
+            where, what = (
+                (f"{prefix}.policies[{i}]", f"parameter {param!r}: ")
+                if isinstance(entry, str)
+                else (f"{prefix}.policies[{i}].params.{param}", "")
+            )
+            _check_per_vm_length(where, what, values, counts)
+    overhead = (experiment.get("engine") or {}).get("overhead_pages")
+    if isinstance(overhead, list | tuple) and len(overhead) > 1:  # one value: every VM's
+        _check_per_vm_length(f"{prefix}.engine.overhead_pages", "", overhead, counts)
     labels = X.policy_labels(experiment)
     if len(set(labels)) != len(labels):
         raise ConfigError(
@@ -152,14 +163,60 @@ def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> No
     _check_engine(prefix, experiment)
 
 
-def _check_policy(key: str, entry) -> None:
+def _vm_counts(experiment: Mapping[str, Any]) -> tuple[list[int], bool]:
+    """The VM counts the experiment's runs have, as far as the config says (none: the
+    trace's), and whether the search for the SLO boundary may add any count up to the
+    largest."""
+    from balloonreplay import experiments as X
+
+    if X.sweep_kind(experiment) == "vms":
+        return sorted(experiment["sweep"]["vms"]), X.refines(experiment)
+    return ([experiment["vms"]] if experiment.get("vms") else []), False
+
+
+def _per_vm_lists(params) -> list[tuple[str, list]]:
+    """The parameters given as one value per VM (a list, or "3000/1000" text)."""
+    from balloonreplay.policies._util import given_values
+
+    found = []
+    for field in dataclasses.fields(params) if dataclasses.is_dataclass(params) else ():
+        value = getattr(params, field.name)
+        if isinstance(value, list | tuple | str) and "list" in str(field.type):
+            values = given_values(value, field.name)
+            if values.ndim == 1:
+                found.append((field.name, values.tolist()))
+    return found
+
+
+def _check_per_vm_length(key: str, what: str, values, counts: tuple[list[int], bool]) -> None:
+    """A list of one value per VM must have as many values as every run has VMs."""
+    known, searched = counts
+    if searched and max(known) > 1:
+        raise ConfigError(
+            key,
+            f"{what}one value per VM ({len(values)} values) cannot fit a searched VM-count "
+            f"sweep: the search may run any count from 1 to {max(known)}; give one value "
+            "for every VM, or refine: {enabled: false} with a single VM count",
+        )
+    wrong = [n for n in known if n != len(values)]
+    if wrong:
+        raise ConfigError(
+            key,
+            f"{what}{len(values)} values (one per VM), but the experiment runs "
+            f"{', '.join(map(str, known))} VMs; give one value for every VM, or one per VM "
+            "for a single VM count",
+        )
+
+
+def _check_policy(key: str, entry):
+    """The policy an entry of ``policies:`` makes, with its parameters checked."""
     from balloonreplay.policies import make_policy
 
     name, params = (entry, {}) if isinstance(entry, str) else (entry["name"], entry.get("params"))
     try:
         # make_policy loads the plug-in and runs its check_params(): a broken plug-in or
         # a value out of range fails here, at load, not in the middle of a replay job.
-        make_policy(name, dict(params or {}))
+        return make_policy(name, dict(params or {}))
     except ConfigError as exc:
         message = str(exc).removeprefix(f"config: {exc.key}: ")
         param = exc.key.removeprefix("policy.") if exc.key.startswith("policy.") else None
@@ -206,8 +263,11 @@ def _check_engine(prefix: str, experiment: Mapping[str, Any]) -> None:
             raise ConfigError(f"{prefix}.engine.{key}", problem)
     if experiment.get("epoch_ns") is not None:
         options["epoch_ns"] = experiment["epoch_ns"]
+    overhead = options.get("overhead_pages")
+    # As many VMs as overheads given (their number is checked against the runs' VMs).
+    vms = len(overhead) if isinstance(overhead, list | tuple) and overhead else 1
     try:
-        ReplayConfig(config_pages=[1], host_pages=1 << 40, latencies=latencies, **options)
+        ReplayConfig(config_pages=[1] * vms, host_pages=1 << 40, latencies=latencies, **options)
     except ConfigError as exc:
         # The engine names a setting ("rates" for both rates); find the option behind it.
         culprits = {"rates": ("scan_rate_pages_per_s", "balloon_rate_pages_per_s")}

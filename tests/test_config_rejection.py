@@ -140,6 +140,14 @@ REJECTED = [
     ("experiments.sharing.engine.sharing", False, "experiments.sharing.engine.sharing"),
     ("experiments.sharing.engine.seed", 5, "experiments.sharing.engine.seed"),
     ("experiments.sharing.engine.epoch_ns", 200_000_000, "experiments.sharing.engine.epoch_ns"),
+    # one value per VM, for a different number of VMs than the runs have
+    (
+        f"experiments.default.policies[{ESX}]",
+        {"name": "esx", "params": {"shares": [3000, 1000]}},
+        f"experiments.default.policies[{ESX}].params.shares",
+    ),
+    (f"experiments.default.policies[{ESX}]", "esx:shares=3/1", f"experiments.default.policies[{ESX}]"),
+    ("experiments.sharing.engine.overhead_pages", [1, 2], "experiments.sharing.engine.overhead_pages"),
     # workloads
     ("workloads.tiny.generate.seed", -1, "workloads.tiny.generate.seed"),
     (
@@ -219,3 +227,25 @@ def test_engine_options_of_the_experiment_are_refused_naming_where_they_go(key):
     config["experiments"]["sharing"]["engine"][key] = 1 if key != "sharing" else True
     with pytest.raises(ConfigError, match=rf"set it as experiments\.sharing\.{key}"):
         check_config(config, SCHEMA, REPO)
+
+
+def test_one_value_per_vm_fits_every_run_or_is_refused_at_load():
+    config = copy.deepcopy(TEST_CONFIG)
+    experiment = config["experiments"]["sharing"]
+    experiment["policies"] = [{"name": "esx", "params": {"shares": [3000, 1000]}}]
+    experiment["engine"]["overhead_pages"] = [1, 2]
+    experiment["sweep"] = {"vms": [2]}
+    check_config(config, SCHEMA, REPO)  # not searched (no host_mem): every run has 2 VMs
+    experiment["policies"] = ["esx:shares=3000/1000"]
+    check_config(config, SCHEMA, REPO)
+    experiment["sweep"] = {"vms": [2, 3]}
+    with pytest.raises(ConfigError, match="2 values .* runs 2, 3 VMs") as caught:
+        check_config(config, SCHEMA, REPO)
+    assert caught.value.key == "experiments.sharing.policies[0]"
+    assert "parameter 'shares'" in str(caught.value)
+    # A searched sweep (a fixed host) may run any count up to its largest.
+    experiment.update(host_mem="5MiB", vm_mem="2MiB", sweep={"vms": [2]})
+    with pytest.raises(ConfigError, match="any count from 1 to 2"):
+        check_config(config, SCHEMA, REPO)
+    experiment["refine"] = {"enabled": False}
+    check_config(config, SCHEMA, REPO)
