@@ -74,6 +74,7 @@ def check_values(config: Mapping[str, Any], repo_root) -> None:
         _check_workload(name, workload, repo_root)
     for name, experiment in experiments.items():
         _check_experiment(name, experiment, workloads)
+        _check_configured_memory(name, experiment, workloads, repo_root)
     _check_figures(config.get("figures") or {}, experiments)
 
 
@@ -122,6 +123,40 @@ def _check_workload(name: str, workload: Mapping[str, Any], repo_root) -> None:
         stdin = capture.get("stdin")
         if stdin and not os.path.exists(_repo_path(stdin, repo_root)):
             raise ConfigError(f"{prefix}.capture.stdin", f"file not found: {stdin}")
+
+
+def _check_configured_memory(name: str, experiment: Mapping[str, Any], workloads, repo_root):
+    """Every VM needs a configured memory: the experiment's vm_mem, else the trace's. A
+    generated or captured trace records one; an ingested one only when its ingest gives
+    vm_mem or its source records it (a canonical Parquet trace may)."""
+    from balloonreplay import experiments as X
+    from balloonreplay.traces.formats import get_format
+
+    if experiment.get("vm_mem"):
+        return
+    entries = X.policy_entries(experiment)
+    if all(e["vm_mem_equals_host"] for e in entries) and not X.needs_baseline(experiment):
+        return  # every run is configured with the host's memory
+    for workload in experiment["workloads"]:
+        ingest = workloads[workload].get("ingest")
+        if not ingest or ingest.get("vm_mem"):
+            continue
+        fmt = get_format(ingest["format"])
+        try:
+            source = fmt.read_metadata(
+                _repo_path(ingest["path"], repo_root),
+                fmt.make_options(dict(ingest.get("options") or {})),
+            )
+        except BalloonreplayError as exc:
+            raise ConfigError(f"workloads.{workload}.ingest.path", str(exc)) from None
+        if source.config_pages is None:
+            raise ConfigError(
+                f"experiments.{name}.vm_mem",
+                f"the VMs of workload {workload!r} have no configured memory: neither "
+                f"experiments.{name}.vm_mem nor workloads.{workload}.ingest.vm_mem is given, "
+                f"and its {ingest['format']} source records none; give vm_mem in the "
+                "workload's ingest or in the experiment",
+            )
 
 
 def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> None:

@@ -249,3 +249,14 @@ def test_one_value_per_vm_fits_every_run_or_is_refused_at_load():
         check_config(config, SCHEMA, REPO)
     experiment["refine"] = {"enabled": False}
     check_config(config, SCHEMA, REPO)
+
+
+def test_an_ingested_trace_without_configured_memory_needs_vm_mem_at_load():
+    config = copy.deepcopy(TEST_CONFIG)
+    del config["workloads"]["tiny-csv"]["ingest"]["vm_mem"]
+    with pytest.raises(ConfigError) as caught:
+        check_config(config, SCHEMA, REPO)
+    assert caught.value.key == "experiments.traces.vm_mem"
+    assert "workloads.tiny-csv.ingest.vm_mem" in str(caught.value)
+    config["experiments"]["traces"]["vm_mem"] = "16MiB"
+    check_config(config, SCHEMA, REPO)
