@@ -339,6 +339,8 @@ def type_problem(value: Any, default: Any, annotation: Any) -> str | None:
 
 
 def _check_figures(figures: Mapping[str, Any], experiments) -> None:
+    """Each figure role names an experiment of the kind its figure draws (a typo or the
+    wrong kind gave a placeholder or a meaningless figure, or failed building the jobs)."""
     from balloonreplay import experiments as X
 
     def experiment_of(key: str, name: str):
@@ -348,9 +350,30 @@ def _check_figures(figures: Mapping[str, Any], experiments) -> None:
             )
         return experiments[name]
 
-    for role in ("overcommit", "sharing"):
-        if role in figures:
-            experiment_of(f"figures.{role}", figures[role])
+    def vm_sweep(key: str, name: str, figure: str):
+        experiment = experiment_of(key, name)
+        if X.sweep_kind(experiment) != "vms":
+            raise ConfigError(
+                key,
+                f"experiment {name!r} is not a VM-count sweep (sweep: {{vms: [...]}}), "
+                f"which the {figure} draws",
+            )
+        return experiment
+
+    if "overcommit" in figures:
+        vm_sweep("figures.overcommit", figures["overcommit"], "swap-traffic figure")
+    if "sharing" in figures:
+        vm_sweep("figures.sharing", figures["sharing"], "page-sharing figure")
+    if "double_paging" in figures:
+        experiment_of("figures.double_paging", figures["double_paging"])
+        if "double_paging_vms" in figures:
+            raise ConfigError(
+                "figures.double_paging_vms",
+                "not used with figures.double_paging (that figure draws the experiment's "
+                "most overcommitted point); give one or the other",
+            )
+    elif "double_paging_vms" in figures:
+        _check_double_paging_vms(figures, experiments)
     timeline = figures.get("timeline")
     if timeline:
         experiment = experiment_of("figures.timeline.experiment", timeline["experiment"])
@@ -365,6 +388,7 @@ def _check_figures(figures: Mapping[str, Any], experiments) -> None:
                 f"{timeline['workload']!r} is not a workload of experiment "
                 f"{timeline['experiment']!r}",
             )
+        _check_timeline_vms(timeline, experiment)
     equivalence = figures.get("balloon_equivalence")
     if equivalence:
         experiment = experiment_of(
@@ -377,3 +401,60 @@ def _check_figures(figures: Mapping[str, Any], experiments) -> None:
                     f"{equivalence[role]!r} is not a policy label of experiment "
                     f"{equivalence['experiment']!r}",
                 )
+
+
+def _check_timeline_vms(timeline: Mapping[str, Any], experiment: Mapping[str, Any]) -> None:
+    """The timeline draws a run of a VM-count sweep (a count it runs, or any count if the
+    sweep is searched) or of a single-point experiment; never of a host-memory sweep."""
+    from balloonreplay import experiments as X
+
+    name, vms = timeline["experiment"], timeline.get("vms")
+    kind = X.sweep_kind(experiment)
+    if kind == "host_mem":
+        raise ConfigError(
+            "figures.timeline.experiment",
+            f"experiment {name!r} sweeps host memory; the timeline draws a run of a "
+            "VM-count sweep or of a single-point experiment",
+        )
+    if vms is None:
+        return
+    if kind == "vms" and vms not in experiment["sweep"]["vms"] and not X.refines(experiment):
+        raise ConfigError(
+            "figures.timeline.vms",
+            f"{vms} is not a VM count of experiment {name!r} (sweep.vms: "
+            f"{experiment['sweep']['vms']})",
+        )
+    if kind == "single" and vms != experiment.get("vms"):
+        runs = f"{experiment['vms']} VMs" if experiment.get("vms") else "the trace's VMs"
+        raise ConfigError(
+            "figures.timeline.vms", f"experiment {name!r} runs {runs} only; leave vms out"
+        )
+
+
+def _check_double_paging_vms(figures: Mapping[str, Any], experiments) -> None:
+    """Without figures.double_paging, the figure draws this VM count of the overcommit
+    experiment (figures.overcommit, else the first VM-count sweep on a fixed host, as
+    balloonreplay.plots.study_figures takes it)."""
+    from balloonreplay import experiments as X
+
+    vms = figures["double_paging_vms"]
+    name = figures.get("overcommit") or next(
+        (
+            n
+            for n, e in sorted(experiments.items())
+            if X.sweep_kind(e) == "vms" and e.get("host_mem") is not None
+        ),
+        None,
+    )
+    if name is None:
+        raise ConfigError(
+            "figures.double_paging_vms",
+            "no VM-count sweep on a fixed host to take it from; set figures.overcommit "
+            "or figures.double_paging",
+        )
+    counts = experiments[name]["sweep"]["vms"]
+    if vms not in counts:
+        raise ConfigError(
+            "figures.double_paging_vms",
+            f"{vms} is not a VM count of experiment {name!r}, which always runs {counts}",
+        )

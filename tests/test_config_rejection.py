@@ -173,6 +173,18 @@ REJECTED = [
     ("figures.timeline.policy", "mom", "figures.timeline.policy"),
     ("figures.timeline.workload", "tiny-csv", "figures.timeline.workload"),
     ("figures.balloon_equivalence.ballooned", "esx", "figures.balloon_equivalence.ballooned"),
+    # figures of the wrong kind of experiment (a placeholder or a meaningless figure)
+    ("figures.double_paging", "defualt", "figures.double_paging"),
+    ("figures.double_paging_vms", 3, "figures.double_paging_vms"),  # with double_paging
+    ("figures.sharing", "traces", "figures.sharing"),
+    ("figures.overcommit", "balloon-eq", "figures.overcommit"),
+    (
+        "figures.timeline",
+        {"experiment": "balloon-eq", "policy": "balloon"},
+        "figures.timeline.experiment",
+    ),
+    ("figures.timeline", {"experiment": "sharing", "policy": "none", "vms": 7}, "figures.timeline.vms"),
+    ("figures.timeline", {"experiment": "traces", "policy": "none", "vms": 2}, "figures.timeline.vms"),
 ]
 
 
@@ -259,4 +271,19 @@ def test_an_ingested_trace_without_configured_memory_needs_vm_mem_at_load():
     assert caught.value.key == "experiments.traces.vm_mem"
     assert "workloads.tiny-csv.ingest.vm_mem" in str(caught.value)
     config["experiments"]["traces"]["vm_mem"] = "16MiB"
+    check_config(config, SCHEMA, REPO)
+
+
+def test_double_paging_vms_is_a_count_the_overcommit_experiment_runs():
+    config = copy.deepcopy(TEST_CONFIG)
+    del config["figures"]["double_paging"]
+    for vms in (1, 3, 5):
+        config["figures"]["double_paging_vms"] = vms
+        check_config(config, SCHEMA, REPO)
+    config["figures"]["double_paging_vms"] = 99
+    with pytest.raises(ConfigError, match="99 is not a VM count of experiment 'default'"):
+        check_config(config, SCHEMA, REPO)
+    # The timeline may draw any count of a searched sweep: the workflow makes that run.
+    config["figures"]["timeline"]["vms"] = 4
+    config["figures"]["double_paging_vms"] = 5
     check_config(config, SCHEMA, REPO)
