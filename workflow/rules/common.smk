@@ -7,6 +7,7 @@ import shlex
 import shutil
 import sys
 
+import yaml
 from snakemake.exceptions import WorkflowError
 
 from snakemake.utils import validate
@@ -257,6 +258,25 @@ def timeline_run():
         n_vms = max(exp["sweep"]["vms"])
     run = X.make_run(role["experiment"], exp, workload, role["policy"], n_vms=n_vms)
     return [run_path(run)]
+
+
+def config_inputs(path):
+    """The files a config's workloads read (generator specs, ingested sources, a capture's
+    standard input and script): a rule running that config's study in a nested Snakemake
+    (`paper`) must rerun when one of them changes, as the study's own jobs would."""
+    with open(path) as fh:
+        workloads = (yaml.safe_load(fh) or {}).get("workloads") or {}
+    files = set()
+    for workload in workloads.values():
+        if "generate" in workload:
+            files.add(repo_path(workload["generate"]["spec"]))
+        if "ingest" in workload:
+            files.add(repo_path(workload["ingest"]["path"]))
+        if "capture" in workload:
+            files.add(repo_path("workflow/scripts/capture-memtrace.sh"))
+            if workload["capture"].get("stdin"):
+                files.add(repo_path(workload["capture"]["stdin"]))
+    return sorted(files)
 
 
 def figure_files(suffixes=("png", "pdf")):

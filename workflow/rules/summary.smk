@@ -93,6 +93,8 @@ rule figures:
 rule paper:
     input:
         config=repo_path("config/paper.yaml"),
+        # What the paper config uses: the nested run is started only if one has changed.
+        used=config_inputs(repo_path("config/paper.yaml")),
     output:
         "paper/results/summary.parquet",
         "paper/results/consolidation.parquet",
