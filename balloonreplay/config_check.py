@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,9 +35,11 @@ def key_path(parts) -> str:
     return text or "(top level)"
 
 
-def check_config(config: Mapping[str, Any], schema_path: str | os.PathLike, repo_root) -> None:
+def check_config(
+    config: Mapping[str, Any], schema_path: str | os.PathLike, repo_root, workdir=None
+) -> None:
     check_schema(config, schema_path)
-    check_values(config, repo_root)
+    check_values(config, repo_root, workdir)
 
 
 def check_schema(config: Mapping[str, Any], schema_path: str | os.PathLike) -> None:
@@ -66,12 +69,15 @@ def check_schema(config: Mapping[str, Any], schema_path: str | os.PathLike) -> N
     raise ConfigError(key_path(error.absolute_path), message)
 
 
-def check_values(config: Mapping[str, Any], repo_root) -> None:
-    """What JSON Schema cannot say (the config must already match the schema)."""
+def check_values(config: Mapping[str, Any], repo_root, workdir=None) -> None:
+    """What JSON Schema cannot say (the config must already match the schema).
+
+    ``workdir``: the study's directory; a capture whose trace is already there
+    (traces/NAME.parquet) does not need its program any more."""
     workloads = config["workloads"]
     experiments = config["experiments"]
     for name, workload in workloads.items():
-        _check_workload(name, workload, repo_root)
+        _check_workload(name, workload, repo_root, workdir)
     for name, experiment in experiments.items():
         _check_experiment(name, experiment, workloads)
         _check_configured_memory(name, experiment, workloads, repo_root)
@@ -93,7 +99,7 @@ def _check_size(key: str, text: str) -> None:
         )
 
 
-def _check_workload(name: str, workload: Mapping[str, Any], repo_root) -> None:
+def _check_workload(name: str, workload: Mapping[str, Any], repo_root, workdir=None) -> None:
     from balloonreplay.traces.formats import get_format
     from balloonreplay.traces.generators import load_spec
 
@@ -112,17 +118,43 @@ def _check_workload(name: str, workload: Mapping[str, Any], repo_root) -> None:
         except BalloonreplayError as exc:
             raise ConfigError(f"{prefix}.ingest.format", str(exc)) from None
         try:
-            fmt.make_options(dict(ingest.get("options") or {}))
+            options = fmt.make_options(dict(ingest.get("options") or {}))
         except BalloonreplayError as exc:
             raise ConfigError(f"{prefix}.ingest.options", str(exc)) from None
+        page_size = getattr(options, "page_size_bytes", None)
+        if isinstance(page_size, int) and (page_size < 1 or page_size & (page_size - 1)):
+            raise ConfigError(
+                f"{prefix}.ingest.options.page_size_bytes",
+                f"expected a power of two (4096, 8192, ...), got {page_size}",
+            )
         for i, size in enumerate(ingest.get("vm_mem") or []):
             _check_size(f"{prefix}.ingest.vm_mem[{i}]", size)
     if "capture" in workload:
         capture = workload["capture"]
         _check_size(f"{prefix}.capture.vm_mem", capture["vm_mem"])
+        _check_program(name, capture["program"], workdir)
         stdin = capture.get("stdin")
         if stdin and not os.path.exists(_repo_path(stdin, repo_root)):
             raise ConfigError(f"{prefix}.capture.stdin", f"file not found: {stdin}")
+
+
+def _check_program(name: str, program: str, workdir) -> None:
+    """A capture runs its program from a scratch directory, so the path is absolute; it
+    must exist unless the recording is already made (a recording is kept, README)."""
+    key = f"workloads.{name}.capture.program"
+    if not os.path.isabs(program):
+        found = shutil.which(program)
+        hint = f" ({found}?)" if found else ""
+        raise ConfigError(key, f"expected an absolute path, got {program!r}{hint}")
+    recorded = workdir is not None and os.path.exists(
+        os.path.join(workdir, "traces", f"{name}.parquet")
+    )
+    if not recorded and not (os.path.isfile(program) and os.access(program, os.X_OK)):
+        raise ConfigError(
+            key,
+            f"{program}: not found or not executable (install it, e.g. apt-get install "
+            "sqlite3, or give the path of the program)",
+        )
 
 
 def _check_configured_memory(name: str, experiment: Mapping[str, Any], workloads, repo_root):

@@ -168,6 +168,19 @@ REJECTED = [
     ),
     ("workloads.tiny-csv.ingest.path", "config/data/nope.csv", "workloads.tiny-csv.ingest.path"),
     ("workloads.tiny.colour", "blue", "workloads.tiny"),
+    (
+        "workloads.tiny-csv.ingest.options",
+        {"page_size_bytes": 3000},
+        "workloads.tiny-csv.ingest.options.page_size_bytes",
+    ),
+    ("workloads.tiny-sqlite.capture.program", "/usr/bin/sqlite4", "workloads.tiny-sqlite.capture.program"),
+    # run from a scratch directory: a relative path would not be found
+    ("workloads.tiny-sqlite.capture.program", "sqlite3", "workloads.tiny-sqlite.capture.program"),
+    (
+        "workloads.tiny-sqlite.capture.program",
+        "bin/sqlite3",
+        "workloads.tiny-sqlite.capture.program",
+    ),
     # figures
     ("figures.sharing", "nope", "figures.sharing"),
     ("figures.timeline.policy", "mom", "figures.timeline.policy"),
@@ -287,3 +300,13 @@ def test_double_paging_vms_is_a_count_the_overcommit_experiment_runs():
     config["figures"]["timeline"]["vms"] = 4
     config["figures"]["double_paging_vms"] = 5
     check_config(config, SCHEMA, REPO)
+
+
+def test_a_recorded_capture_does_not_need_its_program(tmp_path):
+    config = copy.deepcopy(TEST_CONFIG)
+    config["workloads"]["tiny-sqlite"]["capture"]["program"] = "/usr/bin/sqlite4"
+    with pytest.raises(ConfigError, match="not found or not executable"):
+        check_config(config, SCHEMA, REPO, tmp_path)
+    (tmp_path / "traces").mkdir()
+    (tmp_path / "traces" / "tiny-sqlite.parquet").touch()  # recorded before
+    check_config(config, SCHEMA, REPO, tmp_path)

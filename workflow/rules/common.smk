@@ -65,7 +65,9 @@ def _check_config():
     policies, formats and labels; sizes, parameters and options are valid
     (balloonreplay.config_check). The error names the offending key."""
     try:
-        check_values(config, workflow.basedir)
+        # The working directory is the study's (--directory): a capture already
+        # recorded there does not need its program.
+        check_values(config, workflow.basedir, os.getcwd())
     except ConfigError as exc:
         raise WorkflowError(str(exc)) from None
 
