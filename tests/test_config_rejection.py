@@ -146,8 +146,16 @@ REJECTED = [
         {"name": "esx", "params": {"shares": [3000, 1000]}},
         f"experiments.default.policies[{ESX}].params.shares",
     ),
-    (f"experiments.default.policies[{ESX}]", "esx:shares=3/1", f"experiments.default.policies[{ESX}]"),
-    ("experiments.sharing.engine.overhead_pages", [1, 2], "experiments.sharing.engine.overhead_pages"),
+    (
+        f"experiments.default.policies[{ESX}]",
+        "esx:shares=3/1",
+        f"experiments.default.policies[{ESX}]",
+    ),
+    (
+        "experiments.sharing.engine.overhead_pages",
+        [1, 2],
+        "experiments.sharing.engine.overhead_pages",
+    ),
     # workloads
     ("workloads.tiny.generate.seed", -1, "workloads.tiny.generate.seed"),
     (
@@ -173,7 +181,11 @@ REJECTED = [
         {"page_size_bytes": 3000},
         "workloads.tiny-csv.ingest.options.page_size_bytes",
     ),
-    ("workloads.tiny-sqlite.capture.program", "/usr/bin/sqlite4", "workloads.tiny-sqlite.capture.program"),
+    (
+        "workloads.tiny-sqlite.capture.program",
+        "/usr/bin/sqlite4",
+        "workloads.tiny-sqlite.capture.program",
+    ),
     # run from a scratch directory: a relative path would not be found
     ("workloads.tiny-sqlite.capture.program", "sqlite3", "workloads.tiny-sqlite.capture.program"),
     (
@@ -196,8 +208,16 @@ REJECTED = [
         {"experiment": "balloon-eq", "policy": "balloon"},
         "figures.timeline.experiment",
     ),
-    ("figures.timeline", {"experiment": "sharing", "policy": "none", "vms": 7}, "figures.timeline.vms"),
-    ("figures.timeline", {"experiment": "traces", "policy": "none", "vms": 2}, "figures.timeline.vms"),
+    (
+        "figures.timeline",
+        {"experiment": "sharing", "policy": "none", "vms": 7},
+        "figures.timeline.vms",
+    ),
+    (
+        "figures.timeline",
+        {"experiment": "traces", "policy": "none", "vms": 2},
+        "figures.timeline.vms",
+    ),
 ]
 
 
