@@ -17,6 +17,7 @@ from balloonreplay.summary import (
     read_run,
     run_row,
     summarize_runs,
+    summarize_study,
 )
 
 PAGE = 4096
@@ -180,6 +181,27 @@ def test_summary_and_consolidation_from_files(tmp_path):
     assert ratios.boundary_known.all()
     per_run = summary.groupby("policy").consolidation_ratio.first()
     assert per_run["static"] == 2 and per_run["esx"] == 3
+
+
+def test_the_slo_is_applied_by_the_summary(tmp_path):
+    """The workflow's slo.slowdown is given to the summary, not recorded by each replay;
+    a run's recorded SLO (older files) is used only for experiments not given."""
+    paths = []
+    for n, slowdown in ((1, 1.0), (2, 1.15), (3, 1.3)):
+        base = tmp_path / f"base-{n}.parquet"
+        write_run(base, n_vms=n, policy="none", sweep="baseline", seed=n)
+        run = tmp_path / f"esx-{n}.parquet"
+        write_run(run, n_vms=n, slowdowns=[slowdown] * n, seed=n)
+        paths += [run, base]
+    recorded = summarize_study(paths)  # runs recorded SLO 1.1
+    assert len(recorded) == 3 and recorded.within_slo.tolist() == [True, False, False]
+    assert consolidation(recorded).consolidation_ratio.tolist() == [1]
+    looser = summarize_study(paths, {"exp": 1.2})
+    assert looser.within_slo.tolist() == [True, True, False]
+    assert looser.slo_slowdown.tolist() == [1.2] * 3
+    ratios = consolidation(looser)
+    assert ratios.consolidation_ratio.tolist() == [2] and ratios.slo_slowdown.tolist() == [1.2]
+    assert summarize_study(paths, {"other": 1.2}).within_slo.tolist() == [True, False, False]
 
 
 def test_no_consolidation_ratio_where_the_host_grows_with_the_vms(tmp_path):

@@ -19,13 +19,10 @@ rule summarize:
     resources:
         mem_mb=2000,
     params:
-        cli=BALLOONREPLAY,
-        run_lists=lambda wildcards, input: " ".join(
-            f"--runs-from {shlex.quote(path)}" for path in input.sweeps
-        ),
-    shell:
-        "{params.cli:q} summarize {input.runs:q} {params.run_lists}"
-        " -o {output.summary:q} --consolidation {output.consolidation:q} 2> {log:q}"
+        # Applied here, not recorded by each replay: another SLO reruns no replay.
+        slo={name: X.slo_slowdown(exp) for name, exp in EXPERIMENTS.items()},
+    script:
+        "../scripts/summarize.py"
 
 
 rule figures:
