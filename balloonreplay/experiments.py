@@ -16,7 +16,6 @@ from the same image, which is what page sharing exploits.
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
 import types
@@ -37,6 +36,17 @@ DEFAULT_MAX_POINTS_PER_ROUND = 4
 
 
 # --------------------------------------------------------------------------- naming
+def canonical(value: Any) -> Any:
+    """``value`` with every mapping's keys in sorted order, recursively. A run is a replay
+    job's params, which Snakemake compares as text: the order the config writes keys in
+    (or a tool rewriting it) must not make a finished run stale."""
+    if isinstance(value, Mapping):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return value
+
+
 def vm_point(workload: str, n_vms: int) -> str:
     return f"{workload}-n{n_vms}"
 
@@ -57,7 +67,7 @@ def policy_entries(experiment: Mapping[str, Any]) -> list[dict[str, Any]]:
         entry = {
             "label": item.get("label", item["name"]),
             "name": item["name"],
-            "params": dict(item.get("params", {})),
+            "params": canonical(item.get("params", {})),
             "vm_mem_equals_host": bool(item.get("vm_mem_equals_host", False)),
         }
         entries.append(entry)
@@ -107,14 +117,14 @@ def _common(name: str, experiment: Mapping[str, Any], workload: str) -> dict[str
         "experiment": name,
         "workload": workload,
         "vm_mem": experiment.get("vm_mem"),
-        "clone": dict(experiment.get("clone", {})),
+        "clone": canonical(experiment.get("clone", {})),
         "guest_policy": experiment.get("guest_policy", "lru"),
-        "latencies": copy.deepcopy(experiment.get("latencies", "ssd")),
+        "latencies": canonical(experiment.get("latencies", "ssd")),
         "epoch_ns": experiment.get("epoch_ns"),
         "seed": int(experiment.get("seed", 0)),
         # None (not given): the policy's default (HostPolicy.wants_sharing), as in replay().
         "sharing": experiment.get("sharing"),
-        "options": dict(experiment.get("engine", {})),
+        "options": canonical(experiment.get("engine", {})),
     }
 
 

@@ -233,3 +233,25 @@ def test_runs_do_not_depend_on_the_slo():
         "exp", EXPERIMENT, runs
     )
     assert X.slo_slowdown(other) == 1.5 and X.slo_slowdown({}) == 1.1
+
+
+def test_runs_do_not_depend_on_the_order_of_config_keys():
+    """Snakemake compares a job's params as text: a config whose mappings list the same
+    keys in another order (yaml.safe_dump sorts them) must not make every run stale."""
+
+    def reverse(value):
+        if isinstance(value, dict):
+            return {key: reverse(value[key]) for key in reversed(list(value))}
+        return [reverse(v) for v in value] if isinstance(value, list) else value
+
+    experiment = {
+        **EXPERIMENT,
+        "latencies": {"disk_read_ns": 5, "guest_swap_in_ns": 7},
+        "engine": {"scan_rate_pages_per_s": 10, "intra_vm_sharing_only": False},
+        "policies": [{"name": "esx", "params": {"tax": 0.5, "shares": [1, 2]}}],
+    }
+    runs = X.grid_runs("exp", experiment)
+    assert repr(X.grid_runs("exp", reverse(experiment))) == repr(runs)
+    assert repr(X.baseline_runs("exp", reverse(experiment), runs)) == repr(
+        X.baseline_runs("exp", experiment, runs)
+    )

@@ -333,7 +333,7 @@ def ingest_flags(wildcards):
     """Command-line flags for `balloonreplay ingest`, shell-quoted."""
     settings = WORKLOADS[wildcards.workload]["ingest"]
     flags = ["--format", shlex.quote(settings["format"])]
-    for key, value in settings["options"].items():
+    for key, value in sorted(settings["options"].items()):  # any order: the same params
         if isinstance(value, bool):
             value = str(value).lower()
         flags += ["--opt", shlex.quote(f"{key}={value}")]

@@ -20,7 +20,7 @@ rule summarize:
         mem_mb=2000,
     params:
         # Applied here, not recorded by each replay: another SLO reruns no replay.
-        slo={name: X.slo_slowdown(exp) for name, exp in EXPERIMENTS.items()},
+        slo={name: X.slo_slowdown(EXPERIMENTS[name]) for name in sorted(EXPERIMENTS)},
     script:
         "../scripts/summarize.py"
 
@@ -79,7 +79,7 @@ rule figures:
     resources:
         mem_mb=2000,
     params:
-        roles=FIGURE_ROLES,
+        roles=X.canonical(FIGURE_ROLES),
         out_dir=lambda wildcards, output: os.path.dirname(output.swap_traffic),
     script:
         "../scripts/figures.py"
