@@ -51,7 +51,8 @@ BALLOONREPLAY = (
 
 def repo_path(path):
     """Config paths are relative to the repository root (the Snakefile's directory), so
-    the workflow runs the same from any --directory."""
+    they name the same files from any --directory. (The `configfile:` default is relative
+    to the working directory: with --directory, give --configfile too.)"""
     return path if os.path.isabs(path) else os.path.join(workflow.basedir, path)
 
 
