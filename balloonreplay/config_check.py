@@ -204,8 +204,15 @@ def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> No
     for key in ("vm_mem", "host_mem"):
         if key in experiment:
             _check_size(f"{prefix}.{key}", experiment[key])
+    seen: dict[int, str] = {}
     for i, size in enumerate((experiment.get("sweep") or {}).get("host_mem") or []):
         _check_size(f"{prefix}.sweep.host_mem[{i}]", size)
+        pages = parse_size_pages(size, PAGE_SIZE_BYTES)
+        if pages in seen:
+            raise ConfigError(
+                f"{prefix}.sweep.host_mem[{i}]", f"{size!r} is the same size as {seen[pages]!r}"
+            )
+        seen[pages] = size
     if experiment.get("vms") and "vms" in (experiment.get("sweep") or {}):
         raise ConfigError(prefix, "give `vms` or `sweep.vms`, not both")
     counts = _vm_counts(experiment)

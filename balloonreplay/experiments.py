@@ -54,7 +54,7 @@ def vm_point(workload: str, n_vms: int) -> str:
 def host_point(workload: str, n_vms: int | None, host_mem: str) -> str:
     pages = parse_size_pages(host_mem, PAGE_SIZE_BYTES)
     mib = pages * PAGE_SIZE_BYTES / 2**20
-    size = f"{mib:g}MiB"
+    size = f"{mib:.17g}MiB"  # exact (a whole number of pages): no two sizes share a name
     return f"{workload}-host{size}" if n_vms is None else f"{workload}-n{n_vms}-host{size}"
 
 

@@ -93,6 +93,11 @@ REJECTED = [
     (f"experiments.default.policies[{ESX}]", "esx:tacks=1", f"experiments.default.policies[{ESX}]"),
     # the SLO, the guest policy, workloads and other experiment settings
     ("experiments.default.slo.slowdown", 0.9, "experiments.default.slo.slowdown"),
+    (
+        "experiments.balloon-eq.sweep.host_mem",
+        ["1GiB", "1024MiB"],
+        "experiments.balloon-eq.sweep.host_mem[1]",
+    ),
     ("experiments.default.guest_policy", "lfu", "experiments.default.guest_policy"),
     ("experiments.default.workloads[0]", "tiny2", "experiments.default.workloads[0]"),
     ("experiments.default.hostmem", "1GiB", "experiments.default"),

@@ -65,6 +65,8 @@ def test_host_sweep_points_and_no_search():
     runs = X.grid_runs("h", experiment)
     assert [r["point"] for r in runs] == ["w-n3-host1024MiB", "w-n3-host1536MiB"]
     assert not X.refines(experiment)
+    # Sizes 4 KiB apart keep their own points (6 digits made both 'host1000MiB').
+    assert X.host_point("w", None, "1000MiB") != X.host_point("w", None, "1024004KiB")
     with pytest.raises(ConfigError, match="no policy labelled"):
         X.make_run("h", experiment, "w", "esx")
 
