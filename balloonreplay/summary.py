@@ -70,9 +70,8 @@ def display_name(policy_label: str, policy_name: str | None = None) -> str:
     """``esx`` -> ``VMware ESX``; a labelled variant keeps its label in parentheses."""
     name = policy_name or policy_label
     known = POLICY_DISPLAY_NAMES.get(name, name)
-    if policy_label != name and policy_label not in POLICY_DISPLAY_NAMES:
-        return f"{known} ({policy_label})"
-    return POLICY_DISPLAY_NAMES.get(policy_label, known)
+    # A label that is another policy's name still draws the policy it runs.
+    return f"{known} ({policy_label})" if policy_label != name else known
 
 
 # --------------------------------------------------------------------------- one run

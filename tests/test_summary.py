@@ -12,6 +12,7 @@ from balloonreplay.metrics import ALL_COLUMNS, metrics_frame, write_metrics
 from balloonreplay.summary import (
     consolidation,
     consolidation_point,
+    display_name,
     next_points,
     pages_saved_by_sharing,
     read_run,
@@ -239,3 +240,10 @@ def test_summarize_command_matches_baselines_and_reads_run_lists(tmp_path):
     assert pd.read_parquet(ratios).consolidation_ratio.tolist() == [2]
     empty = CliRunner().invoke(main, ["summarize", "-o", str(out)])
     assert empty.exit_code != 0 and "no metrics files" in empty.output
+
+
+def test_display_name_is_the_policy_run_with_its_label():
+    assert display_name("esx") == display_name("esx", "esx") == "VMware ESX"
+    assert display_name("esx-notax", "esx") == "VMware ESX (esx-notax)"
+    # A label naming another policy: drawn as the policy it runs ('VMware ESX' before).
+    assert display_name("esx", "none") == "no policy (esx)"
