@@ -229,6 +229,13 @@ def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> No
     if isinstance(overhead, list | tuple) and len(overhead) > 1:  # one value: every VM's
         _check_per_vm_length(f"{prefix}.engine.overhead_pages", "", overhead, counts)
     labels = X.policy_labels(experiment)
+    for i, label in enumerate(labels):
+        if "/" in label:  # a policy given as text is its own label, a directory name
+            raise ConfigError(
+                f"{prefix}.policies[{i}]",
+                f"{label!r} would name nested directories of results/runs; give it as a "
+                "mapping with params (shares: [3000, 1000]) and a label",
+            )
     if len(set(labels)) != len(labels):
         raise ConfigError(
             f"{prefix}.policies",

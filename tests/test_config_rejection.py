@@ -156,6 +156,8 @@ REJECTED = [
         "esx:shares=3/1",
         f"experiments.default.policies[{ESX}]",
     ),
+    # its label, a directory name: results/runs/x/esx:shares=3/1/...
+    ("experiments.traces.policies[0]", "esx:shares=3/1", "experiments.traces.policies[0]"),
     (
         "experiments.sharing.engine.overhead_pages",
         [1, 2],
@@ -287,13 +289,15 @@ def test_one_value_per_vm_fits_every_run_or_is_refused_at_load():
     experiment["sweep"] = {"vms": [2]}
     check_config(config, SCHEMA, REPO)  # not searched (no host_mem): every run has 2 VMs
     experiment["policies"] = ["esx:shares=3000/1000"]
-    check_config(config, SCHEMA, REPO)
+    with pytest.raises(ConfigError, match="nested directories"):
+        check_config(config, SCHEMA, REPO)  # its label would be two directories
     experiment["sweep"] = {"vms": [2, 3]}
     with pytest.raises(ConfigError, match="2 values .* runs 2, 3 VMs") as caught:
         check_config(config, SCHEMA, REPO)
     assert caught.value.key == "experiments.sharing.policies[0]"
     assert "parameter 'shares'" in str(caught.value)
     # A searched sweep (a fixed host) may run any count up to its largest.
+    experiment["policies"] = [{"name": "esx", "params": {"shares": [3000, 1000]}}]
     experiment.update(host_mem="5MiB", vm_mem="2MiB", sweep={"vms": [2]})
     with pytest.raises(ConfigError, match="any count from 1 to 2"):
         check_config(config, SCHEMA, REPO)
