@@ -1,6 +1,7 @@
 # balloonreplay: the default study. `make run` runs it; `snakemake --cores N` does too.
-# `snakemake --cores N paper` runs the paper study (config/paper.yaml) instead:
-# `snakemake --cores N --configfile config/paper.yaml` is the same thing.
+# `snakemake --cores N paper` runs the paper study (config/paper.yaml) into paper/ (a
+# nested run). `--configfile config/paper.yaml` alone is not the same: it runs the paper
+# study into results/, replacing the default study's summary and figures.
 # Rules call the `balloonreplay` package or command; no model logic here.
 from snakemake.utils import min_version
 

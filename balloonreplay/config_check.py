@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,9 +35,11 @@ def key_path(parts) -> str:
     return text or "(top level)"
 
 
-def check_config(config: Mapping[str, Any], schema_path: str | os.PathLike, repo_root) -> None:
+def check_config(
+    config: Mapping[str, Any], schema_path: str | os.PathLike, repo_root, workdir=None
+) -> None:
     check_schema(config, schema_path)
-    check_values(config, repo_root)
+    check_values(config, repo_root, workdir)
 
 
 def check_schema(config: Mapping[str, Any], schema_path: str | os.PathLike) -> None:
@@ -44,25 +47,40 @@ def check_schema(config: Mapping[str, Any], schema_path: str | os.PathLike) -> N
 
     with open(schema_path) as fh:
         schema = yaml.safe_load(fh)
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    # JSON Schema's integer is any number with a zero fraction: 3.0 VMs would pass (and
+    # become a point named 'w-n3.0' that no job makes). Here a count is an int.
+    whole = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    validator_class = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, type_checker=whole
+    )
+    error = jsonschema.exceptions.best_match(validator_class(schema).iter_errors(config))
     if error is None:
         return
     # best_match stops at a oneOf (a policy is a name or a mapping); the deepest error of
     # the alternative that got furthest names the key precisely.
     while error.context:
         error = max(error.context, key=lambda e: len(e.absolute_path))
-    raise ConfigError(key_path(error.absolute_path), error.message)
+    if error.validator == "type" and error.validator_value == "integer":
+        message = f"expected a whole number, got {error.instance!r}"
+    else:
+        message = error.message
+    raise ConfigError(key_path(error.absolute_path), message)
 
 
-def check_values(config: Mapping[str, Any], repo_root) -> None:
-    """What JSON Schema cannot say (the config must already match the schema)."""
+def check_values(config: Mapping[str, Any], repo_root, workdir=None) -> None:
+    """What JSON Schema cannot say (the config must already match the schema).
+
+    ``workdir``: the study's directory; a capture whose trace is already there
+    (traces/NAME.parquet) does not need its program any more."""
     workloads = config["workloads"]
     experiments = config["experiments"]
     for name, workload in workloads.items():
-        _check_workload(name, workload, repo_root)
+        _check_workload(name, workload, repo_root, workdir)
     for name, experiment in experiments.items():
         _check_experiment(name, experiment, workloads)
+        _check_configured_memory(name, experiment, workloads, repo_root)
     _check_figures(config.get("figures") or {}, experiments)
 
 
@@ -81,7 +99,7 @@ def _check_size(key: str, text: str) -> None:
         )
 
 
-def _check_workload(name: str, workload: Mapping[str, Any], repo_root) -> None:
+def _check_workload(name: str, workload: Mapping[str, Any], repo_root, workdir=None) -> None:
     from balloonreplay.traces.formats import get_format
     from balloonreplay.traces.generators import load_spec
 
@@ -100,17 +118,77 @@ def _check_workload(name: str, workload: Mapping[str, Any], repo_root) -> None:
         except BalloonreplayError as exc:
             raise ConfigError(f"{prefix}.ingest.format", str(exc)) from None
         try:
-            fmt.make_options(dict(ingest.get("options") or {}))
+            options = fmt.make_options(dict(ingest.get("options") or {}))
         except BalloonreplayError as exc:
             raise ConfigError(f"{prefix}.ingest.options", str(exc)) from None
+        page_size = getattr(options, "page_size_bytes", None)
+        if isinstance(page_size, int) and (page_size < 1 or page_size & (page_size - 1)):
+            raise ConfigError(
+                f"{prefix}.ingest.options.page_size_bytes",
+                f"expected a power of two (4096, 8192, ...), got {page_size}",
+            )
         for i, size in enumerate(ingest.get("vm_mem") or []):
             _check_size(f"{prefix}.ingest.vm_mem[{i}]", size)
     if "capture" in workload:
         capture = workload["capture"]
         _check_size(f"{prefix}.capture.vm_mem", capture["vm_mem"])
+        _check_program(name, capture["program"], workdir)
         stdin = capture.get("stdin")
         if stdin and not os.path.exists(_repo_path(stdin, repo_root)):
             raise ConfigError(f"{prefix}.capture.stdin", f"file not found: {stdin}")
+
+
+def _check_program(name: str, program: str, workdir) -> None:
+    """A capture runs its program from a scratch directory, so the path is absolute; it
+    must exist unless the recording is already made (a recording is kept, README)."""
+    key = f"workloads.{name}.capture.program"
+    if not os.path.isabs(program):
+        found = shutil.which(program)
+        hint = f" ({found}?)" if found else ""
+        raise ConfigError(key, f"expected an absolute path, got {program!r}{hint}")
+    recorded = workdir is not None and os.path.exists(
+        os.path.join(workdir, "traces", f"{name}.parquet")
+    )
+    if not recorded and not (os.path.isfile(program) and os.access(program, os.X_OK)):
+        raise ConfigError(
+            key,
+            f"{program}: not found or not executable (install it, e.g. apt-get install "
+            "sqlite3, or give the path of the program)",
+        )
+
+
+def _check_configured_memory(name: str, experiment: Mapping[str, Any], workloads, repo_root):
+    """Every VM needs a configured memory: the experiment's vm_mem, else the trace's. A
+    generated or captured trace records one; an ingested one only when its ingest gives
+    vm_mem or its source records it (a canonical Parquet trace may)."""
+    from balloonreplay import experiments as X
+    from balloonreplay.traces.formats import get_format
+
+    if experiment.get("vm_mem"):
+        return
+    entries = X.policy_entries(experiment)
+    if all(e["vm_mem_equals_host"] for e in entries) and not X.needs_baseline(experiment):
+        return  # every run is configured with the host's memory
+    for workload in experiment["workloads"]:
+        ingest = workloads[workload].get("ingest")
+        if not ingest or ingest.get("vm_mem"):
+            continue
+        fmt = get_format(ingest["format"])
+        try:
+            source = fmt.read_metadata(
+                _repo_path(ingest["path"], repo_root),
+                fmt.make_options(dict(ingest.get("options") or {})),
+            )
+        except BalloonreplayError as exc:
+            raise ConfigError(f"workloads.{workload}.ingest.path", str(exc)) from None
+        if source.config_pages is None:
+            raise ConfigError(
+                f"experiments.{name}.vm_mem",
+                f"the VMs of workload {workload!r} have no configured memory: neither "
+                f"experiments.{name}.vm_mem nor workloads.{workload}.ingest.vm_mem is given, "
+                f"and its {ingest['format']} source records none; give vm_mem in the "
+                "workload's ingest or in the experiment",
+            )
 
 
 def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> None:
@@ -126,13 +204,38 @@ def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> No
     for key in ("vm_mem", "host_mem"):
         if key in experiment:
             _check_size(f"{prefix}.{key}", experiment[key])
+    seen: dict[int, str] = {}
     for i, size in enumerate((experiment.get("sweep") or {}).get("host_mem") or []):
         _check_size(f"{prefix}.sweep.host_mem[{i}]", size)
+        pages = parse_size_pages(size, PAGE_SIZE_BYTES)
+        if pages in seen:
+            raise ConfigError(
+                f"{prefix}.sweep.host_mem[{i}]", f"{size!r} is the same size as {seen[pages]!r}"
+            )
+        seen[pages] = size
     if experiment.get("vms") and "vms" in (experiment.get("sweep") or {}):
         raise ConfigError(prefix, "give `vms` or `sweep.vms`, not both")
+    counts = _vm_counts(experiment)
     for i, entry in enumerate(experiment.get("policies", ["none"])):
-        _check_policy(f"{prefix}.policies[{i}]", entry)
+        policy = _check_policy(f"{prefix}.policies[{i}]", entry)
+        for param, values in _per_vm_lists(policy.params):
+            where, what = (
+                (f"{prefix}.policies[{i}]", f"parameter {param!r}: ")
+                if isinstance(entry, str)
+                else (f"{prefix}.policies[{i}].params.{param}", "")
+            )
+            _check_per_vm_length(where, what, values, counts)
+    overhead = (experiment.get("engine") or {}).get("overhead_pages")
+    if isinstance(overhead, list | tuple) and len(overhead) > 1:  # one value: every VM's
+        _check_per_vm_length(f"{prefix}.engine.overhead_pages", "", overhead, counts)
     labels = X.policy_labels(experiment)
+    for i, label in enumerate(labels):
+        if "/" in label:  # a policy given as text is its own label, a directory name
+            raise ConfigError(
+                f"{prefix}.policies[{i}]",
+                f"{label!r} would name nested directories of results/runs; give it as a "
+                "mapping with params (shares: [3000, 1000]) and a label",
+            )
     if len(set(labels)) != len(labels):
         raise ConfigError(
             f"{prefix}.policies",
@@ -141,14 +244,60 @@ def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> No
     _check_engine(prefix, experiment)
 
 
-def _check_policy(key: str, entry) -> None:
+def _vm_counts(experiment: Mapping[str, Any]) -> tuple[list[int], bool]:
+    """The VM counts the experiment's runs have, as far as the config says (none: the
+    trace's), and whether the search for the SLO boundary may add any count up to the
+    largest."""
+    from balloonreplay import experiments as X
+
+    if X.sweep_kind(experiment) == "vms":
+        return sorted(experiment["sweep"]["vms"]), X.refines(experiment)
+    return ([experiment["vms"]] if experiment.get("vms") else []), False
+
+
+def _per_vm_lists(params) -> list[tuple[str, list]]:
+    """The parameters given as one value per VM (a list, or "3000/1000" text)."""
+    from balloonreplay.policies._util import given_values
+
+    found = []
+    for field in dataclasses.fields(params) if dataclasses.is_dataclass(params) else ():
+        value = getattr(params, field.name)
+        if isinstance(value, list | tuple | str) and "list" in str(field.type):
+            values = given_values(value, field.name)
+            if values.ndim == 1:
+                found.append((field.name, values.tolist()))
+    return found
+
+
+def _check_per_vm_length(key: str, what: str, values, counts: tuple[list[int], bool]) -> None:
+    """A list of one value per VM must have as many values as every run has VMs."""
+    known, searched = counts
+    if searched and max(known) > 1:
+        raise ConfigError(
+            key,
+            f"{what}one value per VM ({len(values)} values) cannot fit a searched VM-count "
+            f"sweep: the search may run any count from 1 to {max(known)}; give one value "
+            "for every VM, or refine: {enabled: false} with a single VM count",
+        )
+    wrong = [n for n in known if n != len(values)]
+    if wrong:
+        raise ConfigError(
+            key,
+            f"{what}{len(values)} values (one per VM), but the experiment runs "
+            f"{', '.join(map(str, known))} VMs; give one value for every VM, or one per VM "
+            "for a single VM count",
+        )
+
+
+def _check_policy(key: str, entry):
+    """The policy an entry of ``policies:`` makes, with its parameters checked."""
     from balloonreplay.policies import make_policy
 
     name, params = (entry, {}) if isinstance(entry, str) else (entry["name"], entry.get("params"))
     try:
         # make_policy loads the plug-in and runs its check_params(): a broken plug-in or
         # a value out of range fails here, at load, not in the middle of a replay job.
-        make_policy(name, dict(params or {}))
+        return make_policy(name, dict(params or {}))
     except ConfigError as exc:
         message = str(exc).removeprefix(f"config: {exc.key}: ")
         param = exc.key.removeprefix("policy.") if exc.key.startswith("policy.") else None
@@ -160,6 +309,10 @@ def _check_policy(key: str, entry) -> None:
         raise ConfigError(where, message) from None
     except BalloonreplayError as exc:  # the plug-in's own code failed (named in the message)
         raise ConfigError(key if isinstance(entry, str) else f"{key}.name", str(exc)) from None
+
+
+# ReplayConfig fields an experiment sets itself (experiments._replay_options).
+EXPERIMENT_LEVEL_OPTIONS = ("sharing", "seed", "epoch_ns")
 
 
 def _check_engine(prefix: str, experiment: Mapping[str, Any]) -> None:
@@ -175,6 +328,12 @@ def _check_engine(prefix: str, experiment: Mapping[str, Any]) -> None:
     settable = set(fields) - {"config_pages", "host_pages", "latencies", "guest_policy"}
     options = dict(experiment.get("engine") or {})
     for key, value in options.items():
+        if key in EXPERIMENT_LEVEL_OPTIONS:
+            # A run takes these from the experiment: under engine they were overridden.
+            raise ConfigError(
+                f"{prefix}.engine.{key}",
+                f"set it as {prefix}.{key} (an experiment setting), not under engine",
+            )
         if key not in settable:
             raise ConfigError(
                 f"{prefix}.engine.{key}",
@@ -185,8 +344,11 @@ def _check_engine(prefix: str, experiment: Mapping[str, Any]) -> None:
             raise ConfigError(f"{prefix}.engine.{key}", problem)
     if experiment.get("epoch_ns") is not None:
         options["epoch_ns"] = experiment["epoch_ns"]
+    overhead = options.get("overhead_pages")
+    # As many VMs as overheads given (their number is checked against the runs' VMs).
+    vms = len(overhead) if isinstance(overhead, list | tuple) and overhead else 1
     try:
-        ReplayConfig(config_pages=[1], host_pages=1 << 40, latencies=latencies, **options)
+        ReplayConfig(config_pages=[1] * vms, host_pages=1 << 40, latencies=latencies, **options)
     except ConfigError as exc:
         # The engine names a setting ("rates" for both rates); find the option behind it.
         culprits = {"rates": ("scan_rate_pages_per_s", "balloon_rate_pages_per_s")}
@@ -223,6 +385,8 @@ def type_problem(value: Any, default: Any, annotation: Any) -> str | None:
 
 
 def _check_figures(figures: Mapping[str, Any], experiments) -> None:
+    """Each figure role names an experiment of the kind its figure draws (a typo or the
+    wrong kind gave a placeholder or a meaningless figure, or failed building the jobs)."""
     from balloonreplay import experiments as X
 
     def experiment_of(key: str, name: str):
@@ -232,9 +396,30 @@ def _check_figures(figures: Mapping[str, Any], experiments) -> None:
             )
         return experiments[name]
 
-    for role in ("overcommit", "sharing"):
-        if role in figures:
-            experiment_of(f"figures.{role}", figures[role])
+    def vm_sweep(key: str, name: str, figure: str):
+        experiment = experiment_of(key, name)
+        if X.sweep_kind(experiment) != "vms":
+            raise ConfigError(
+                key,
+                f"experiment {name!r} is not a VM-count sweep (sweep: {{vms: [...]}}), "
+                f"which the {figure} draws",
+            )
+        return experiment
+
+    if "overcommit" in figures:
+        vm_sweep("figures.overcommit", figures["overcommit"], "swap-traffic figure")
+    if "sharing" in figures:
+        vm_sweep("figures.sharing", figures["sharing"], "page-sharing figure")
+    if "double_paging" in figures:
+        experiment_of("figures.double_paging", figures["double_paging"])
+        if "double_paging_vms" in figures:
+            raise ConfigError(
+                "figures.double_paging_vms",
+                "not used with figures.double_paging (that figure draws the experiment's "
+                "most overcommitted point); give one or the other",
+            )
+    elif "double_paging_vms" in figures:
+        _check_double_paging_vms(figures, experiments)
     timeline = figures.get("timeline")
     if timeline:
         experiment = experiment_of("figures.timeline.experiment", timeline["experiment"])
@@ -249,6 +434,7 @@ def _check_figures(figures: Mapping[str, Any], experiments) -> None:
                 f"{timeline['workload']!r} is not a workload of experiment "
                 f"{timeline['experiment']!r}",
             )
+        _check_timeline_vms(timeline, experiment)
     equivalence = figures.get("balloon_equivalence")
     if equivalence:
         experiment = experiment_of(
@@ -261,3 +447,60 @@ def _check_figures(figures: Mapping[str, Any], experiments) -> None:
                     f"{equivalence[role]!r} is not a policy label of experiment "
                     f"{equivalence['experiment']!r}",
                 )
+
+
+def _check_timeline_vms(timeline: Mapping[str, Any], experiment: Mapping[str, Any]) -> None:
+    """The timeline draws a run of a VM-count sweep (a count it runs, or any count if the
+    sweep is searched) or of a single-point experiment; never of a host-memory sweep."""
+    from balloonreplay import experiments as X
+
+    name, vms = timeline["experiment"], timeline.get("vms")
+    kind = X.sweep_kind(experiment)
+    if kind == "host_mem":
+        raise ConfigError(
+            "figures.timeline.experiment",
+            f"experiment {name!r} sweeps host memory; the timeline draws a run of a "
+            "VM-count sweep or of a single-point experiment",
+        )
+    if vms is None:
+        return
+    if kind == "vms" and vms not in experiment["sweep"]["vms"] and not X.refines(experiment):
+        raise ConfigError(
+            "figures.timeline.vms",
+            f"{vms} is not a VM count of experiment {name!r} (sweep.vms: "
+            f"{experiment['sweep']['vms']})",
+        )
+    if kind == "single" and vms != experiment.get("vms"):
+        runs = f"{experiment['vms']} VMs" if experiment.get("vms") else "the trace's VMs"
+        raise ConfigError(
+            "figures.timeline.vms", f"experiment {name!r} runs {runs} only; leave vms out"
+        )
+
+
+def _check_double_paging_vms(figures: Mapping[str, Any], experiments) -> None:
+    """Without figures.double_paging, the figure draws this VM count of the overcommit
+    experiment (figures.overcommit, else the first VM-count sweep on a fixed host, as
+    balloonreplay.plots.study_figures takes it)."""
+    from balloonreplay import experiments as X
+
+    vms = figures["double_paging_vms"]
+    name = figures.get("overcommit") or next(
+        (
+            n
+            for n, e in sorted(experiments.items())
+            if X.sweep_kind(e) == "vms" and e.get("host_mem") is not None
+        ),
+        None,
+    )
+    if name is None:
+        raise ConfigError(
+            "figures.double_paging_vms",
+            "no VM-count sweep on a fixed host to take it from; set figures.overcommit "
+            "or figures.double_paging",
+        )
+    counts = experiments[name]["sweep"]["vms"]
+    if vms not in counts:
+        raise ConfigError(
+            "figures.double_paging_vms",
+            f"{vms} is not a VM count of experiment {name!r}, which always runs {counts}",
+        )

@@ -16,7 +16,6 @@ from the same image, which is what page sharing exploits.
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
 import types
@@ -37,6 +36,17 @@ DEFAULT_MAX_POINTS_PER_ROUND = 4
 
 
 # --------------------------------------------------------------------------- naming
+def canonical(value: Any) -> Any:
+    """``value`` with every mapping's keys in sorted order, recursively. A run is a replay
+    job's params, which Snakemake compares as text: the order the config writes keys in
+    (or a tool rewriting it) must not make a finished run stale."""
+    if isinstance(value, Mapping):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return value
+
+
 def vm_point(workload: str, n_vms: int) -> str:
     return f"{workload}-n{n_vms}"
 
@@ -44,7 +54,7 @@ def vm_point(workload: str, n_vms: int) -> str:
 def host_point(workload: str, n_vms: int | None, host_mem: str) -> str:
     pages = parse_size_pages(host_mem, PAGE_SIZE_BYTES)
     mib = pages * PAGE_SIZE_BYTES / 2**20
-    size = f"{mib:g}MiB"
+    size = f"{mib:.17g}MiB"  # exact (a whole number of pages): no two sizes share a name
     return f"{workload}-host{size}" if n_vms is None else f"{workload}-n{n_vms}-host{size}"
 
 
@@ -57,7 +67,7 @@ def policy_entries(experiment: Mapping[str, Any]) -> list[dict[str, Any]]:
         entry = {
             "label": item.get("label", item["name"]),
             "name": item["name"],
-            "params": dict(item.get("params", {})),
+            "params": canonical(item.get("params", {})),
             "vm_mem_equals_host": bool(item.get("vm_mem_equals_host", False)),
         }
         entries.append(entry)
@@ -94,21 +104,27 @@ def max_points_per_round(experiment: Mapping[str, Any]) -> int:
 
 
 # --------------------------------------------------------------------------- runs
+def slo_slowdown(experiment: Mapping[str, Any]) -> float:
+    """The experiment's SLO: the most slowdown every VM may suffer."""
+    return float(experiment.get("slo", {}).get("slowdown", DEFAULT_SLO_SLOWDOWN))
+
+
 def _common(name: str, experiment: Mapping[str, Any], workload: str) -> dict[str, Any]:
-    slo = experiment.get("slo", {})
+    # No SLO here: a run is what a replay job does (its Snakemake params), and the SLO is
+    # a threshold the summary applies afterwards (summary.summarize_runs(slo=...)), so
+    # trying another SLO reruns no replay.
     return {
         "experiment": name,
         "workload": workload,
         "vm_mem": experiment.get("vm_mem"),
-        "clone": dict(experiment.get("clone", {})),
+        "clone": canonical(experiment.get("clone", {})),
         "guest_policy": experiment.get("guest_policy", "lru"),
-        "latencies": copy.deepcopy(experiment.get("latencies", "ssd")),
+        "latencies": canonical(experiment.get("latencies", "ssd")),
         "epoch_ns": experiment.get("epoch_ns"),
         "seed": int(experiment.get("seed", 0)),
-        "sharing": bool(experiment.get("sharing", False)),
-        "options": dict(experiment.get("engine", {})),
-        "slo_slowdown": float(slo.get("slowdown", DEFAULT_SLO_SLOWDOWN)),
-        "slo_baseline": slo.get("baseline", "dedicated"),
+        # None (not given): the policy's default (HostPolicy.wants_sharing), as in replay().
+        "sharing": experiment.get("sharing"),
+        "options": canonical(experiment.get("engine", {})),
     }
 
 
@@ -309,7 +325,7 @@ def _repeat_passes(table: pa.Table, repeat: int) -> pa.Table:
 # --------------------------------------------------------------------------- one run
 def _replay_options(run: Mapping[str, Any]) -> dict[str, Any]:
     options = dict(run.get("options") or {})
-    options["sharing"] = run.get("sharing", False)
+    options["sharing"] = run.get("sharing")
     options["seed"] = run.get("seed", 0)
     if run.get("epoch_ns"):
         options["epoch_ns"] = int(run["epoch_ns"])

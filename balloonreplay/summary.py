@@ -70,9 +70,8 @@ def display_name(policy_label: str, policy_name: str | None = None) -> str:
     """``esx`` -> ``VMware ESX``; a labelled variant keeps its label in parentheses."""
     name = policy_name or policy_label
     known = POLICY_DISPLAY_NAMES.get(name, name)
-    if policy_label != name and policy_label not in POLICY_DISPLAY_NAMES:
-        return f"{known} ({policy_label})"
-    return POLICY_DISPLAY_NAMES.get(policy_label, known)
+    # A label that is another policy's name still draws the policy it runs.
+    return f"{known} ({policy_label})" if policy_label != name else known
 
 
 # --------------------------------------------------------------------------- one run
@@ -107,9 +106,14 @@ def pages_saved_by_sharing(metrics: pd.DataFrame) -> tuple[int, bool]:
 
 
 def run_row(
-    metrics: pd.DataFrame, metadata: Mapping[str, Any], baseline: Mapping[str, Any] | None = None
+    metrics: pd.DataFrame,
+    metadata: Mapping[str, Any],
+    baseline: Mapping[str, Any] | None = None,
+    slo_slowdown: float | None = None,
 ) -> dict[str, Any]:
-    """The summary row of one run. ``baseline``: the summary row of its baseline run."""
+    """The summary row of one run. ``baseline``: the summary row of its baseline run;
+    ``slo_slowdown``: the SLO it is judged by (default the one its run records, else
+    1.10)."""
     run = dict(metadata.get("run", {}))
     engine = metadata.get("summary", {})
     config = metadata.get("config", {})
@@ -144,7 +148,11 @@ def run_row(
         # True: the conservation laws held at the end of the replay (a failed check is an
         # error, never a file); None: no replay ran (refused) or it was not checked.
         "invariants_ok": invariants_ok(metadata),
-        "slo_slowdown": float(run.get("slo_slowdown", DEFAULT_SLO_SLOWDOWN)),
+        "slo_slowdown": float(
+            slo_slowdown
+            if slo_slowdown is not None
+            else run.get("slo_slowdown", DEFAULT_SLO_SLOWDOWN)
+        ),
     }
     for column in TOTAL_COLUMNS:
         row[column] = int(metrics[column].sum()) if column in metrics else 0
@@ -212,11 +220,17 @@ def _baseline_key(run: Mapping[str, Any]) -> tuple:
 
 
 def summarize_runs(
-    run_paths: Iterable[str | os.PathLike], baseline_paths: Iterable[str | os.PathLike] = ()
+    run_paths: Iterable[str | os.PathLike],
+    baseline_paths: Iterable[str | os.PathLike] = (),
+    slo: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """One row per run, with relative slowdowns against the matching baseline run (same
     experiment, workload and VM set), then the consolidation ratio per experiment,
-    workload and policy (NaN where the experiment does not sweep VMs per host)."""
+    workload and policy (NaN where the experiment does not sweep VMs per host).
+
+    ``slo``: the SLO slowdown per experiment name (the workflow's ``slo.slowdown``); an
+    experiment not in it is judged by the SLO its runs record, else 1.10."""
+    slo = slo or {}
     baselines: dict[tuple, dict[str, Any]] = {}
     for path in baseline_paths:
         metrics, meta = _read_checked_run(path)
@@ -224,7 +238,9 @@ def summarize_runs(
     rows = []
     for path in run_paths:
         metrics, meta = _read_checked_run(path)
-        rows.append(run_row(metrics, meta, baselines.get(_baseline_key(meta.get("run", {})))))
+        run = meta.get("run", {})
+        baseline = baselines.get(_baseline_key(run))
+        rows.append(run_row(metrics, meta, baseline, slo.get(run.get("experiment"))))
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -243,6 +259,23 @@ def summarize_runs(
             how="left",
         )
     return frame.reset_index(drop=True)
+
+
+def summarize_study(
+    paths: Iterable[str | os.PathLike], slo: Mapping[str, float] | None = None
+) -> pd.DataFrame:
+    """:func:`summarize_runs` of a study's metrics files, runs and baselines together (a
+    baseline is known by its run record, ``sweep: baseline``): it serves the runs of its
+    VM set and is not a row."""
+    paths = list(paths)
+    is_baseline = [
+        read_metrics_metadata(p).get("run", {}).get("sweep") == "baseline" for p in paths
+    ]
+    return summarize_runs(
+        [p for p, b in zip(paths, is_baseline, strict=True) if not b],
+        [p for p, b in zip(paths, is_baseline, strict=True) if b],
+        slo,
+    )
 
 
 # --------------------------------------------------------------------------- consolidation
@@ -364,5 +397,6 @@ __all__ = [
     "read_run",
     "run_row",
     "summarize_runs",
+    "summarize_study",
     "write_summary",
 ]

@@ -93,12 +93,24 @@ REJECTED = [
     (f"experiments.default.policies[{ESX}]", "esx:tacks=1", f"experiments.default.policies[{ESX}]"),
     # the SLO, the guest policy, workloads and other experiment settings
     ("experiments.default.slo.slowdown", 0.9, "experiments.default.slo.slowdown"),
+    (
+        "experiments.balloon-eq.sweep.host_mem",
+        ["1GiB", "1024MiB"],
+        "experiments.balloon-eq.sweep.host_mem[1]",
+    ),
     ("experiments.default.guest_policy", "lfu", "experiments.default.guest_policy"),
     ("experiments.default.workloads[0]", "tiny2", "experiments.default.workloads[0]"),
     ("experiments.default.hostmem", "1GiB", "experiments.default"),
     ("experiments.default.epoch_ns", 150_000, "experiments.default.epoch_ns"),
     ("experiments.default.epoch_ns", 0, "experiments.default.epoch_ns"),
     ("experiments.default.sweep.vms", [0, 3], "experiments.default.sweep.vms[0]"),
+    # counts are whole numbers: JSON Schema's integer lets 3.0 through (a point 'tiny-n3.0')
+    ("experiments.traces.vms", 3.0, "experiments.traces.vms"),
+    ("experiments.default.sweep.vms", [1, 3.0], "experiments.default.sweep.vms[1]"),
+    ("experiments.default.clone.repeat", 2.0, "experiments.default.clone.repeat"),
+    ("experiments.default.seed", 3.0, "experiments.default.seed"),
+    ("workloads.tiny.generate.seed", 7.0, "workloads.tiny.generate.seed"),
+    ("figures.timeline.vms", 3.0, "figures.timeline.vms"),
     ("experiments.default.clone.time_scale", 0, "experiments.default.clone.time_scale"),
     (
         "experiments.default.refine.max_points_per_round",
@@ -129,6 +141,28 @@ REJECTED = [
         -1,
         "experiments.sharing.engine.scan_rate_pages_per_s",
     ),
+    # set on the experiment, where the run takes them from (under engine they were ignored)
+    ("experiments.sharing.engine.sharing", False, "experiments.sharing.engine.sharing"),
+    ("experiments.sharing.engine.seed", 5, "experiments.sharing.engine.seed"),
+    ("experiments.sharing.engine.epoch_ns", 200_000_000, "experiments.sharing.engine.epoch_ns"),
+    # one value per VM, for a different number of VMs than the runs have
+    (
+        f"experiments.default.policies[{ESX}]",
+        {"name": "esx", "params": {"shares": [3000, 1000]}},
+        f"experiments.default.policies[{ESX}].params.shares",
+    ),
+    (
+        f"experiments.default.policies[{ESX}]",
+        "esx:shares=3/1",
+        f"experiments.default.policies[{ESX}]",
+    ),
+    # its label, a directory name: results/runs/x/esx:shares=3/1/...
+    ("experiments.traces.policies[0]", "esx:shares=3/1", "experiments.traces.policies[0]"),
+    (
+        "experiments.sharing.engine.overhead_pages",
+        [1, 2],
+        "experiments.sharing.engine.overhead_pages",
+    ),
     # workloads
     ("workloads.tiny.generate.seed", -1, "workloads.tiny.generate.seed"),
     (
@@ -149,11 +183,48 @@ REJECTED = [
     ),
     ("workloads.tiny-csv.ingest.path", "config/data/nope.csv", "workloads.tiny-csv.ingest.path"),
     ("workloads.tiny.colour", "blue", "workloads.tiny"),
+    (
+        "workloads.tiny-csv.ingest.options",
+        {"page_size_bytes": 3000},
+        "workloads.tiny-csv.ingest.options.page_size_bytes",
+    ),
+    (
+        "workloads.tiny-sqlite.capture.program",
+        "/usr/bin/sqlite4",
+        "workloads.tiny-sqlite.capture.program",
+    ),
+    # run from a scratch directory: a relative path would not be found
+    ("workloads.tiny-sqlite.capture.program", "sqlite3", "workloads.tiny-sqlite.capture.program"),
+    (
+        "workloads.tiny-sqlite.capture.program",
+        "bin/sqlite3",
+        "workloads.tiny-sqlite.capture.program",
+    ),
     # figures
     ("figures.sharing", "nope", "figures.sharing"),
     ("figures.timeline.policy", "mom", "figures.timeline.policy"),
     ("figures.timeline.workload", "tiny-csv", "figures.timeline.workload"),
     ("figures.balloon_equivalence.ballooned", "esx", "figures.balloon_equivalence.ballooned"),
+    # figures of the wrong kind of experiment (a placeholder or a meaningless figure)
+    ("figures.double_paging", "defualt", "figures.double_paging"),
+    ("figures.double_paging_vms", 3, "figures.double_paging_vms"),  # with double_paging
+    ("figures.sharing", "traces", "figures.sharing"),
+    ("figures.overcommit", "balloon-eq", "figures.overcommit"),
+    (
+        "figures.timeline",
+        {"experiment": "balloon-eq", "policy": "balloon"},
+        "figures.timeline.experiment",
+    ),
+    (
+        "figures.timeline",
+        {"experiment": "sharing", "policy": "none", "vms": 7},
+        "figures.timeline.vms",
+    ),
+    (
+        "figures.timeline",
+        {"experiment": "traces", "policy": "none", "vms": 2},
+        "figures.timeline.vms",
+    ),
 ]
 
 
@@ -200,3 +271,71 @@ def test_snakemake_fails_at_load_naming_the_key(tmp_path, path, value, key):
     assert result.returncode != 0
     assert f"config: {key}: " in result.stdout + result.stderr
     assert not (tmp_path / "traces").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("key", ["sharing", "seed", "epoch_ns"])
+def test_engine_options_of_the_experiment_are_refused_naming_where_they_go(key):
+    config = copy.deepcopy(TEST_CONFIG)
+    config["experiments"]["sharing"]["engine"][key] = 1 if key != "sharing" else True
+    with pytest.raises(ConfigError, match=rf"set it as experiments\.sharing\.{key}"):
+        check_config(config, SCHEMA, REPO)
+
+
+def test_one_value_per_vm_fits_every_run_or_is_refused_at_load():
+    config = copy.deepcopy(TEST_CONFIG)
+    experiment = config["experiments"]["sharing"]
+    experiment["policies"] = [{"name": "esx", "params": {"shares": [3000, 1000]}}]
+    experiment["engine"]["overhead_pages"] = [1, 2]
+    experiment["sweep"] = {"vms": [2]}
+    check_config(config, SCHEMA, REPO)  # not searched (no host_mem): every run has 2 VMs
+    experiment["policies"] = ["esx:shares=3000/1000"]
+    with pytest.raises(ConfigError, match="nested directories"):
+        check_config(config, SCHEMA, REPO)  # its label would be two directories
+    experiment["sweep"] = {"vms": [2, 3]}
+    with pytest.raises(ConfigError, match="2 values .* runs 2, 3 VMs") as caught:
+        check_config(config, SCHEMA, REPO)
+    assert caught.value.key == "experiments.sharing.policies[0]"
+    assert "parameter 'shares'" in str(caught.value)
+    # A searched sweep (a fixed host) may run any count up to its largest.
+    experiment["policies"] = [{"name": "esx", "params": {"shares": [3000, 1000]}}]
+    experiment.update(host_mem="5MiB", vm_mem="2MiB", sweep={"vms": [2]})
+    with pytest.raises(ConfigError, match="any count from 1 to 2"):
+        check_config(config, SCHEMA, REPO)
+    experiment["refine"] = {"enabled": False}
+    check_config(config, SCHEMA, REPO)
+
+
+def test_an_ingested_trace_without_configured_memory_needs_vm_mem_at_load():
+    config = copy.deepcopy(TEST_CONFIG)
+    del config["workloads"]["tiny-csv"]["ingest"]["vm_mem"]
+    with pytest.raises(ConfigError) as caught:
+        check_config(config, SCHEMA, REPO)
+    assert caught.value.key == "experiments.traces.vm_mem"
+    assert "workloads.tiny-csv.ingest.vm_mem" in str(caught.value)
+    config["experiments"]["traces"]["vm_mem"] = "16MiB"
+    check_config(config, SCHEMA, REPO)
+
+
+def test_double_paging_vms_is_a_count_the_overcommit_experiment_runs():
+    config = copy.deepcopy(TEST_CONFIG)
+    del config["figures"]["double_paging"]
+    for vms in (1, 3, 5):
+        config["figures"]["double_paging_vms"] = vms
+        check_config(config, SCHEMA, REPO)
+    config["figures"]["double_paging_vms"] = 99
+    with pytest.raises(ConfigError, match="99 is not a VM count of experiment 'default'"):
+        check_config(config, SCHEMA, REPO)
+    # The timeline may draw any count of a searched sweep: the workflow makes that run.
+    config["figures"]["timeline"]["vms"] = 4
+    config["figures"]["double_paging_vms"] = 5
+    check_config(config, SCHEMA, REPO)
+
+
+def test_a_recorded_capture_does_not_need_its_program(tmp_path):
+    config = copy.deepcopy(TEST_CONFIG)
+    config["workloads"]["tiny-sqlite"]["capture"]["program"] = "/usr/bin/sqlite4"
+    with pytest.raises(ConfigError, match="not found or not executable"):
+        check_config(config, SCHEMA, REPO, tmp_path)
+    (tmp_path / "traces").mkdir()
+    (tmp_path / "traces" / "tiny-sqlite.parquet").touch()  # recorded before
+    check_config(config, SCHEMA, REPO, tmp_path)

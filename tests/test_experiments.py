@@ -52,7 +52,7 @@ def test_grid_runs_cover_policies_and_points():
     esx = runs[2]
     assert esx["policy_name"] == "esx" and esx["policy_params"] == {"tax": 0.0}
     assert esx["host_mem"] == "12MiB" and esx["n_vms"] == 2 and esx["sweep"] == "vms"
-    assert esx["slo_slowdown"] == 1.2 and esx["sharing"] is True
+    assert esx["sharing"] is True and X.slo_slowdown(EXPERIMENT) == 1.2
     assert X.refines(EXPERIMENT)
     baselines = X.baseline_runs("exp", EXPERIMENT, runs)
     assert [b["point"] for b in baselines] == ["w-n2", "w-n4"]
@@ -65,6 +65,8 @@ def test_host_sweep_points_and_no_search():
     runs = X.grid_runs("h", experiment)
     assert [r["point"] for r in runs] == ["w-n3-host1024MiB", "w-n3-host1536MiB"]
     assert not X.refines(experiment)
+    # Sizes 4 KiB apart keep their own points (6 digits made both 'host1000MiB').
+    assert X.host_point("w", None, "1000MiB") != X.host_point("w", None, "1024004KiB")
     with pytest.raises(ConfigError, match="no policy labelled"):
         X.make_run("h", experiment, "w", "esx")
 
@@ -192,3 +194,66 @@ def test_role_runs_are_the_grid_of_the_named_experiment():
     runs = X.role_runs(experiments, {"experiment": "e", "ballooned": "static"})
     assert runs == X.grid_runs("e", EXPERIMENT) and len(runs) == 4
     assert X.role_runs(experiments, None) == [] and X.role_runs(experiments, {}) == []
+
+
+def test_sharing_left_out_is_the_policys_default(tmp_path):
+    """README: esx and mom share pages unless an experiment says `sharing: false`. The
+    schema's defaults, which Snakemake fills in at load, must not turn a missing
+    `sharing` into false (a user audit found ESX modelled without TPS)."""
+    from pathlib import Path
+
+    from snakemake.utils import validate
+
+    from balloonreplay.metrics import read_metrics_metadata
+    from balloonreplay.traces.io import write_trace
+
+    schema = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+    table, meta = two_vm_trace()
+    trace = tmp_path / "t.parquet"
+    write_trace(table.to_batches(), trace, meta)
+    for given, expected in ((None, {"esx": True, "none": False}), (False, {"esx": False})):
+        experiment = {"workloads": ["t"], "policies": list(expected)}
+        if given is not None:
+            experiment["sharing"] = given
+        config = {"workloads": {"t": {"generate": {"spec": "t.yaml"}}}}
+        config["experiments"] = {"e": experiment}
+        validate(config, str(schema))  # fills in the schema's defaults, as Snakemake does
+        for run in X.grid_runs("e", config["experiments"]["e"]):
+            assert run["sharing"] is given
+            out = tmp_path / f"{run['policy']}-{given}.parquet"
+            X.run_point(run, trace, out)
+            assert read_metrics_metadata(out)["config"]["sharing"] is expected[run["policy"]]
+
+
+def test_runs_do_not_depend_on_the_slo():
+    """A run is a replay job's params: another SLO (a threshold the summary applies) must
+    not make Snakemake rerun every replay."""
+    other = {**EXPERIMENT, "slo": {"slowdown": 1.5, "baseline": "none"}}
+    runs = X.grid_runs("exp", EXPERIMENT)
+    assert X.grid_runs("exp", other) == runs
+    assert X.baseline_runs("exp", {**EXPERIMENT, "slo": {}}, runs) == X.baseline_runs(
+        "exp", EXPERIMENT, runs
+    )
+    assert X.slo_slowdown(other) == 1.5 and X.slo_slowdown({}) == 1.1
+
+
+def test_runs_do_not_depend_on_the_order_of_config_keys():
+    """Snakemake compares a job's params as text: a config whose mappings list the same
+    keys in another order (yaml.safe_dump sorts them) must not make every run stale."""
+
+    def reverse(value):
+        if isinstance(value, dict):
+            return {key: reverse(value[key]) for key in reversed(list(value))}
+        return [reverse(v) for v in value] if isinstance(value, list) else value
+
+    experiment = {
+        **EXPERIMENT,
+        "latencies": {"disk_read_ns": 5, "guest_swap_in_ns": 7},
+        "engine": {"scan_rate_pages_per_s": 10, "intra_vm_sharing_only": False},
+        "policies": [{"name": "esx", "params": {"tax": 0.5, "shares": [1, 2]}}],
+    }
+    runs = X.grid_runs("exp", experiment)
+    assert repr(X.grid_runs("exp", reverse(experiment))) == repr(runs)
+    assert repr(X.baseline_runs("exp", reverse(experiment), runs)) == repr(
+        X.baseline_runs("exp", experiment, runs)
+    )

@@ -12,11 +12,13 @@ from balloonreplay.metrics import ALL_COLUMNS, metrics_frame, write_metrics
 from balloonreplay.summary import (
     consolidation,
     consolidation_point,
+    display_name,
     next_points,
     pages_saved_by_sharing,
     read_run,
     run_row,
     summarize_runs,
+    summarize_study,
 )
 
 PAGE = 4096
@@ -182,6 +184,27 @@ def test_summary_and_consolidation_from_files(tmp_path):
     assert per_run["static"] == 2 and per_run["esx"] == 3
 
 
+def test_the_slo_is_applied_by_the_summary(tmp_path):
+    """The workflow's slo.slowdown is given to the summary, not recorded by each replay;
+    a run's recorded SLO (older files) is used only for experiments not given."""
+    paths = []
+    for n, slowdown in ((1, 1.0), (2, 1.15), (3, 1.3)):
+        base = tmp_path / f"base-{n}.parquet"
+        write_run(base, n_vms=n, policy="none", sweep="baseline", seed=n)
+        run = tmp_path / f"esx-{n}.parquet"
+        write_run(run, n_vms=n, slowdowns=[slowdown] * n, seed=n)
+        paths += [run, base]
+    recorded = summarize_study(paths)  # runs recorded SLO 1.1
+    assert len(recorded) == 3 and recorded.within_slo.tolist() == [True, False, False]
+    assert consolidation(recorded).consolidation_ratio.tolist() == [1]
+    looser = summarize_study(paths, {"exp": 1.2})
+    assert looser.within_slo.tolist() == [True, True, False]
+    assert looser.slo_slowdown.tolist() == [1.2] * 3
+    ratios = consolidation(looser)
+    assert ratios.consolidation_ratio.tolist() == [2] and ratios.slo_slowdown.tolist() == [1.2]
+    assert summarize_study(paths, {"other": 1.2}).within_slo.tolist() == [True, False, False]
+
+
 def test_no_consolidation_ratio_where_the_host_grows_with_the_vms(tmp_path):
     runs = []
     for n in (1, 2, 3):
@@ -217,3 +240,10 @@ def test_summarize_command_matches_baselines_and_reads_run_lists(tmp_path):
     assert pd.read_parquet(ratios).consolidation_ratio.tolist() == [2]
     empty = CliRunner().invoke(main, ["summarize", "-o", str(out)])
     assert empty.exit_code != 0 and "no metrics files" in empty.output
+
+
+def test_display_name_is_the_policy_run_with_its_label():
+    assert display_name("esx") == display_name("esx", "esx") == "VMware ESX"
+    assert display_name("esx-notax", "esx") == "VMware ESX (esx-notax)"
+    # A label naming another policy: drawn as the policy it runs ('VMware ESX' before).
+    assert display_name("esx", "none") == "no policy (esx)"

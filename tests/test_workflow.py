@@ -53,6 +53,30 @@ def test_tiny_config_runs_end_to_end(tmp_path_factory):
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
 
+def test_another_slo_reruns_no_replay(tmp_path_factory, tmp_path):
+    # The SLO is a threshold applied after the replays (the summary and the search's
+    # rounds): trying another must not rerun the study's replays.
+    study = uninterrupted_study(tmp_path_factory, cores=2)
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config["experiments"]["default"]["slo"] = {"slowdown": 1.2}
+    path = tmp_path / "slo.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    plan = snakemake(study, path, "--dry-run")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "rule summarize:" in plan.stdout and "checkpoint refine_sweep:" in plan.stdout
+    assert "rule replay:" not in plan.stdout and "rule replay_baseline:" not in plan.stdout
+
+
+def test_a_config_with_its_keys_reordered_reruns_nothing(tmp_path_factory, tmp_path):
+    # Snakemake compares params as text; yaml.safe_dump sorts every mapping's keys.
+    study = uninterrupted_study(tmp_path_factory, cores=2)
+    path = tmp_path / "sorted.yaml"
+    path.write_text(yaml.safe_dump(yaml.safe_load(TEST_CONFIG.read_text()), sort_keys=True))
+    plan = snakemake(study, path, "--dry-run")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout[-3000:]
+
+
 # Columns of results/summary.parquet and results/consolidation.parquet that users and the
 # figures rely on (balloonreplay/summary.py documents them).
 SUMMARY_COLUMNS = {

@@ -7,6 +7,7 @@ import shlex
 import shutil
 import sys
 
+import yaml
 from snakemake.exceptions import WorkflowError
 
 from snakemake.utils import validate
@@ -50,7 +51,8 @@ BALLOONREPLAY = (
 
 def repo_path(path):
     """Config paths are relative to the repository root (the Snakefile's directory), so
-    the workflow runs the same from any --directory."""
+    they name the same files from any --directory. (The `configfile:` default is relative
+    to the working directory: with --directory, give --configfile too.)"""
     return path if os.path.isabs(path) else os.path.join(workflow.basedir, path)
 
 
@@ -64,7 +66,9 @@ def _check_config():
     policies, formats and labels; sizes, parameters and options are valid
     (balloonreplay.config_check). The error names the offending key."""
     try:
-        check_values(config, workflow.basedir)
+        # The working directory is the study's (--directory): a capture already
+        # recorded there does not need its program.
+        check_values(config, workflow.basedir, os.getcwd())
     except ConfigError as exc:
         raise WorkflowError(str(exc)) from None
 
@@ -259,6 +263,25 @@ def timeline_run():
     return [run_path(run)]
 
 
+def config_inputs(path):
+    """The files a config's workloads read (generator specs, ingested sources, a capture's
+    standard input and script): a rule running that config's study in a nested Snakemake
+    (`paper`) must rerun when one of them changes, as the study's own jobs would."""
+    with open(path) as fh:
+        workloads = (yaml.safe_load(fh) or {}).get("workloads") or {}
+    files = set()
+    for workload in workloads.values():
+        if "generate" in workload:
+            files.add(repo_path(workload["generate"]["spec"]))
+        if "ingest" in workload:
+            files.add(repo_path(workload["ingest"]["path"]))
+        if "capture" in workload:
+            files.add(repo_path("workflow/scripts/capture-memtrace.sh"))
+            if workload["capture"].get("stdin"):
+                files.add(repo_path(workload["capture"]["stdin"]))
+    return sorted(files)
+
+
 def figure_files(suffixes=("png", "pdf")):
     return expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=suffixes)
 
@@ -311,7 +334,7 @@ def ingest_flags(wildcards):
     """Command-line flags for `balloonreplay ingest`, shell-quoted."""
     settings = WORKLOADS[wildcards.workload]["ingest"]
     flags = ["--format", shlex.quote(settings["format"])]
-    for key, value in settings["options"].items():
+    for key, value in sorted(settings["options"].items()):  # any order: the same params
         if isinstance(value, bool):
             value = str(value).lower()
         flags += ["--opt", shlex.quote(f"{key}={value}")]

@@ -83,6 +83,7 @@ checkpoint refine_sweep:
         "../envs/balloonreplay.yaml"
     params:
         max_points=max_points_per_round,
+        slo=lambda wildcards: X.slo_slowdown(EXPERIMENTS[wildcards.experiment]),
     script:
         "../scripts/refine_sweep.py"
 

@@ -19,13 +19,10 @@ rule summarize:
     resources:
         mem_mb=2000,
     params:
-        cli=BALLOONREPLAY,
-        run_lists=lambda wildcards, input: " ".join(
-            f"--runs-from {shlex.quote(path)}" for path in input.sweeps
-        ),
-    shell:
-        "{params.cli:q} summarize {input.runs:q} {params.run_lists}"
-        " -o {output.summary:q} --consolidation {output.consolidation:q} 2> {log:q}"
+        # Applied here, not recorded by each replay: another SLO reruns no replay.
+        slo={name: X.slo_slowdown(EXPERIMENTS[name]) for name in sorted(EXPERIMENTS)},
+    script:
+        "../scripts/summarize.py"
 
 
 rule figures:
@@ -82,7 +79,7 @@ rule figures:
     resources:
         mem_mb=2000,
     params:
-        roles=FIGURE_ROLES,
+        roles=X.canonical(FIGURE_ROLES),
         out_dir=lambda wildcards, output: os.path.dirname(output.swap_traffic),
     script:
         "../scripts/figures.py"
@@ -93,6 +90,8 @@ rule figures:
 rule paper:
     input:
         config=repo_path("config/paper.yaml"),
+        # What the paper config uses: the nested run is started only if one has changed.
+        used=config_inputs(repo_path("config/paper.yaml")),
     output:
         "paper/results/summary.parquet",
         "paper/results/consolidation.parquet",

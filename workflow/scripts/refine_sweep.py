@@ -9,7 +9,7 @@ from balloonreplay.traces.io import atomic_path
 sm = snakemake  # noqa: F821 (snakemake is injected)
 # Left open: a traceback raised at exit must still reach the log.
 sys.stderr = open(sm.log[0], "w", buffering=1)  # noqa: SIM115
-rows = summarize_runs(sm.input.runs, sm.input.baselines)
+rows = summarize_runs(sm.input.runs, sm.input.baselines, {sm.wildcards.experiment: sm.params.slo})
 within = {int(n): bool(w) for n, w in zip(rows.n_vms, rows.within_slo, strict=True)}
 new = next_points(within, sm.params.max_points)
 best, known = consolidation_point(within)

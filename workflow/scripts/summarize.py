@@ -1,0 +1,27 @@
+"""Snakemake glue: the study's summary and consolidation tables
+(balloonreplay.summary.summarize_study), each experiment judged by its configured SLO."""
+
+import sys
+
+from balloonreplay.summary import consolidation, summarize_study, write_summary
+
+sm = snakemake  # noqa: F821 (snakemake is injected)
+# Left open: a traceback raised at exit must still reach the log.
+sys.stderr = open(sm.log[0], "w", buffering=1)  # noqa: SIM115
+paths = list(sm.input.runs)
+for listing in sm.input.sweeps:
+    with open(listing) as fh:
+        paths += [line.strip() for line in fh if line.strip()]
+summary = summarize_study(paths, dict(sm.params.slo))
+ratios = consolidation(summary)
+write_summary(summary, sm.output.summary)
+write_summary(ratios, sm.output.consolidation)
+print(f"{sm.output.summary}: {len(summary)} runs", file=sys.stderr)
+for row in ratios.itertuples():
+    bound = "" if row.boundary_known else " (lower bound)"
+    print(
+        f"{row.experiment}/{row.workload}/{row.policy}: consolidation ratio "
+        f"{row.consolidation_ratio}{bound} VMs per host (SLO {row.slo_slowdown:.2f}), "
+        f"overcommit {row.overcommit_ratio:.2f}",
+        file=sys.stderr,
+    )
