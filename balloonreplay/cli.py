@@ -181,6 +181,31 @@ def ingest_command(
         )
 
 
+def _parse_slo(settings: tuple[str, ...], experiments: set) -> dict[str, float]:
+    """``--slo 1.2`` (every experiment) and ``--slo overcommit=1.3`` as {experiment: SLO}."""
+    slo: dict[str, float] = {}
+    # One experiment's SLO wins over every experiment's, whatever their order.
+    for setting in sorted(settings, key=lambda text: "=" in text):
+        name, _, text = setting.rpartition("=")
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not value >= 1.0 or value == float("inf"):
+            raise click.BadParameter(
+                f"expected a slowdown of at least 1 (e.g. 1.10), got {setting!r}",
+                param_hint="--slo",
+            )
+        if name and name not in experiments:
+            known = ", ".join(sorted(str(e) for e in experiments if e)) or "none"
+            raise click.BadParameter(
+                f"no run of experiment {name!r} (the runs': {known})", param_hint="--slo"
+            )
+        for experiment in [name] if name else experiments:
+            slo[experiment] = value
+    return slo
+
+
 class _Counter:
     """Counts the accesses a progress bar is advanced by, and advances it."""
 
@@ -601,8 +626,16 @@ def replay_command(
     type=click.Path(),
     help="also write the consolidation ratio per experiment, workload and policy (.parquet)",
 )
+@click.option(
+    "--slo",
+    "slo_settings",
+    multiple=True,
+    metavar="[EXPERIMENT=]SLOWDOWN",
+    help="the SLO slowdown (every experiment's, or one's; repeatable); default: what each "
+    "run records, else 1.10",
+)
 @reports_errors
-def summarize_command(runs, run_lists, output, consolidation_path):
+def summarize_command(runs, run_lists, output, consolidation_path, slo_settings):
     """Summarise metrics files (one row per run) and find each policy's consolidation
     ratio. Baseline runs among RUNS (the workflow's results/baselines/) are matched to
     the runs they serve, not summarised."""
@@ -616,10 +649,12 @@ def summarize_command(runs, run_lists, output, consolidation_path):
     for path in (output, consolidation_path):
         if path is not None:
             check_output_path(path, *runs)
-    is_baseline = [read_metrics_metadata(p).get("run", {}).get("sweep") == "baseline" for p in runs]
+    records = [read_metrics_metadata(p).get("run", {}) for p in runs]
+    is_baseline = [run.get("sweep") == "baseline" for run in records]
     summary = summarize_runs(
         [p for p, b in zip(runs, is_baseline, strict=True) if not b],
         [p for p, b in zip(runs, is_baseline, strict=True) if b],
+        _parse_slo(slo_settings, {run.get("experiment") for run in records}),
     )
     write_summary(summary, output)
     ratios = consolidation(summary)

@@ -205,6 +205,32 @@ def test_the_slo_is_applied_by_the_summary(tmp_path):
     assert summarize_study(paths, {"other": 1.2}).within_slo.tolist() == [True, False, False]
 
 
+def test_summarize_command_takes_the_slo(tmp_path):
+    # The workflow gives the summary each experiment's SLO; by hand it is --slo.
+    from click.testing import CliRunner
+
+    from balloonreplay.cli import main
+
+    paths = []
+    for n, slowdown in ((1, 1.0), (2, 1.15), (3, 1.3)):
+        base = tmp_path / f"base-{n}.parquet"
+        write_run(base, n_vms=n, policy="none", sweep="baseline", seed=n)
+        run = tmp_path / f"esx-{n}.parquet"
+        write_run(run, n_vms=n, slowdowns=[slowdown] * n, seed=n)
+        paths += [str(run), str(base)]
+    out = tmp_path / "summary.parquet"
+    for slo, within in (([], [True, False, False]), (["--slo", "1.2"], [True, True, False])):
+        result = CliRunner().invoke(main, ["summarize", *paths, "-o", str(out), *slo])
+        assert result.exit_code == 0, result.output
+        assert pd.read_parquet(out).within_slo.tolist() == within
+    named = ["--slo", "exp=1.2", "--slo", "1.05"]  # one experiment's wins over every one's
+    assert CliRunner().invoke(main, ["summarize", *paths, "-o", str(out), *named]).exit_code == 0
+    assert pd.read_parquet(out).slo_slowdown.tolist() == [1.2] * 3
+    for bad, message in (("0.9", "at least 1"), ("other=1.2", "no run of experiment 'other'")):
+        result = CliRunner().invoke(main, ["summarize", *paths, "-o", str(out), "--slo", bad])
+        assert result.exit_code == 2 and message in result.output
+
+
 def test_no_consolidation_ratio_where_the_host_grows_with_the_vms(tmp_path):
     runs = []
     for n in (1, 2, 3):
