@@ -118,9 +118,10 @@ class _TraceFeed:
         vm_ids = batch.column("vm").to_numpy()
         pages = batch.column("page").to_numpy().astype(np.int64)
         if "free" in batch.schema.names:
-            # A free row is marked -1: it counts as a replayed row but is no access.
+            # A free row of page p is marked -(p + 1): it counts as a replayed row, and the
+            # curve takes it as a free (mrc._stack_distances), not as an access.
             free = batch.column("free").to_numpy(zero_copy_only=False)
-            pages = np.where(free, -1, pages)
+            pages = np.where(free, -pages - 1, pages)
         for vm, rows in self._rows_by_vm(vm_ids):
             self._buffers.setdefault(vm, deque()).append(pages[rows])
             self._buffered[vm] = self._buffered.get(vm, 0) + len(rows)
@@ -143,8 +144,7 @@ class _TraceFeed:
                 need = 0
         taken = sum(len(p) for p in parts)
         self._buffered[vm] = self._buffered.get(vm, 0) - taken
-        rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        return rows[rows >= 0]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 class MrcPolicy(HostPolicy):
@@ -215,11 +215,15 @@ class MrcPolicy(HostPolicy):
         self._attached = trace
 
     def feed(self, vm: int, pages: np.ndarray) -> None:
-        """Add accesses of `vm` to its curve (for callers that have the stream)."""
+        """Add rows of `vm` to its curve (for callers that have the stream): page ids, and
+        -(p + 1) for a free of page p."""
         while len(self._curves) <= vm:
             self._curves.append(_VmCurve(1024))
         if len(pages):
-            self._curves[vm].add(np.ascontiguousarray(pages, dtype=np.int64))
+            rows = np.asarray(pages, dtype=np.int64)
+            frees = rows < 0
+            pages = np.ascontiguousarray(np.where(frees, -rows - 1, rows))
+            self._curves[vm].add(pages, frees.astype(np.uint8))
 
     def floors(self, snapshot: Snapshot) -> np.ndarray:
         config = snapshot.config_pages.astype(np.int64)
