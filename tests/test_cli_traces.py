@@ -199,3 +199,22 @@ def test_export_to_oracle_general_leaves_frees_out(tmp_path):
     assert len(records) == 4
     assert list(records["obj_id"] & np.uint64((1 << 48) - 1)) == [0, 1, 0, 1]
     assert list(records["next_access_vtime"]) == [-1, -1, -1, -1]  # each page once per VM
+
+
+def test_info_counts_no_free_as_an_access_nor_its_content(tmp_path):
+    # Found by an audit: info counted free rows as accesses (and their writes and
+    # contents), so a heap trace showed 24,000 accesses for 22,800.
+    from balloonreplay.traces.info import trace_info
+
+    path = tmp_path / "frees.parquet"
+    free = np.array([False, False, False, True, False])
+    write = np.array([True, False, True, True, False])
+    content = [0, 7, 7, 0, None]  # page 0 is a zero page until freed; 1 and 2 share 7
+    batch = make_batch([0] * 5, np.arange(5), [0, 1, 2, 0, 3], write, content, free=free)
+    write_trace([batch], path, TraceMetadata(config_pages=[8], source="test"))
+    info = trace_info(path)
+    assert info.accesses == 4 and info.vms[0].accesses == 4
+    assert info.write_fraction == 2 / 4  # the free's write flag is not a write
+    assert info.vms[0].distinct_pages == 4
+    assert info.zero_page_fraction == 0  # page 0 was freed: no content any more
+    assert info.shareable_page_fraction == 2 / 4

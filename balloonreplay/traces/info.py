@@ -65,9 +65,12 @@ class _VmTally:
         self.last_content = np.empty(0, dtype=np.uint64)
         self.content_state = np.empty(0, dtype=np.int8)
 
-    def add(self, pages, writes, t_ns, contents, content_states) -> None:
-        self.accesses += pages.shape[0]
-        self.writes += int(writes.sum())
+    def add(self, pages, writes, t_ns, contents, content_states, frees) -> None:
+        # A free is no access, and leaves its page without a content (not a zero page,
+        # nor one to share), though the page was touched.
+        self.accesses += pages.shape[0] - int(frees.sum())
+        self.writes += int((writes & ~frees).sum())
+        content_states = np.where(frees, _UNKNOWN, content_states).astype(np.int8)
         if self.first_t_ns is None:
             self.first_t_ns = int(t_ns[0])
         self.last_t_ns = int(t_ns[-1])
@@ -103,9 +106,10 @@ def trace_info(path: str | os.PathLike, progress=None) -> TraceInfo:
         states = np.where(
             content_col.is_null().to_numpy(zero_copy_only=False), _UNKNOWN, _KNOWN
         ).astype(np.int8)
+        frees = batch.column("free").to_numpy(zero_copy_only=False)
         for vm, rows in rows_by_vm(vm_ids):
             tallies.setdefault(vm, _VmTally()).add(
-                pages[rows], writes[rows], t_ns[rows], contents[rows], states[rows]
+                pages[rows], writes[rows], t_ns[rows], contents[rows], states[rows], frees[rows]
             )
         if progress is not None:
             progress.update(batch.num_rows)
@@ -117,7 +121,7 @@ def trace_info(path: str | os.PathLike, progress=None) -> TraceInfo:
             vm=vm,
             accesses=t.accesses,
             distinct_pages=t.distinct_pages,
-            write_fraction=t.writes / t.accesses,
+            write_fraction=t.writes / max(t.accesses, 1),
             first_t_ns=t.first_t_ns or 0,
             last_t_ns=t.last_t_ns,
             config_pages=config_pages[vm] if config_pages and vm < len(config_pages) else None,
