@@ -242,6 +242,28 @@ def test_writes_give_fresh_unique_content_unless_told_otherwise():
     assert np.all(zero["content"][zero["write"]] == 0)
 
 
+@pytest.mark.parametrize(
+    ("phase", "what"),
+    [
+        ({"footprint": 1000, "accesses": 1000, "release": "free"}, "while it grows"),
+        (
+            {"footprint": 300, "accesses": 1000, "grow_fraction": 0.8, "release": "zero"},
+            "while it releases",
+        ),
+    ],
+)
+def test_a_heap_phase_too_short_for_its_footprint_is_refused(phase, what):
+    # Found by an audit: the live size jumped by several pages per access and only one
+    # was written or freed (footprint 1000 in 1000 accesses: 500 pages allocated, 500
+    # never-allocated pages freed, all 500 allocated ones left live).
+    spec = one_vm_spec({"kind": "heap", **phase})
+    with pytest.raises(ConfigError, match=what) as info:
+        parse_spec(spec)
+    assert info.value.key.endswith(".accesses")
+    # Dropping released pages touches none of them, so only growth needs the accesses.
+    parse_spec(one_vm_spec({"kind": "heap", "footprint": 300, "accesses": 1000}))
+
+
 def test_heap_grows_then_releases_and_zeroes_freed_pages():
     phase = {"kind": "heap", "footprint": 200, "accesses": 4000, "release": "zero"}
     cols = columns(table_of(one_vm_spec(phase)))

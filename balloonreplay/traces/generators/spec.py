@@ -314,6 +314,7 @@ def _parse_phase(raw: Any, key: str, vm_mean_ns: float) -> Phase:
     if kind == "heap":
         grow_fraction = _fraction(raw.get("grow_fraction", 0.5), f"{key}.grow_fraction")
         release = _choice(raw.get("release", "drop"), RELEASE_MODES, f"{key}.release")
+        _check_heap_pace(footprint, accesses, grow_fraction, release, key)
 
     return Phase(
         kind=kind,
@@ -331,6 +332,29 @@ def _parse_phase(raw: Any, key: str, vm_mean_ns: float) -> Phase:
         grow_fraction=grow_fraction,
         release=release,
     )
+
+
+def _check_heap_pace(
+    footprint: int, accesses: int, grow_fraction: float, release: str, key: str
+) -> None:
+    """A heap phase writes each page it allocates, and zeroes or frees each page it
+    releases, one page per access (streams._heap_pages): its growing part needs an access
+    per page of its footprint, and so does its releasing part unless it only drops pages.
+    With fewer, the live size jumped by several pages per access and only one of them was
+    written or freed."""
+    grow_n = max(1, min(accesses, round(grow_fraction * accesses)))
+    release_n = accesses - grow_n
+    parts = [("grows", grow_n)]
+    if release != "drop" and release_n > 0:
+        parts.append((f"releases (release: {release})", release_n))
+    for what, n in parts:
+        if n < footprint:
+            raise ConfigError(
+                f"{key}.accesses",
+                f"a heap phase touches one page per access while it {what}: its footprint of "
+                f"{footprint} pages needs at least that many accesses there, it has {n} "
+                f"({accesses} accesses, grow_fraction {grow_fraction})",
+            )
 
 
 def _check_file_regions(phases: tuple[Phase, ...], key: str) -> None:
