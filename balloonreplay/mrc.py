@@ -209,7 +209,21 @@ def miss_ratio_curves(trace_path: str | os.PathLike, progress=None) -> pd.DataFr
         if progress is not None:
             progress.update(batch.num_rows)
     frames = [curves[vm].curve(vm) for vm in sorted(curves)]
-    return pd.concat(frames, ignore_index=True)[MRC_COLUMNS]
+    result = pd.concat(frames, ignore_index=True)[MRC_COLUMNS]
+    filter_pages = trace.metadata.lru_filter_pages
+    if filter_pages:
+        import warnings
+
+        # The filter keeps exactly what a memory of at least K pages misses: below K the
+        # counts are not the trace's, and the accesses it dropped are not in the file.
+        warnings.warn(
+            f"{os.fspath(trace_path)} was reduced by the LRU filter (K = {filter_pages} pages):"
+            f" misses are exact from {filter_pages} pages up (smaller sizes left out), and"
+            " miss_ratio is per access the filter kept, not per access of the original trace",
+            stacklevel=2,
+        )
+        result = result[result.size_pages >= filter_pages].reset_index(drop=True)
+    return result
 
 
 def write_curves(curves: pd.DataFrame, out_path: str | os.PathLike, trace_path=None) -> None:

@@ -178,3 +178,23 @@ def test_mrc_with_frees_equals_the_engine(tmp_path):
     for size in (1, 5, 17, 30):
         faults = balloonreplay.replay(path, vms=f"{size}p").metrics.guest_faults.sum()
         assert curve.loc[size, "misses"] == faults
+
+
+def test_a_filtered_trace_gives_exact_misses_from_k_up_and_says_so(tmp_path):
+    # Found by an audit: sizes below the filter's K were reported as if exact, and the
+    # ratio's denominator is the kept accesses, without a word.
+    import pytest
+
+    rng = np.random.default_rng(2)
+    n = 4000
+    pages = rng.zipf(1.3, n) % 200
+    batch = make_batch(np.zeros(n, int), np.arange(n), pages, np.zeros(n, bool))
+    full, filtered = tmp_path / "full.parquet", tmp_path / "filtered.parquet"
+    write_canonical([batch], full, TraceMetadata())
+    write_canonical([batch], filtered, TraceMetadata(), lru_filter_pages=16)
+    exact = miss_ratio_curves(full).set_index("size_pages").misses
+    with pytest.warns(UserWarning, match="exact from 16 pages up"):
+        reduced = miss_ratio_curves(filtered).set_index("size_pages").misses
+    assert reduced.index.min() == 16
+    for size in reduced.index:
+        assert reduced[size] == exact[size]
