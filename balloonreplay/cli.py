@@ -438,6 +438,8 @@ def info_command(trace, as_json, quiet):
     click.echo(f"trace            {info.path}")
     click.echo(f"source           {meta.source or 'unknown'} (seed {meta.seed})")
     click.echo(f"accesses         {info.accesses}")
+    if info.frees:
+        click.echo(f"frees            {info.frees}")
     click.echo(f"VMs              {len(info.vms)}")
     click.echo(f"write fraction   {info.write_fraction:.3f}")
     click.echo(f"zero pages       {info.zero_page_fraction:.3f} of touched pages")

@@ -213,7 +213,7 @@ def test_info_counts_no_free_as_an_access_nor_its_content(tmp_path):
     batch = make_batch([0] * 5, np.arange(5), [0, 1, 2, 0, 3], write, content, free=free)
     write_trace([batch], path, TraceMetadata(config_pages=[8], source="test"))
     info = trace_info(path)
-    assert info.accesses == 4 and info.vms[0].accesses == 4
+    assert info.accesses == 4 and info.vms[0].accesses == 4 and info.frees == 1
     assert info.write_fraction == 2 / 4  # the free's write flag is not a write
     assert info.vms[0].distinct_pages == 4
     assert info.zero_page_fraction == 0  # page 0 was freed: no content any more

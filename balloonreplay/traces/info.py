@@ -43,6 +43,7 @@ class TraceInfo:
     zero_page_fraction: float
     shareable_page_fraction: float
     metadata: TraceMetadata
+    frees: int = 0  # free rows: no accesses (the file's rows are accesses + frees)
 
     @property
     def duration_ns(self) -> int:
@@ -59,6 +60,7 @@ class TraceInfo:
 class _VmTally:
     def __init__(self) -> None:
         self.accesses = 0
+        self.frees = 0
         self.writes = 0
         self.first_t_ns: int | None = None
         self.last_t_ns = 0
@@ -68,6 +70,7 @@ class _VmTally:
     def add(self, pages, writes, t_ns, contents, content_states, frees) -> None:
         # A free is no access, and leaves its page without a content (not a zero page,
         # nor one to share), though the page was touched.
+        self.frees += int(frees.sum())
         self.accesses += pages.shape[0] - int(frees.sum())
         self.writes += int((writes & ~frees).sum())
         content_states = np.where(frees, _UNKNOWN, content_states).astype(np.int8)
@@ -142,4 +145,5 @@ def trace_info(path: str | os.PathLike, progress=None) -> TraceInfo:
         zero_page_fraction=zero_pages / total_pages,
         shareable_page_fraction=shareable_pages / total_pages,
         metadata=trace.metadata,
+        frees=sum(t.frees for t in tallies.values()),
     )
