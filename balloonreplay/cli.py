@@ -262,12 +262,10 @@ def _power_of_two(value: int | None) -> int | None:
 
 
 def parse_vm_mem(text: str, page_size_bytes: int | None = None, minimum: int = 0) -> list[int]:
-    from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
+    from balloonreplay.units import PAGE_SIZE_BYTES, parse_sizes_pages
 
     try:
-        sizes = [
-            parse_size_pages(part, page_size_bytes or PAGE_SIZE_BYTES) for part in text.split(",")
-        ]
+        sizes = parse_sizes_pages(text.split(","), page_size_bytes or PAGE_SIZE_BYTES)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--vm-mem") from None
     for part, pages in zip(text.split(","), sizes, strict=True):

@@ -49,7 +49,7 @@ from balloonreplay.traces.io import (
     open_trace,
 )
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch
-from balloonreplay.units import parse_size_pages
+from balloonreplay.units import parse_sizes_pages
 
 ENGINES = ("numba", "reference")
 
@@ -174,12 +174,8 @@ def _pages_per_vm(trace, num_vms: int) -> list[int]:
 
 
 def _sizes(value, page_size: int, key: str) -> list[int]:
-    if isinstance(value, str):
-        value = [v for v in value.split(",") if v.strip()]
-    if not isinstance(value, list | tuple):
-        value = [value]
     try:
-        return [parse_size_pages(v, page_size) for v in value]
+        return parse_sizes_pages(value, page_size)
     except ValueError as exc:
         raise ConfigError(key, str(exc)) from None
 

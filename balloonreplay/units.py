@@ -48,6 +48,16 @@ def parse_size_pages(text: str | int, page_size_bytes: int = PAGE_SIZE_BYTES) ->
     return int(size_bytes // page_size_bytes)
 
 
+def parse_sizes_pages(value, page_size_bytes: int = PAGE_SIZE_BYTES) -> list[int]:
+    """One size or several in pages: ``"512MiB,1GiB"`` (empty parts skipped), a list of
+    sizes, or one size or page count; ValueError names a size that is none."""
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple):
+        value = [value]
+    return [parse_size_pages(v, page_size_bytes) for v in value]
+
+
 def format_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

@@ -181,30 +181,22 @@ def _with_input_counts(batches, source_path, lru_filter_pages, stats):
         counts.clear()
 
 
-def _vm_mem_pages(vm_mem: str | Iterable[str | int], page_size_bytes: int | None) -> list[int]:
-    from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
+def _vm_mem_pages(
+    vm_mem: str | Iterable[str | int] | int, page_size_bytes: int | None
+) -> list[int]:
+    from balloonreplay.units import PAGE_SIZE_BYTES, parse_sizes_pages
 
-    if isinstance(vm_mem, str):
-        sizes = vm_mem.split(",")
-    elif isinstance(vm_mem, int):
-        sizes = [vm_mem]  # one page count, as replay(vms=...) takes it
-    else:
-        sizes = list(vm_mem)
     page_size_bytes = page_size_bytes or PAGE_SIZE_BYTES
-    pages = []
-    for size in sizes:
-        try:
-            count = parse_size_pages(
-                size.strip() if isinstance(size, str) else size, page_size_bytes
-            )
-        except ValueError as exc:
-            raise ConfigError("vm_mem", str(exc)) from None
-        if count < 1:
-            raise ConfigError(
-                "vm_mem",
-                f"expected at least 1 page of {page_size_bytes} bytes per VM, got {size!r}",
-            )
-        pages.append(count)
+    try:
+        pages = parse_sizes_pages(
+            vm_mem if isinstance(vm_mem, str | int) else list(vm_mem), page_size_bytes
+        )
+    except ValueError as exc:
+        raise ConfigError("vm_mem", str(exc)) from None
+    if not pages or min(pages) < 1:
+        raise ConfigError(
+            "vm_mem", f"expected at least 1 page of {page_size_bytes} bytes per VM, got {vm_mem!r}"
+        )
     return pages
 
 
