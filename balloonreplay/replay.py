@@ -737,21 +737,37 @@ def _earliest_t_ns(trace) -> int:
     """Host time 0: the trace's earliest access time. Rows need be in time order only
     within each VM, so the first row's time may be a later VM's. From the footer's
     statistics of a canonical Parquet file when every row group has them (the reading
-    thread refuses a row they belie), else one pass over the conformed batches (an
-    in-memory table, or a file without statistics or of another schema)."""
+    thread refuses a row they belie), else from the time column alone, cast as
+    conform_batch casts it (an in-memory table, or a file without statistics or of
+    another schema). A column missing or of the wrong type gives 0: the reading that
+    follows names the error."""
     import pyarrow.compute as pc
 
-    if isinstance(trace, Trace) and trace.path is not None:
+    if not isinstance(trace, _TableTrace):
         try:
             return _earliest_from_statistics(trace)
         except LookupError:
             pass
     earliest = None
-    for batch in trace.iter_batches():
-        if batch.num_rows:
-            low = int(pc.min(batch.column("t_ns")).as_py())
-            earliest = low if earliest is None else min(earliest, low)
+    try:
+        for column in _time_columns(trace):
+            low = pc.min(column.cast(pa.uint64(), safe=True)).as_py()
+            if low is not None:
+                earliest = low if earliest is None else min(earliest, low)
+    except pa.ArrowException:
+        return 0
     return earliest or 0
+
+
+def _time_columns(trace) -> Iterator[pa.Array | pa.ChunkedArray]:
+    """The trace's t_ns column in pieces, read alone; nothing if it has none."""
+    if isinstance(trace, _TableTrace):
+        if "t_ns" in trace.table.schema.names:
+            yield trace.table.column("t_ns")
+    elif "t_ns" in trace._file.schema_arrow.names:
+        pieces = checked_batches(trace._file, trace.path, DEFAULT_BATCH_ROWS, ["t_ns"], False)
+        for batch in pieces:
+            yield batch.column(0)
 
 
 def _earliest_from_statistics(trace: Trace) -> int:
