@@ -183,18 +183,11 @@ def test_prepare_groups_rows_by_vm_in_order(data, nvm, n, t0, free):
     assert got["file"].tolist() == file_backed[order].astype(np.uint8).tolist()
 
 
-@pytest.mark.parametrize("vms", [1, 3])
-def test_a_page_id_out_of_range_is_a_trace_error_naming_its_row(tmp_path, vms):
-    """Checked in the reading thread: the first id equal to its VM's pages_per_vm is out
-    of range, and the error names the file, the row (counted from the trace's start,
-    here in the third batch), the VM's id space and the bad value."""
+def replay_error(tmp_path, batch, vms: int, pages: int):
+    """Replay `batch` from a file written without ingest (dense, `pages` per VM) in
+    batches of 64 rows; the file and the TraceError's message the replay must raise."""
     from balloonreplay.errors import TraceError
 
-    n, bad_row, pages = 300, 150, 10
-    rng = np.random.default_rng(3)
-    page = rng.integers(0, pages, n)
-    page[bad_row] = pages  # the smallest id out of range
-    batch = make_batch(np.arange(n) % vms, np.arange(n) * 10, page, rng.random(n) < 0.5)
     meta = TraceMetadata(
         source="test", config_pages=[4] * vms, dense=True, pages_per_vm=[pages] * vms
     )
@@ -202,7 +195,21 @@ def test_a_page_id_out_of_range_is_a_trace_error_naming_its_row(tmp_path, vms):
     write_trace([batch], path, meta)
     with pytest.raises(TraceError) as caught:
         balloonreplay.replay(path, batch_rows=64)
-    message = str(caught.value)
+    return path, str(caught.value)
+
+
+@pytest.mark.parametrize("vms", [1, 3])
+def test_a_page_id_out_of_range_is_a_trace_error_naming_its_row(tmp_path, vms):
+    """Checked in the reading thread: the first id equal to its VM's pages_per_vm is out
+    of range, and the error names the file, the row (counted from the trace's start,
+    here in the third batch), the VM's id space and the bad value."""
+
+    n, bad_row, pages = 300, 150, 10
+    rng = np.random.default_rng(3)
+    page = rng.integers(0, pages, n)
+    page[bad_row] = pages  # the smallest id out of range
+    batch = make_batch(np.arange(n) % vms, np.arange(n) * 10, page, rng.random(n) < 0.5)
+    path, message = replay_error(tmp_path, batch, vms, pages)
     assert message.startswith(f"{path}: row {bad_row}: ")
     assert message.endswith(f"below {pages} (VM {bad_row % vms}'s pages_per_vm), got {pages}")
 
@@ -214,7 +221,6 @@ def test_a_time_that_goes_backwards_is_a_trace_error_naming_its_access(tmp_path,
     without ingest is checked in the reading thread too, within a batch and across
     batches (row 150 is in the third batch of 64 rows), since the
     kernel would take the earlier time as a wait and report a slowdown of millions."""
-    from balloonreplay.errors import TraceError
 
     n, pages = 300, 10
     rng = np.random.default_rng(5)
@@ -223,14 +229,8 @@ def test_a_time_that_goes_backwards_is_a_trace_error_naming_its_access(tmp_path,
     previous = (bad_row - vms) * 10  # its VM's row before it
     t[bad_row] = previous - 5
     batch = make_batch(vm, t, rng.integers(0, pages, n), rng.random(n) < 0.5)
-    meta = TraceMetadata(
-        source="test", config_pages=[4] * vms, dense=True, pages_per_vm=[pages] * vms
-    )
-    path = tmp_path / "backwards.parquet"
-    write_trace([batch], path, meta)
-    with pytest.raises(TraceError) as caught:
-        balloonreplay.replay(path, batch_rows=64)
-    assert str(caught.value) == (
+    path, message = replay_error(tmp_path, batch, vms, pages)
+    assert message == (
         f"{path}: access #{bad_row} (0-based, VM {bad_row % vms}): expected t_ns >= "
         f"{previous} (time must not go backwards within a VM), got {previous - 5}"
     )

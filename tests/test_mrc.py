@@ -10,9 +10,9 @@ from balloonreplay.traces.ingest import write_canonical
 from balloonreplay.traces.schema import TraceMetadata, make_batch
 
 
-def write(tmp_path, vms, pages, batch_rows=None):
+def write(tmp_path, vms, pages, batch_rows=None, free=None):
     n = len(pages)
-    batch = make_batch(vms, np.arange(n), pages, np.zeros(n, bool))
+    batch = make_batch(vms, np.arange(n), pages, np.zeros(n, bool), free=free)
     batches = (
         [batch] if not batch_rows else [batch.slice(i, batch_rows) for i in range(0, n, batch_rows)]
     )
@@ -128,16 +128,9 @@ def lru_misses_with_frees(rows, size):
 
 
 def write_with_frees(tmp_path, rows, batch_rows=None):
-    n = len(rows)
+    """One VM's (page, free) rows."""
     free = np.array([f for _, f in rows], dtype=bool)
-    pages = [p for p, _ in rows]
-    batch = make_batch(np.zeros(n, int), np.arange(n), pages, np.zeros(n, bool), free=free)
-    batches = (
-        [batch] if not batch_rows else [batch.slice(i, batch_rows) for i in range(0, n, batch_rows)]
-    )
-    path = tmp_path / "t.parquet"
-    write_canonical(batches, path, TraceMetadata())
-    return path
+    return write(tmp_path, np.zeros(len(rows), int), [p for p, _ in rows], batch_rows, free)
 
 
 @settings(max_examples=80)

@@ -184,9 +184,9 @@ def test_summary_and_consolidation_from_files(tmp_path):
     assert per_run["static"] == 2 and per_run["esx"] == 3
 
 
-def test_the_slo_is_applied_by_the_summary(tmp_path):
-    """The workflow's slo.slowdown is given to the summary, not recorded by each replay;
-    a run's recorded SLO (older files) is used only for experiments not given."""
+def slo_study(tmp_path) -> list:
+    """1 to 3 VMs under esx, slowed 1.0, 1.15 and 1.3 against their baselines (each run
+    records the SLO 1.10): the runs and baselines' paths."""
     paths = []
     for n, slowdown in ((1, 1.0), (2, 1.15), (3, 1.3)):
         base = tmp_path / f"base-{n}.parquet"
@@ -194,6 +194,13 @@ def test_the_slo_is_applied_by_the_summary(tmp_path):
         run = tmp_path / f"esx-{n}.parquet"
         write_run(run, n_vms=n, slowdowns=[slowdown] * n, seed=n)
         paths += [run, base]
+    return paths
+
+
+def test_the_slo_is_applied_by_the_summary(tmp_path):
+    """The workflow's slo.slowdown is given to the summary, not recorded by each replay;
+    a run's recorded SLO (older files) is used only for experiments not given."""
+    paths = slo_study(tmp_path)
     recorded = summarize_study(paths)  # runs recorded SLO 1.1
     assert len(recorded) == 3 and recorded.within_slo.tolist() == [True, False, False]
     assert consolidation(recorded).consolidation_ratio.tolist() == [1]
@@ -211,13 +218,7 @@ def test_summarize_command_takes_the_slo(tmp_path):
 
     from balloonreplay.cli import main
 
-    paths = []
-    for n, slowdown in ((1, 1.0), (2, 1.15), (3, 1.3)):
-        base = tmp_path / f"base-{n}.parquet"
-        write_run(base, n_vms=n, policy="none", sweep="baseline", seed=n)
-        run = tmp_path / f"esx-{n}.parquet"
-        write_run(run, n_vms=n, slowdowns=[slowdown] * n, seed=n)
-        paths += [str(run), str(base)]
+    paths = [str(path) for path in slo_study(tmp_path)]
     out = tmp_path / "summary.parquet"
     for slo, within in (([], [True, False, False]), (["--slo", "1.2"], [True, True, False])):
         result = CliRunner().invoke(main, ["summarize", *paths, "-o", str(out), *slo])
