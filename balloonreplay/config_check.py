@@ -64,9 +64,26 @@ def check_schema(config: Mapping[str, Any], schema_path: str | os.PathLike) -> N
         error = max(error.context, key=lambda e: len(e.absolute_path))
     if error.validator == "type" and error.validator_value == "integer":
         message = f"expected a whole number, got {error.instance!r}"
+    elif error.schema == schema["$defs"]["size"] and _is_number(error.instance):
+        message = _bare_size_message(error.instance)
     else:
         message = error.message
     raise ConfigError(key_path(error.absolute_path), message)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _bare_size_message(number) -> str:
+    """Why a bare YAML number is refused as a size, and how to write what was meant: it
+    is ambiguous, since a workload spec reads ``memory: 4096`` as pages while the command
+    line reads ``--host-mem 4096`` as bytes (units.parse_size_pages)."""
+    return (
+        f"expected a size with its unit, got the bare number {number!r}, which could be "
+        f"pages or bytes: write {number}MiB (or another unit), {number}p for pages, or "
+        f'"{number}" in quotes for bytes'
+    )
 
 
 def check_values(config: Mapping[str, Any], repo_root, workdir=None) -> None:
