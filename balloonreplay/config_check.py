@@ -105,6 +105,12 @@ def _repo_path(path: str, repo_root) -> str:
     return path if os.path.isabs(path) else os.path.join(repo_root, path)
 
 
+def _not_found(path: str, repo_root) -> str:
+    from balloonreplay.traces.io import looked_for
+
+    return f"file not found: {path}{looked_for(path, _repo_path(path, repo_root))}"
+
+
 def _check_size(key: str, text: str) -> None:
     try:
         pages = parse_size_pages(text, PAGE_SIZE_BYTES)
@@ -129,7 +135,7 @@ def _check_workload(name: str, workload: Mapping[str, Any], repo_root, workdir=N
     if "ingest" in workload:
         ingest = workload["ingest"]
         if not os.path.exists(_repo_path(ingest["path"], repo_root)):
-            raise ConfigError(f"{prefix}.ingest.path", f"file not found: {ingest['path']}")
+            raise ConfigError(f"{prefix}.ingest.path", _not_found(ingest["path"], repo_root))
         try:
             fmt = get_format(ingest["format"])
         except BalloonreplayError as exc:
@@ -152,7 +158,7 @@ def _check_workload(name: str, workload: Mapping[str, Any], repo_root, workdir=N
         _check_program(name, capture["program"], workdir)
         stdin = capture.get("stdin")
         if stdin and not os.path.exists(_repo_path(stdin, repo_root)):
-            raise ConfigError(f"{prefix}.capture.stdin", f"file not found: {stdin}")
+            raise ConfigError(f"{prefix}.capture.stdin", _not_found(stdin, repo_root))
 
 
 def _check_program(name: str, program: str, workdir) -> None:

@@ -361,3 +361,18 @@ def test_a_bare_number_as_a_size_is_refused_saying_how_to_write_it(path):
     assert caught.value.key == path
     message = str(caught.value)
     assert "4096p for pages" in message and '"4096" in quotes for bytes' in message
+
+
+@pytest.mark.parametrize(
+    "path", ["workloads.tiny-csv.ingest.path", "workloads.tiny-sqlite.capture.stdin"]
+)
+def test_a_missing_file_of_the_config_names_the_path_it_was_looked_for_at(path):
+    """Config paths are relative to the repository root, not the working directory."""
+    config = copy.deepcopy(TEST_CONFIG)
+    set_value(path, "config/data/nope.csv")(config)
+    with pytest.raises(ConfigError) as caught:
+        check_config(config, SCHEMA, REPO)
+    assert caught.value.key == path
+    assert str(caught.value).endswith(
+        f"file not found: config/data/nope.csv (looked for {REPO / 'config/data/nope.csv'})"
+    )

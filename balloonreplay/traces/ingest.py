@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from balloonreplay.errors import ConfigError, TraceError
 from balloonreplay.traces.formats import TraceFormat, get_format, sniff_format
-from balloonreplay.traces.io import TraceWriter
+from balloonreplay.traces.io import TraceWriter, looked_for
 from balloonreplay.traces.remap import LruFilter, PageRemapper, rows_by_vm
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch
 
@@ -218,7 +218,7 @@ def ingest(
     `progress` (e.g. a tqdm bar) is advanced by the accesses read, and its ``total`` set
     when the format can count them beforehand (Parquet, oracleGeneral)."""
     if not os.path.exists(source_path):
-        raise TraceError(source_path, None, "file not found")
+        raise TraceError(source_path, None, "file not found" + looked_for(source_path))
     fmt: TraceFormat = get_format(format_name) if format_name else sniff_format(source_path)
     reader_options = fmt.make_options(options)
     metadata = fmt.read_metadata(source_path, reader_options)

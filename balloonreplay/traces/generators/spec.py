@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from balloonreplay.errors import ConfigError
+from balloonreplay.traces.io import looked_for
 from balloonreplay.units import parse_size_pages
 
 PHASE_KINDS = ("zipf", "uniform", "scan", "boot", "heap", "idle")
@@ -465,6 +466,8 @@ def load_spec(path: str | os.PathLike) -> WorkloadSpec:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(str(path), "workload spec not found" + looked_for(path)) from None
         except OSError as exc:
             raise ConfigError(str(path), f"cannot read workload spec ({exc.strerror})") from None
         except UnicodeDecodeError as exc:
