@@ -216,6 +216,7 @@ def _check_configured_memory(name: str, experiment: Mapping[str, Any], workloads
 
 def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> None:
     from balloonreplay import experiments as X
+    from balloonreplay.summary import display_name
 
     prefix = f"experiments.{name}"
     for i, workload in enumerate(experiment["workloads"]):
@@ -264,6 +265,18 @@ def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> No
             f"{prefix}.policies",
             f"labels must be unique, got {labels}; give variants a `label:`",
         )
+    # Figures and tables tell policies apart by these names ('esx:tax=0.5' and
+    # 'esx: tax=0.5' are two labels, but both are drawn as 'VMware ESX (tax=0.5)').
+    drawn: dict[str, int] = {}
+    for i, entry in enumerate(X.policy_entries(experiment)):
+        shown = display_name(entry["label"], entry["name"])
+        if shown in drawn:
+            raise ConfigError(
+                f"{prefix}.policies[{i}]",
+                f"would be drawn as {shown!r}, as policies[{drawn[shown]}] is; give one of "
+                "them as a mapping with name, params and a label",
+            )
+        drawn[shown] = i
     _check_engine(prefix, experiment)
 
 

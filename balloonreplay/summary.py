@@ -67,11 +67,17 @@ STATUS_REFUSED = "refused"  # the policy refused the configuration (static overc
 
 
 def display_name(policy_label: str, policy_name: str | None = None) -> str:
-    """``esx`` -> ``VMware ESX``; a labelled variant keeps its label in parentheses."""
+    """``esx`` -> ``VMware ESX``; a labelled variant keeps its label in parentheses, and a
+    policy given as text with parameters (``esx:tax=0.5,sample_pages=50``, its own label
+    and name) its parameters: ``VMware ESX (tax=0.5, sample_pages=50)``."""
     name = policy_name or policy_label
-    known = POLICY_DISPLAY_NAMES.get(name, name)
+    base, _, params = name.partition(":")
+    known = POLICY_DISPLAY_NAMES.get(base.strip(), base.strip())
     # A label that is another policy's name still draws the policy it runs.
-    return f"{known} ({policy_label})" if policy_label != name else known
+    if policy_label != name:
+        return f"{known} ({policy_label})"
+    params = ", ".join(p.strip() for p in params.split(",") if p.strip())
+    return f"{known} ({params})" if params else known
 
 
 # --------------------------------------------------------------------------- one run

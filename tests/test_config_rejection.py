@@ -376,3 +376,19 @@ def test_a_missing_file_of_the_config_names_the_path_it_was_looked_for_at(path):
     assert str(caught.value).endswith(
         f"file not found: config/data/nope.csv (looked for {REPO / 'config/data/nope.csv'})"
     )
+
+
+@pytest.mark.parametrize(
+    "policies",
+    [
+        ["esx:tax=0.5", "esx: tax=0.5"],
+        ["esx:tax=0.5,sample_pages=50", "esx:tax=0.5, sample_pages=50"],
+        ["esx", "esx:"],
+    ],
+)
+def test_two_policies_drawn_under_one_name_are_refused(policies):
+    """Figures and tables tell policies apart by their display names."""
+    config = copy.deepcopy(TEST_CONFIG)
+    config["experiments"]["traces"]["policies"] = policies
+    with pytest.raises(ConfigError, match="would be drawn as 'VMware ESX.*', as policies"):
+        check_config(config, SCHEMA, REPO)

@@ -274,3 +274,17 @@ def test_display_name_is_the_policy_run_with_its_label():
     assert display_name("esx-notax", "esx") == "VMware ESX (esx-notax)"
     # A label naming another policy: drawn as the policy it runs ('VMware ESX' before).
     assert display_name("esx", "none") == "no policy (esx)"
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("esx:tax=0.5", "VMware ESX (tax=0.5)"),
+        ("esx: tax=0.5 ,sample_pages=50", "VMware ESX (tax=0.5, sample_pages=50)"),
+        ("my-policy:k=1", "my-policy (k=1)"),
+        ("esx:", "VMware ESX"),
+    ],
+)
+def test_a_policy_given_as_text_with_parameters_is_shown_by_its_name_and_parameters(text, shown):
+    # Its label and name are the text itself (experiments.policy_entries).
+    assert display_name(text, text) == display_name(text) == shown
