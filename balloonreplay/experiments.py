@@ -26,12 +26,17 @@ import numpy as np
 import pyarrow as pa
 
 from balloonreplay.errors import ConfigError
-from balloonreplay.summary import DEFAULT_SLO_SLOWDOWN, STATUS_OK, STATUS_REFUSED
+from balloonreplay.summary import (
+    BASELINE_POLICY,
+    DEFAULT_SLO_SLOWDOWN,
+    STATUS_OK,
+    STATUS_REFUSED,
+    replays_baseline,
+)
 from balloonreplay.traces.io import open_trace
 from balloonreplay.traces.schema import TraceMetadata
 from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
 
-BASELINE_POLICY = "none"
 DEFAULT_MAX_POINTS_PER_ROUND = 4
 
 
@@ -218,13 +223,16 @@ def needs_baseline(experiment: Mapping[str, Any]) -> bool:
 
 
 def baseline_runs(name: str, experiment: Mapping[str, Any], runs: list[dict]) -> list[dict]:
-    """One baseline per distinct VM set of these runs."""
+    """One baseline per distinct VM set of these runs, but none for a VM set one of whose
+    runs is the same replay (policy none without host_mem, summary.replays_baseline):
+    that run serves as the baseline, rather than replaying it twice."""
     if not needs_baseline(experiment):
         return []
+    served = {(run["workload"], run["n_vms"]) for run in runs if replays_baseline(run)}
     seen: dict[tuple, dict] = {}
     for run in runs:
         key = (run["workload"], run["n_vms"])
-        if key not in seen:
+        if key not in seen and key not in served:
             seen[key] = baseline_run(name, experiment, run["workload"], run["n_vms"])
     return list(seen.values())
 
