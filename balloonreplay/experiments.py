@@ -35,7 +35,7 @@ from balloonreplay.summary import (
 )
 from balloonreplay.traces.io import open_trace
 from balloonreplay.traces.schema import TraceMetadata
-from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
+from balloonreplay.units import PAGE_SIZE_BYTES, is_page_count, parse_size_pages
 
 DEFAULT_MAX_POINTS_PER_ROUND = 4
 
@@ -57,9 +57,14 @@ def vm_point(workload: str, n_vms: int) -> str:
 
 
 def host_point(workload: str, n_vms: int | None, host_mem: str) -> str:
-    pages = parse_size_pages(host_mem, PAGE_SIZE_BYTES)
-    mib = pages * PAGE_SIZE_BYTES / 2**20
-    size = f"{mib:.17g}MiB"  # exact (a whole number of pages): no two sizes share a name
+    """A host-memory point, named by the size as configured: a page count in pages, a
+    byte size in MiB. Not in pages of any size, since the trace's page size decides how
+    many pages a byte size is, and a point is named before its trace exists."""
+    if is_page_count(host_mem):
+        size = f"{parse_size_pages(host_mem)}p"
+    else:
+        # Exact (whole bytes, / 2^20 in binary): no two sizes share a name.
+        size = f"{parse_size_pages(host_mem, page_size_bytes=1) / 2**20:.17g}MiB"
     return f"{workload}-host{size}" if n_vms is None else f"{workload}-n{n_vms}-host{size}"
 
 

@@ -285,3 +285,15 @@ def test_a_run_of_no_policy_on_the_vms_own_memory_is_its_own_baseline():
         varied = {**experiment, **other}
         runs = X.grid_runs("e", varied)
         assert [b["point"] for b in X.baseline_runs("e", varied, runs)] == ["w-n1", "w-n2"]
+
+
+def test_host_points_are_named_by_the_size_as_configured_in_no_page_size():
+    """A trace's page size decides how many pages a size is, and a point is named before
+    its trace exists: 1000p was named 3.90625MiB (4 KiB pages), 7.8125 MiB of 8 KiB pages."""
+    assert X.host_point("w", None, "1000p") == "w-host1000p"
+    # A byte size by its exact bytes, not rounded down to 4 KiB pages.
+    assert X.host_point("w", 2, "6000") == "w-n2-host0.0057220458984375MiB"
+    assert X.host_point("w", 2, "6KiB") == "w-n2-host0.005859375MiB"
+    # Sizes in whole 4 KiB pages keep the names they had.
+    assert X.host_point("w", None, "3584KiB") == "w-host3.5MiB"
+    assert X.host_point("w", None, "1GiB") == X.host_point("w", None, "1024MiB") == "w-host1024MiB"
