@@ -381,3 +381,16 @@ def test_cli_bad_spec_fails_naming_the_key_and_writes_nothing(tmp_path):
     assert result.exit_code == 1
     assert "vm_types.db.memory" in result.output
     assert not out.exists() and not list(tmp_path.glob(".out.parquet*"))
+
+
+@pytest.mark.parametrize("release", ["drop", "zero", "free"])
+def test_a_heap_touches_no_page_before_allocating_it(release):
+    """Each page's first access is its allocation write; the live heap was empty for the
+    first grow_n / footprint accesses, which all read page 0 before it was allocated."""
+    phase = {"kind": "heap", "footprint": 100, "accesses": 1000, "release": release}
+    cols = columns(table_of(one_vm_spec(phase)))
+    page, write = cols["page"], cols["write"]
+    pages, first = np.unique(page, return_index=True)
+    assert np.array_equal(pages, np.arange(100))
+    assert write[first].all()  # write_fraction 0: the only writes allocate
+    assert page[0] == 0 and write[0]

@@ -173,7 +173,10 @@ class PhaseRun:
         footprint, total = phase.footprint_pages, phase.accesses
         grow_n = max(1, min(total, round(phase.grow_fraction * total)))
         release_n = total - grow_n
-        growing = (index + 1) * footprint // grow_n  # floor; reaches F at grow_n - 1
+        # Ceil, so the first access allocates page 0 (with floor the heap stayed empty
+        # for grow_n / F accesses, which read page 0 before it was allocated); at most
+        # one page per access, as grow_n >= F (spec._check_heap_pace); F at grow_n - 1.
+        growing = -((-(index + 1) * footprint) // grow_n)
         growing = np.minimum(growing, footprint)
         if release_n > 0:
             left = total - 1 - index  # accesses still to come in the release part
