@@ -394,3 +394,15 @@ def test_a_heap_touches_no_page_before_allocating_it(release):
     assert np.array_equal(pages, np.arange(100))
     assert write[first].all()  # write_fraction 0: the only writes allocate
     assert page[0] == 0 and write[0]
+
+
+@pytest.mark.parametrize("release", ["zero", "free"])
+def test_a_heap_that_only_grows_is_refused_a_release_mode(release):
+    """grow_fraction 1 leaves no access to release with: release: free gave a trace
+    without a single free event, silently."""
+    phase = {"kind": "heap", "footprint": 100, "accesses": 1000, "grow_fraction": 1.0}
+    with pytest.raises(ConfigError, match=rf"releases \(release: {release}\).* it has 0"):
+        parse_spec(one_vm_spec({**phase, "release": release}))
+    # Dropping needs no access: the heap grows over the whole phase and stays allocated.
+    cols = columns(table_of(one_vm_spec(phase)))
+    assert not cols["free"].any() and np.array_equal(np.unique(cols["page"]), np.arange(100))

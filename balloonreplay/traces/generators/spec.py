@@ -342,11 +342,12 @@ def _check_heap_pace(
     releases, one page per access (streams._heap_pages): its growing part needs an access
     per page of its footprint, and so does its releasing part unless it only drops pages.
     With fewer, the live size jumped by several pages per access and only one of them was
-    written or freed."""
+    written or freed. A heap that only grows (grow_fraction 1) therefore cannot zero or
+    free anything: with release zero or free it is refused, not left without a release."""
     grow_n = max(1, min(accesses, round(grow_fraction * accesses)))
     release_n = accesses - grow_n
     parts = [("grows", grow_n)]
-    if release != "drop" and release_n > 0:
+    if release != "drop":
         parts.append((f"releases (release: {release})", release_n))
     for what, n in parts:
         if n < footprint:
