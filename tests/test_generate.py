@@ -406,3 +406,16 @@ def test_a_heap_that_only_grows_is_refused_a_release_mode(release):
     # Dropping needs no access: the heap grows over the whole phase and stays allocated.
     cols = columns(table_of(one_vm_spec(phase)))
     assert not cols["free"].any() and np.array_equal(np.unique(cols["page"]), np.arange(100))
+
+
+def test_the_lru_filter_refusing_free_events_names_the_command_running(tmp_path):
+    """The refusal said "ingest it without --lru-filter" from generate too."""
+    phase = {"kind": "heap", "footprint": 100, "accesses": 1000, "release": "free"}
+    spec_path = tmp_path / "frees.yaml"
+    spec_path.write_text(yaml.safe_dump(one_vm_spec(phase)))
+    out = tmp_path / "out.parquet"
+    args = ["generate", str(spec_path), "-o", str(out), "--seed", "1", "--lru-filter", "8"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert "generate it without --lru-filter" in result.output
+    assert "ingest" not in result.output and not out.exists()
