@@ -13,7 +13,7 @@ YAML mapping::
       web:
         memory: 1GiB               # configured guest memory (size, or pages: 262144)
         image: ubuntu-22.04        # VMs of one image share its pool contents
-        mean_interaccess_ns: 100   # mean gap between accesses (exponential), per VM
+        mean_interaccess_ns: 100   # mean gap between accesses (geometric in ns), per VM
         repeat: 1                  # run the phase list this many times
         content: {zero_fraction: 0.2}   # optional override of the workload's content
         phases:                    # run in order
