@@ -638,7 +638,8 @@ def replay_command(
 def summarize_command(runs, run_lists, output, consolidation_path, slo_settings):
     """Summarise metrics files (one row per run) and find each policy's consolidation
     ratio. Baseline runs among RUNS (the workflow's results/baselines/) are matched to
-    the runs they serve, not summarised."""
+    the runs they serve, not summarised; a run of policy none without host_mem serves
+    as the baseline of its VM set."""
     from balloonreplay.metrics import read_metrics_metadata
     from balloonreplay.summary import consolidation, summarize_runs, write_summary
     from balloonreplay.traces.io import check_output_path

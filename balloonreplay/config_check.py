@@ -64,9 +64,26 @@ def check_schema(config: Mapping[str, Any], schema_path: str | os.PathLike) -> N
         error = max(error.context, key=lambda e: len(e.absolute_path))
     if error.validator == "type" and error.validator_value == "integer":
         message = f"expected a whole number, got {error.instance!r}"
+    elif error.schema == schema["$defs"]["size"] and _is_number(error.instance):
+        message = _bare_size_message(error.instance)
     else:
         message = error.message
     raise ConfigError(key_path(error.absolute_path), message)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _bare_size_message(number) -> str:
+    """Why a bare YAML number is refused as a size, and how to write what was meant: it
+    is ambiguous, since a workload spec reads ``memory: 4096`` as pages while the command
+    line reads ``--host-mem 4096`` as bytes (units.parse_size_pages)."""
+    return (
+        f"expected a size with its unit, got the bare number {number!r}, which could be "
+        f"pages or bytes: write {number}MiB (or another unit), {number}p for pages, or "
+        f'"{number}" in quotes for bytes'
+    )
 
 
 def check_values(config: Mapping[str, Any], repo_root, workdir=None) -> None:
@@ -86,6 +103,12 @@ def check_values(config: Mapping[str, Any], repo_root, workdir=None) -> None:
 
 def _repo_path(path: str, repo_root) -> str:
     return path if os.path.isabs(path) else os.path.join(repo_root, path)
+
+
+def _not_found(path: str, repo_root) -> str:
+    from balloonreplay.traces.io import looked_for
+
+    return f"file not found: {path}{looked_for(path, _repo_path(path, repo_root))}"
 
 
 def _check_size(key: str, text: str) -> None:
@@ -112,7 +135,7 @@ def _check_workload(name: str, workload: Mapping[str, Any], repo_root, workdir=N
     if "ingest" in workload:
         ingest = workload["ingest"]
         if not os.path.exists(_repo_path(ingest["path"], repo_root)):
-            raise ConfigError(f"{prefix}.ingest.path", f"file not found: {ingest['path']}")
+            raise ConfigError(f"{prefix}.ingest.path", _not_found(ingest["path"], repo_root))
         try:
             fmt = get_format(ingest["format"])
         except BalloonreplayError as exc:
@@ -135,7 +158,7 @@ def _check_workload(name: str, workload: Mapping[str, Any], repo_root, workdir=N
         _check_program(name, capture["program"], workdir)
         stdin = capture.get("stdin")
         if stdin and not os.path.exists(_repo_path(stdin, repo_root)):
-            raise ConfigError(f"{prefix}.capture.stdin", f"file not found: {stdin}")
+            raise ConfigError(f"{prefix}.capture.stdin", _not_found(stdin, repo_root))
 
 
 def _check_program(name: str, program: str, workdir) -> None:
@@ -193,6 +216,7 @@ def _check_configured_memory(name: str, experiment: Mapping[str, Any], workloads
 
 def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> None:
     from balloonreplay import experiments as X
+    from balloonreplay.summary import display_name
 
     prefix = f"experiments.{name}"
     for i, workload in enumerate(experiment["workloads"]):
@@ -241,6 +265,18 @@ def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> No
             f"{prefix}.policies",
             f"labels must be unique, got {labels}; give variants a `label:`",
         )
+    # Figures and tables tell policies apart by these names ('esx:tax=0.5' and
+    # 'esx: tax=0.5' are two labels, but both are drawn as 'VMware ESX (tax=0.5)').
+    drawn: dict[str, int] = {}
+    for i, entry in enumerate(X.policy_entries(experiment)):
+        shown = display_name(entry["label"], entry["name"])
+        if shown in drawn:
+            raise ConfigError(
+                f"{prefix}.policies[{i}]",
+                f"would be drawn as {shown!r}, as policies[{drawn[shown]}] is; give one of "
+                "them as a mapping with name, params and a label",
+            )
+        drawn[shown] = i
     _check_engine(prefix, experiment)
 
 

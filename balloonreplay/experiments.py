@@ -26,12 +26,17 @@ import numpy as np
 import pyarrow as pa
 
 from balloonreplay.errors import ConfigError
-from balloonreplay.summary import DEFAULT_SLO_SLOWDOWN, STATUS_OK, STATUS_REFUSED
+from balloonreplay.summary import (
+    BASELINE_POLICY,
+    DEFAULT_SLO_SLOWDOWN,
+    STATUS_OK,
+    STATUS_REFUSED,
+    replays_baseline,
+)
 from balloonreplay.traces.io import open_trace
 from balloonreplay.traces.schema import TraceMetadata
-from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
+from balloonreplay.units import PAGE_SIZE_BYTES, is_page_count, parse_size_pages
 
-BASELINE_POLICY = "none"
 DEFAULT_MAX_POINTS_PER_ROUND = 4
 
 
@@ -52,9 +57,14 @@ def vm_point(workload: str, n_vms: int) -> str:
 
 
 def host_point(workload: str, n_vms: int | None, host_mem: str) -> str:
-    pages = parse_size_pages(host_mem, PAGE_SIZE_BYTES)
-    mib = pages * PAGE_SIZE_BYTES / 2**20
-    size = f"{mib:.17g}MiB"  # exact (a whole number of pages): no two sizes share a name
+    """A host-memory point, named by the size as configured: a page count in pages, a
+    byte size in MiB. Not in pages of any size, since the trace's page size decides how
+    many pages a byte size is, and a point is named before its trace exists."""
+    if is_page_count(host_mem):
+        size = f"{parse_size_pages(host_mem)}p"
+    else:
+        # Exact (whole bytes, / 2^20 in binary): no two sizes share a name.
+        size = f"{parse_size_pages(host_mem, page_size_bytes=1) / 2**20:.17g}MiB"
     return f"{workload}-host{size}" if n_vms is None else f"{workload}-n{n_vms}-host{size}"
 
 
@@ -218,13 +228,16 @@ def needs_baseline(experiment: Mapping[str, Any]) -> bool:
 
 
 def baseline_runs(name: str, experiment: Mapping[str, Any], runs: list[dict]) -> list[dict]:
-    """One baseline per distinct VM set of these runs."""
+    """One baseline per distinct VM set of these runs, but none for a VM set one of whose
+    runs is the same replay (policy none without host_mem, summary.replays_baseline):
+    that run serves as the baseline, rather than replaying it twice."""
     if not needs_baseline(experiment):
         return []
+    served = {(run["workload"], run["n_vms"]) for run in runs if replays_baseline(run)}
     seen: dict[tuple, dict] = {}
     for run in runs:
         key = (run["workload"], run["n_vms"])
-        if key not in seen:
+        if key not in seen and key not in served:
             seen[key] = baseline_run(name, experiment, run["workload"], run["n_vms"])
     return list(seen.values())
 

@@ -485,7 +485,20 @@ def plot_double_paging(summary: pd.DataFrame, out_path: str | os.PathLike) -> No
     # Stale reads can outnumber the others a hundredfold: a log scale keeps all three
     # visible (symlog, so a zero count is a zero bar).
     ax.set_yscale("symlog", linthresh=1)
-    ax.set_ylim(bottom=0)
+    if long.events.max() > 0:
+        ax.set_ylim(bottom=0)
+    else:
+        # Every bar is 0 (no host swapping at this point): autoscaling would make a
+        # degenerate axis up to 0.055 events; show 0..1 and say why the bars are empty.
+        ax.set_ylim(0, 1)
+        ax.text(
+            0.5,
+            0.5,
+            "no double paging at this point",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+        )
     ax.set_ylabel("events (count, all VMs; log scale)")
     ax.tick_params(axis="x", rotation=30)
     for label in ax.get_xticklabels():

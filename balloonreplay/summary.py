@@ -62,16 +62,23 @@ GAUGE_COLUMNS = (
     "backed_pages",
 )
 RUN_ID_COLUMNS = ("experiment", "workload", "policy", "point")
+BASELINE_POLICY = "none"  # what a baseline run replays (experiments.baseline_run)
 STATUS_OK = "ok"
 STATUS_REFUSED = "refused"  # the policy refused the configuration (static overcommitted)
 
 
 def display_name(policy_label: str, policy_name: str | None = None) -> str:
-    """``esx`` -> ``VMware ESX``; a labelled variant keeps its label in parentheses."""
+    """``esx`` -> ``VMware ESX``; a labelled variant keeps its label in parentheses, and a
+    policy given as text with parameters (``esx:tax=0.5,sample_pages=50``, its own label
+    and name) its parameters: ``VMware ESX (tax=0.5, sample_pages=50)``."""
     name = policy_name or policy_label
-    known = POLICY_DISPLAY_NAMES.get(name, name)
+    base, _, params = name.partition(":")
+    known = POLICY_DISPLAY_NAMES.get(base.strip(), base.strip())
     # A label that is another policy's name still draws the policy it runs.
-    return f"{known} ({policy_label})" if policy_label != name else known
+    if policy_label != name:
+        return f"{known} ({policy_label})"
+    params = ", ".join(p.strip() for p in params.split(",") if p.strip())
+    return f"{known} ({params})" if params else known
 
 
 # --------------------------------------------------------------------------- one run
@@ -211,6 +218,20 @@ def _read_checked_run(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, 
     return metrics, meta
 
 
+def replays_baseline(run: Mapping[str, Any]) -> bool:
+    """Whether a run replays exactly what its baseline would: policy none without
+    parameters on a host of the VMs' own memory (no host_mem). It then serves as the
+    baseline of its VM set, which the workflow does not replay a second time."""
+    return (
+        run.get("sweep") != "baseline"
+        and run.get("policy_name") == BASELINE_POLICY
+        and not run.get("policy_params")
+        and not run.get("vm_mem_equals_host")
+        and "host_mem" in run  # recorded, as every run of experiments.make_run does
+        and run["host_mem"] is None
+    )
+
+
 def _baseline_key(run: Mapping[str, Any]) -> tuple:
     return (
         run.get("experiment"),
@@ -235,6 +256,12 @@ def summarize_runs(
     for path in baseline_paths:
         metrics, meta = _read_checked_run(path)
         baselines[_baseline_key(meta.get("run", {}))] = run_row(metrics, meta)
+    run_paths = list(run_paths)
+    for path in run_paths:
+        run = read_metrics_metadata(path).get("run", {})
+        if replays_baseline(run) and _baseline_key(run) not in baselines:
+            metrics, meta = _read_checked_run(path)
+            baselines[_baseline_key(run)] = run_row(metrics, meta)
     rows = []
     for path in run_paths:
         metrics, meta = _read_checked_run(path)

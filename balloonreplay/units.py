@@ -22,7 +22,16 @@ _UNITS = {
     "tb": 1000**4,
     "tib": 1024**4,
 }
+_PAGE_UNITS = ("p", "page", "pages")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def is_page_count(text: str | int) -> bool:
+    """Whether a size counts pages (``1000p``, or a bare integer) rather than bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return True
+    match = _SIZE_RE.match(str(text))
+    return bool(match) and match.group(2).lower() in _PAGE_UNITS
 
 
 def parse_size_pages(text: str | int, page_size_bytes: int = PAGE_SIZE_BYTES) -> int:
@@ -38,7 +47,7 @@ def parse_size_pages(text: str | int, page_size_bytes: int = PAGE_SIZE_BYTES) ->
         raise ValueError(f"expected a memory size like 512MiB, 2GiB or 1000p (pages), got {text!r}")
     number, unit = match.groups()
     unit = unit.lower()
-    if unit in ("p", "pages", "page"):
+    if unit in _PAGE_UNITS:
         if "." in number:
             raise ValueError(f"a page count must be a whole number, got {text!r}")
         return int(number)

@@ -289,3 +289,31 @@ def test_a_trace_error_is_one_line_whatever_its_path_and_values():
     message = str(TraceError("odd\nname.csv", "line 2", "expected a number, got '1\r\n'"))
     assert "\n" not in message and "\r" not in message
     assert message == "odd\\nname.csv: line 2: expected a number, got '1\\r\\n'"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["replay", "absent.parquet"],
+        ["info", "absent.parquet"],
+        ["mrc", "absent.parquet", "-o", "mrc.parquet"],
+        ["export", "absent.parquet", "-o", "x.csv"],
+        ["ingest", "absent.parquet", "-o", "t.parquet"],
+        ["generate", "absent.yaml", "--seed", "1", "-o", "t.parquet"],
+        ["generate", "--config", "absent.yaml", "--workload", "w", "-o", "t.parquet"],
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_a_missing_input_written_relative_names_its_absolute_path_too(tmp_path, monkeypatch, args):
+    """A relative path is taken from the working directory, which the user may not have
+    in mind (a script, a Snakemake rule): the error says where it looked."""
+    monkeypatch.chdir(tmp_path)
+    result = run(*args)
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ")
+    absent = next(a for a in args if a.startswith("absent"))
+    assert f"looked for {tmp_path / absent}" in result.output
+    # Written absolute, the path is already the one looked for: said once.
+    result = run(*[str(tmp_path / a) if a == absent else a for a in args])
+    assert result.exit_code == 1
+    assert "looked for" not in result.output and str(tmp_path / absent) in result.output

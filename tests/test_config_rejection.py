@@ -339,3 +339,56 @@ def test_a_recorded_capture_does_not_need_its_program(tmp_path):
     (tmp_path / "traces").mkdir()
     (tmp_path / "traces" / "tiny-sqlite.parquet").touch()  # recorded before
     check_config(config, SCHEMA, REPO, tmp_path)
+
+
+BARE_SIZE_KEYS = [
+    "experiments.default.host_mem",
+    "experiments.default.vm_mem",
+    "experiments.balloon-eq.sweep.host_mem[0]",
+    "workloads.tiny-csv.ingest.vm_mem[0]",
+    "workloads.tiny-sqlite.capture.vm_mem",
+]
+
+
+@pytest.mark.parametrize("path", BARE_SIZE_KEYS)
+def test_a_bare_number_as_a_size_is_refused_saying_how_to_write_it(path):
+    """A YAML 4096 is ambiguous (a workload spec reads it as pages, the command line's
+    "4096" is bytes), so it is refused, and the message says how to write each."""
+    config = copy.deepcopy(TEST_CONFIG)
+    set_value(path, 4096)(config)
+    with pytest.raises(ConfigError) as caught:
+        check_config(config, SCHEMA, REPO)
+    assert caught.value.key == path
+    message = str(caught.value)
+    assert "4096p for pages" in message and '"4096" in quotes for bytes' in message
+
+
+@pytest.mark.parametrize(
+    "path", ["workloads.tiny-csv.ingest.path", "workloads.tiny-sqlite.capture.stdin"]
+)
+def test_a_missing_file_of_the_config_names_the_path_it_was_looked_for_at(path):
+    """Config paths are relative to the repository root, not the working directory."""
+    config = copy.deepcopy(TEST_CONFIG)
+    set_value(path, "config/data/nope.csv")(config)
+    with pytest.raises(ConfigError) as caught:
+        check_config(config, SCHEMA, REPO)
+    assert caught.value.key == path
+    assert str(caught.value).endswith(
+        f"file not found: config/data/nope.csv (looked for {REPO / 'config/data/nope.csv'})"
+    )
+
+
+@pytest.mark.parametrize(
+    "policies",
+    [
+        ["esx:tax=0.5", "esx: tax=0.5"],
+        ["esx:tax=0.5,sample_pages=50", "esx:tax=0.5, sample_pages=50"],
+        ["esx", "esx:"],
+    ],
+)
+def test_two_policies_drawn_under_one_name_are_refused(policies):
+    """Figures and tables tell policies apart by their display names."""
+    config = copy.deepcopy(TEST_CONFIG)
+    config["experiments"]["traces"]["policies"] = policies
+    with pytest.raises(ConfigError, match="would be drawn as 'VMware ESX.*', as policies"):
+        check_config(config, SCHEMA, REPO)

@@ -111,3 +111,30 @@ def test_durations():
     assert parse_duration_ns("250") == 250
     with pytest.raises(ConfigError):
         parse_duration_ns("soon")
+
+
+@pytest.mark.parametrize("flags, shown", [([], True), (["-q"], False), (["--json"], False)])
+def test_replay_shows_a_progress_bar_labelled_replay_in_accesses(
+    trace_path, monkeypatch, flags, shown
+):
+    """The bar a terminal shows (tqdm hides it itself when stderr is no terminal): labelled
+    `replay`, counting the trace's accesses; none with --quiet or --json, whose output a
+    script reads."""
+    import tqdm
+
+    bars = []
+
+    class Recorder(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            bars.append(kwargs)
+            super().__init__(*args, **{**kwargs, "disable": True})
+
+    monkeypatch.setattr(tqdm, "tqdm", Recorder)
+    result = CliRunner().invoke(main, ["replay", str(trace_path), "--host-mem", "48p", *flags])
+    assert result.exit_code == 0, result.output
+    if shown:
+        assert [(bar["desc"], bar["unit"], bar["total"]) for bar in bars] == [
+            ("replay", "acc", 5_000)
+        ]
+    else:
+        assert bars == []

@@ -257,3 +257,43 @@ def test_runs_do_not_depend_on_the_order_of_config_keys():
     assert repr(X.baseline_runs("exp", reverse(experiment), runs)) == repr(
         X.baseline_runs("exp", experiment, runs)
     )
+
+
+def test_a_run_of_no_policy_on_the_vms_own_memory_is_its_own_baseline():
+    """Without host_mem, policy none replays exactly what the baseline would (the same VMs,
+    no policy, host = their memory): it serves as the baseline instead of a second replay."""
+    experiment = {"workloads": ["w"], "vm_mem": "4MiB", "sweep": {"vms": [1, 2]}}
+    for policies in (["none", "esx"], [{"name": "none", "label": "plain"}, "esx"]):
+        experiment["policies"] = policies
+        runs = X.grid_runs("e", experiment)
+        assert X.baseline_runs("e", experiment, runs) == []
+        twins = [r for r in runs if r["policy_name"] == "none"]
+        assert [r["point"] for r in twins] == [r["baseline_point"] for r in twins]
+        # What the baseline would have been is what the twin replays.
+        for twin in twins:
+            baseline = X.baseline_run("e", experiment, "w", twin["n_vms"])
+            replayed = ("policy", "sweep")  # its label and kind of point, not what it replays
+            assert {k: v for k, v in twin.items() if k not in replayed} == {
+                k: v for k, v in baseline.items() if k not in replayed
+            }
+    # Other runs still need a baseline: a host of its own size, a policy, a parameter.
+    for other in (
+        {"policies": ["none"], "host_mem": "6MiB"},
+        {"policies": ["esx"]},
+        {"policies": [{"name": "none", "label": "c", "vm_mem_equals_host": True}]},
+    ):
+        varied = {**experiment, **other}
+        runs = X.grid_runs("e", varied)
+        assert [b["point"] for b in X.baseline_runs("e", varied, runs)] == ["w-n1", "w-n2"]
+
+
+def test_host_points_are_named_by_the_size_as_configured_in_no_page_size():
+    """A trace's page size decides how many pages a size is, and a point is named before
+    its trace exists: 1000p was named 3.90625MiB (4 KiB pages), 7.8125 MiB of 8 KiB pages."""
+    assert X.host_point("w", None, "1000p") == "w-host1000p"
+    # A byte size by its exact bytes, not rounded down to 4 KiB pages.
+    assert X.host_point("w", 2, "6000") == "w-n2-host0.0057220458984375MiB"
+    assert X.host_point("w", 2, "6KiB") == "w-n2-host0.005859375MiB"
+    # Sizes in whole 4 KiB pages keep the names they had.
+    assert X.host_point("w", None, "3584KiB") == "w-host3.5MiB"
+    assert X.host_point("w", None, "1GiB") == X.host_point("w", None, "1024MiB") == "w-host1024MiB"

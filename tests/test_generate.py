@@ -381,3 +381,63 @@ def test_cli_bad_spec_fails_naming_the_key_and_writes_nothing(tmp_path):
     assert result.exit_code == 1
     assert "vm_types.db.memory" in result.output
     assert not out.exists() and not list(tmp_path.glob(".out.parquet*"))
+
+
+@pytest.mark.parametrize("release", ["drop", "zero", "free"])
+def test_a_heap_touches_no_page_before_allocating_it(release):
+    """Each page's first access is its allocation write; the live heap was empty for the
+    first grow_n / footprint accesses, which all read page 0 before it was allocated."""
+    phase = {"kind": "heap", "footprint": 100, "accesses": 1000, "release": release}
+    cols = columns(table_of(one_vm_spec(phase)))
+    page, write = cols["page"], cols["write"]
+    pages, first = np.unique(page, return_index=True)
+    assert np.array_equal(pages, np.arange(100))
+    assert write[first].all()  # write_fraction 0: the only writes allocate
+    assert page[0] == 0 and write[0]
+
+
+@pytest.mark.parametrize("release", ["zero", "free"])
+def test_a_heap_that_only_grows_is_refused_a_release_mode(release):
+    """grow_fraction 1 leaves no access to release with: release: free gave a trace
+    without a single free event, silently."""
+    phase = {"kind": "heap", "footprint": 100, "accesses": 1000, "grow_fraction": 1.0}
+    with pytest.raises(ConfigError, match=rf"releases \(release: {release}\).* it has 0"):
+        parse_spec(one_vm_spec({**phase, "release": release}))
+    # Dropping needs no access: the heap grows over the whole phase and stays allocated.
+    cols = columns(table_of(one_vm_spec(phase)))
+    assert not cols["free"].any() and np.array_equal(np.unique(cols["page"]), np.arange(100))
+
+
+def test_the_lru_filter_refusing_free_events_names_the_command_running(tmp_path):
+    """The refusal said "ingest it without --lru-filter" from generate too."""
+    phase = {"kind": "heap", "footprint": 100, "accesses": 1000, "release": "free"}
+    spec_path = tmp_path / "frees.yaml"
+    spec_path.write_text(yaml.safe_dump(one_vm_spec(phase)))
+    out = tmp_path / "out.parquet"
+    args = ["generate", str(spec_path), "-o", str(out), "--seed", "1", "--lru-filter", "8"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert "generate it without --lru-filter" in result.output
+    assert "ingest" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("mean", [1.5, 2, 5, 100])
+def test_the_mean_gap_between_accesses_is_the_requested_mean(mean):
+    """Exponential gaps rounded to whole ns, with 0 lifted to 1, were too long on
+    average: 1.76 ns for 1.5, 2.2 ns for 2, 5.09 ns for 5 (+0.0008 ns for 100)."""
+    accesses = 300_000
+    phase = {"kind": "uniform", "footprint": 10, "accesses": accesses}
+    spec = one_vm_spec(phase)
+    spec["vm_types"]["t"]["mean_interaccess_ns"] = mean
+    t = columns(table_of(spec))["t_ns"].astype(np.int64)
+    gaps = np.diff(t, prepend=0)  # the VM starts at 0: its first gap ends at its first access
+    assert gaps.min() >= 1
+    assert gaps.mean() == pytest.approx(mean, rel=0.006)  # about 4 standard errors at 5 ns
+
+
+def test_a_mean_gap_below_one_ns_gives_gaps_of_one_ns():
+    """A VM's times strictly rise, so no gap is shorter than 1 ns."""
+    spec = one_vm_spec({"kind": "uniform", "footprint": 10, "accesses": 1000})
+    spec["vm_types"]["t"]["mean_interaccess_ns"] = 0.5
+    t = columns(table_of(spec))["t_ns"].astype(np.int64)
+    assert np.array_equal(t, np.arange(1, 1001))

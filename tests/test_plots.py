@@ -184,3 +184,22 @@ def test_miss_ratio_curves_are_drawn_in_the_trace_pages(tmp_path, monkeypatch, p
     )
     plots.plot_miss_ratio_curves(curves, tmp_path / "c.png", page_size)
     assert drawn["x"] == f"guest memory ({label} pages)"
+
+
+def test_double_paging_without_any_event_draws_a_zero_axis_with_a_note(tmp_path, monkeypatch):
+    """All counts 0 (a host that never swapped): symlog had drawn a degenerate axis up to
+    0.055 events; the figure shows 0..1 and says why its bars are empty."""
+    drawn = {}
+
+    def capture(fig, out):
+        ax = fig.axes[0]
+        drawn.update(ylim=ax.get_ylim(), texts=[t.get_text() for t in ax.texts])
+
+    monkeypatch.setattr(plots, "save_figure", capture)
+    summary = synthetic_summary()
+    at_point = summary[summary.n_vms == 2].assign(
+        silent_swap_writes=0, stale_swap_reads=0, false_swap_reads=0
+    )
+    plots.plot_double_paging(at_point, tmp_path / "d.png")
+    assert drawn["ylim"] == (0, 1)
+    assert any("no double paging" in text for text in drawn["texts"])

@@ -48,6 +48,7 @@ def write_run(
     vm_pages=400,
     experiment="exp",
     sweep="vms",
+    **run,
 ):
     metrics = synthetic_metrics(n_vms, epochs, seed) if status == "ok" else metrics_frame([])
     point = point or f"w-n{n_vms}"
@@ -69,6 +70,7 @@ def write_run(
             "slo_slowdown": 1.1,
             "config_pages": [vm_pages] * n_vms,
             "host_pages": host_pages,
+            **run,
         },
     }
     write_metrics(metrics, path, meta)
@@ -274,3 +276,33 @@ def test_display_name_is_the_policy_run_with_its_label():
     assert display_name("esx-notax", "esx") == "VMware ESX (esx-notax)"
     # A label naming another policy: drawn as the policy it runs ('VMware ESX' before).
     assert display_name("esx", "none") == "no policy (esx)"
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("esx:tax=0.5", "VMware ESX (tax=0.5)"),
+        ("esx: tax=0.5 ,sample_pages=50", "VMware ESX (tax=0.5, sample_pages=50)"),
+        ("my-policy:k=1", "my-policy (k=1)"),
+        ("esx:", "VMware ESX"),
+    ],
+)
+def test_a_policy_given_as_text_with_parameters_is_shown_by_its_name_and_parameters(text, shown):
+    # Its label and name are the text itself (experiments.policy_entries).
+    assert display_name(text, text) == display_name(text) == shown
+
+
+def test_a_run_of_no_policy_on_the_vms_own_memory_serves_as_their_baseline(tmp_path):
+    """Without host_mem the workflow replays no separate baseline beside policy none
+    (experiments.baseline_runs): that run is the baseline of its VM set."""
+    twin, esx = tmp_path / "none.parquet", tmp_path / "esx.parquet"
+    write_run(twin, slowdowns=[2.0, 1.5], policy="none", host_mem=None, policy_params={})
+    write_run(esx, slowdowns=[2.2, 1.5], policy="esx", host_mem=None)
+    summary = summarize_runs([twin, esx]).set_index("policy")
+    assert summary.loc["esx", "max_relative_slowdown"] == pytest.approx(1.1)
+    assert list(summary.loc["none", "relative_slowdowns"]) == [1.0, 1.0]
+    # A baseline file, where there is one, is still the one used.
+    base = tmp_path / "base.parquet"
+    write_run(base, slowdowns=[1.1, 1.5], policy="none", sweep="baseline")
+    summary = summarize_runs([twin, esx], [base]).set_index("policy")
+    assert summary.loc["esx", "max_relative_slowdown"] == pytest.approx(2.0)

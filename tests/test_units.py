@@ -12,6 +12,14 @@ from balloonreplay.units import parse_size_pages
         (64, 64),
         ("4096", 1),
         ("1.5GiB", 393216),
+        ("6k", 1),  # rounded down to whole pages
+        # Units ignore case; only a "b" without "i" makes them powers of 1000 (README).
+        ("2g", 524288),
+        ("2G", 524288),
+        ("2gib", 524288),
+        ("2gb", 2 * 10**9 // 4096),
+        ("2GB", 2 * 10**9 // 4096),
+        ("3kB", 0),
     ],
 )
 def test_sizes(text, pages):

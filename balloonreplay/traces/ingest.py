@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from balloonreplay.errors import ConfigError, TraceError
 from balloonreplay.traces.formats import TraceFormat, get_format, sniff_format
-from balloonreplay.traces.io import TraceWriter
+from balloonreplay.traces.io import TraceWriter, looked_for
 from balloonreplay.traces.remap import LruFilter, PageRemapper, rows_by_vm
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch
 
@@ -56,11 +56,13 @@ def canonical_batches(
     source_path=None,
     lru_filter_pages: int | None = None,
     stats: dict | None = None,
+    command: str = "ingest",
 ) -> Iterator[pa.RecordBatch]:
     """Check, remap and filter a stream of canonical batches (raw pages in, dense out).
 
     `stats`, if given, is filled with ``accesses_in``, ``accesses_out``, ``num_vms`` and
-    ``pages_per_vm`` when the stream is exhausted.
+    ``pages_per_vm`` when the stream is exhausted. `command` (ingest, generate) is the
+    one an error tells the user to run again otherwise.
     """
     remapper = PageRemapper()
     time_check = _TimeOrderCheck(source_path)
@@ -88,7 +90,7 @@ def canonical_batches(
                     source_path,
                     f"access #{rows_in + int(frees[0])} (0-based)",
                     "expected no free events in a trace reduced with the LRU filter; "
-                    "ingest it without --lru-filter",
+                    f"{command} it without --lru-filter",
                 )
             keep, writes = lru_filter.apply(vm_ids, dense_pages, writes)
             columns["write"] = pa.array(writes)
@@ -120,17 +122,18 @@ def write_canonical(
     lru_filter_pages: int | None = None,
     source_path=None,
     progress=None,
+    command: str = "ingest",
 ) -> TraceMetadata:
     """Check, remap, filter and write `batches` to `out_path` atomically.
 
-    `progress` (e.g. a tqdm bar) is advanced by the number of input accesses.
-    Returns the metadata as written.
+    `progress` (e.g. a tqdm bar) is advanced by the number of input accesses; `command`
+    (ingest, generate) is the one the errors name. Returns the metadata as written.
     """
     metadata.check(source_path)
     stats: dict[str, Any] = {}
     with TraceWriter(out_path, metadata) as writer:
         for input_rows, out_batch in _with_input_counts(
-            batches, source_path, lru_filter_pages, stats
+            batches, source_path, lru_filter_pages, stats, command
         ):
             writer.write(out_batch)
             if progress is not None:
@@ -165,7 +168,7 @@ def write_canonical(
     return writer.metadata
 
 
-def _with_input_counts(batches, source_path, lru_filter_pages, stats):
+def _with_input_counts(batches, source_path, lru_filter_pages, stats, command):
     """Pair each output batch with its input row count (for progress on input)."""
     counts: list[int] = []
 
@@ -175,7 +178,11 @@ def _with_input_counts(batches, source_path, lru_filter_pages, stats):
             yield batch
 
     for out in canonical_batches(
-        counted(), source_path=source_path, lru_filter_pages=lru_filter_pages, stats=stats
+        counted(),
+        source_path=source_path,
+        lru_filter_pages=lru_filter_pages,
+        stats=stats,
+        command=command,
     ):
         yield counts[-1], out
         counts.clear()
@@ -218,7 +225,7 @@ def ingest(
     `progress` (e.g. a tqdm bar) is advanced by the accesses read, and its ``total`` set
     when the format can count them beforehand (Parquet, oracleGeneral)."""
     if not os.path.exists(source_path):
-        raise TraceError(source_path, None, "file not found")
+        raise TraceError(source_path, None, "file not found" + looked_for(source_path))
     fmt: TraceFormat = get_format(format_name) if format_name else sniff_format(source_path)
     reader_options = fmt.make_options(options)
     metadata = fmt.read_metadata(source_path, reader_options)

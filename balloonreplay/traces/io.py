@@ -35,6 +35,15 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200]
 
 
+def looked_for(path: str | os.PathLike, resolved: str | os.PathLike | None = None) -> str:
+    """`` (looked for /abs/path)`` for a missing input whose absolute path (`resolved`,
+    by default `path` from the working directory) differs from `path` as written, else
+    ``""``: a relative path is taken from a directory the user may not have in mind (the
+    working directory of a script or a rule, a config's repository root)."""
+    absolute = os.path.abspath(path if resolved is None else resolved)
+    return "" if absolute == os.fspath(path) else f" (looked for {absolute})"
+
+
 def check_output_path(final_path: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
     """Refuse, before any work, an output path that cannot become a file: an empty name,
     a directory, a path under a file, a directory this process cannot write in, or one
@@ -174,7 +183,7 @@ class Trace:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.exists():
-            raise TraceError(self.path, None, "file not found")
+            raise TraceError(self.path, None, "file not found" + looked_for(self.path))
         try:
             self._file = pq.ParquetFile(self.path, page_checksum_verification=True)
             schema = self._file.schema_arrow

@@ -13,7 +13,7 @@ YAML mapping::
       web:
         memory: 1GiB               # configured guest memory (size, or pages: 262144)
         image: ubuntu-22.04        # VMs of one image share its pool contents
-        mean_interaccess_ns: 100   # mean gap between accesses (exponential), per VM
+        mean_interaccess_ns: 100   # mean gap between accesses (geometric in ns), per VM
         repeat: 1                  # run the phase list this many times
         content: {zero_fraction: 0.2}   # optional override of the workload's content
         phases:                    # run in order
@@ -40,7 +40,9 @@ like ``64MiB`` or page counts; ``offset`` defaults to 0):
 - ``boot``: one sequential read pass (``accesses`` defaults to the footprint): each page
   takes its initial content. Follow it with ``idle`` for an idle-after-boot VM.
 - ``heap``: the live heap grows linearly to the footprint over the first
-  ``grow_fraction`` (0.5) of the accesses, then shrinks to nothing; a growth step is an
+  ``grow_fraction`` (0.5) of the accesses, then shrinks to nothing over the rest (with
+  ``grow_fraction: 1`` there is no rest: it only grows and stays allocated, which
+  ``release: zero`` or ``free`` refuse, having nothing to release); a growth step is an
   allocation write to the new top page, other accesses hit the live heap uniformly;
   ``release: zero`` makes each shrink step a write of the zero page (a guest scrubbing
   freed memory), ``release: free`` makes it a free event for that page (the guest returns

@@ -24,6 +24,7 @@ import yaml
 from balloonreplay.errors import ConfigError
 from balloonreplay.traces.generators.spec import WorkloadSpec, load_spec
 from balloonreplay.traces.generators.workload import check_seed
+from balloonreplay.traces.io import looked_for
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class NamedWorkload:
 def load_named_workload(config_path: str | os.PathLike, name: str) -> NamedWorkload:
     try:
         config = yaml.safe_load(Path(config_path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(config_path), "config not found" + looked_for(config_path)) from None
     except OSError as exc:
         raise ConfigError(str(config_path), f"cannot read config ({exc.strerror})") from None
     except yaml.YAMLError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from balloonreplay.errors import ConfigError
+from balloonreplay.traces.io import looked_for
 from balloonreplay.units import parse_size_pages
 
 PHASE_KINDS = ("zipf", "uniform", "scan", "boot", "heap", "idle")
@@ -341,11 +342,12 @@ def _check_heap_pace(
     releases, one page per access (streams._heap_pages): its growing part needs an access
     per page of its footprint, and so does its releasing part unless it only drops pages.
     With fewer, the live size jumped by several pages per access and only one of them was
-    written or freed."""
+    written or freed. A heap that only grows (grow_fraction 1) therefore cannot zero or
+    free anything: with release zero or free it is refused, not left without a release."""
     grow_n = max(1, min(accesses, round(grow_fraction * accesses)))
     release_n = accesses - grow_n
     parts = [("grows", grow_n)]
-    if release != "drop" and release_n > 0:
+    if release != "drop":
         parts.append((f"releases (release: {release})", release_n))
     for what, n in parts:
         if n < footprint:
@@ -465,6 +467,8 @@ def load_spec(path: str | os.PathLike) -> WorkloadSpec:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(str(path), "workload spec not found" + looked_for(path)) from None
         except OSError as exc:
             raise ConfigError(str(path), f"cannot read workload spec ({exc.strerror})") from None
         except UnicodeDecodeError as exc:

@@ -144,4 +144,5 @@ def generate_trace(
         lru_filter_pages=lru_filter_pages,
         source_path=f"workload {spec.name!r}",
         progress=progress,
+        command="generate",
     )
