@@ -1,0 +1,291 @@
+"""How fast can an LRU replay be that keeps what the model needs of every hit?
+
+bench_replay.py's bare LRU (two link arrays and a resident byte per page, nothing else)
+runs 2-3x faster than the kernel on the same accesses. This script asks how much of
+that gap any kernel must pay for what the model keeps, apart from its own code: it
+times, on bench_replay's single-VM trace and in interleaved rounds,
+
+  bare       the bare LRU (bench_replay.bare_lru_misses);
+  rows       an LRU over the engine's 16-byte page rows (prev, next, frame, flags; the
+             frame read to tell a hit, as hits.hit_run does), nothing else;
+  rows+bit   the same, keeping the frame's access bit as an epoch tag in the flags, set
+             by each page's first access in an epoch, as engine/pages.py keeps it;
+  rows+byte  rows+bit with both decisions of a hit (resident? first access in the
+             epoch?) taken on a one-byte status per page (0 = not resident, else the
+             epoch's tag at its last access), an array small enough for the core's L2
+             cache, kept beside the rows;
+  split+byte the same model in a layout split three ways: links in 8-byte rows, the
+             frame in an array of its own, and the status byte;
+  kernel     kernel.run alone (bench_kernel.py), the whole model.
+
+The epoch is as long, in accesses, as the engine's own replay of the same trace makes it
+on average (the closed loop stretches host time by each fault's stall, and an epoch is
+1 s of host time), measured here with one replay first. Every variant's misses must equal
+the bare LRU's, and the first accesses in an epoch must agree. Usage::
+
+    NUMBA_CACHE_DIR=.venv/numba-cache .venv/bin/python benchmarks/lru_ceiling.py \
+        [--accesses N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numba
+import numpy as np
+import pyarrow.parquet as pq
+from bench_kernel import kernel_seconds
+from bench_replay import bare_lru_misses, write_traces
+
+import balloonreplay
+from balloonreplay.replay import warm_up
+
+NIL = -1
+
+
+@numba.njit(cache=True)
+def rows_lru(pages, capacity, num_pages, epoch_accesses, access_bit):
+    """Misses and frames touched (first access in an epoch) of an LRU over 16-byte rows."""
+    P = np.full((num_pages, 4), NIL, np.int32)  # prev, next, frame, flags
+    P[:, 3] = 0
+    head = tail = NIL
+    used = misses = touched = 0
+    tag = 1
+    next_epoch = epoch_accesses
+    for i in range(pages.shape[0]):
+        if i == next_epoch:
+            tag += 1
+            next_epoch += epoch_accesses
+        p = pages[i]
+        if P[p, 2] != NIL:
+            if p != head:
+                a = P[p, 0]
+                b = P[p, 1]
+                P[a, 1] = b
+                if b != NIL:
+                    P[b, 0] = a
+                else:
+                    tail = a
+                P[p, 0] = NIL
+                P[p, 1] = head
+                P[head, 0] = p
+                head = p
+            if access_bit:
+                flags = P[p, 3]
+                if flags >> 8 != tag:
+                    touched += 1
+                    P[p, 3] = (flags & 255) | (tag << 8)
+            continue
+        misses += 1
+        touched += 1
+        frame = used
+        if used == capacity:
+            victim = tail
+            tail = P[victim, 0]
+            P[tail, 1] = NIL
+            frame = P[victim, 2]
+            P[victim, 2] = NIL
+        else:
+            used += 1
+        P[p, 2] = frame
+        P[p, 3] = tag << 8
+        P[p, 0] = NIL
+        P[p, 1] = head
+        if head != NIL:
+            P[head, 0] = p
+        else:
+            tail = p
+        head = p
+    return misses, touched
+
+
+@numba.njit(cache=True)
+def next_status_tag(status, tag):
+    """The epoch's tag in a status byte: 2 .. 255. When they run out, every resident page
+    keeps 1 (resident, not accessed in this epoch) and the tags start again."""
+    tag += 1
+    if tag == 256:
+        for q in range(status.shape[0]):
+            if status[q] != 0:
+                status[q] = 1
+        tag = 2
+    return tag
+
+
+@numba.njit(cache=True)
+def rows_status_lru(pages, capacity, num_pages, epoch_accesses):
+    """rows_lru with the access bit, both decisions of a hit taken on a status byte per
+    page kept beside the 16-byte rows (the flags still get the tag, as the engine's
+    must)."""
+    P = np.full((num_pages, 4), NIL, np.int32)  # prev, next, frame, flags
+    P[:, 3] = 0
+    status = np.zeros(num_pages, np.uint8)  # 0: not resident; else the tag (1..255)
+    head = tail = NIL
+    used = misses = touched = 0
+    tag = 2
+    next_epoch = epoch_accesses
+    for i in range(pages.shape[0]):
+        if i == next_epoch:
+            next_epoch += epoch_accesses
+            tag = next_status_tag(status, tag)
+        p = pages[i]
+        s = status[p]
+        if s != 0:
+            if p != head:
+                a = P[p, 0]
+                b = P[p, 1]
+                P[a, 1] = b
+                if b != NIL:
+                    P[b, 0] = a
+                else:
+                    tail = a
+                P[p, 0] = NIL
+                P[p, 1] = head
+                P[head, 0] = p
+                head = p
+            if s != tag:
+                touched += 1
+                status[p] = tag
+                P[p, 3] = (P[p, 3] & 255) | (tag << 8)
+            continue
+        misses += 1
+        touched += 1
+        frame = used
+        if used == capacity:
+            victim = tail
+            tail = P[victim, 0]
+            P[tail, 1] = NIL
+            frame = P[victim, 2]
+            P[victim, 2] = NIL
+            status[victim] = 0
+        else:
+            used += 1
+        P[p, 2] = frame
+        P[p, 3] = tag << 8
+        status[p] = tag
+        P[p, 0] = NIL
+        P[p, 1] = head
+        if head != NIL:
+            P[head, 0] = p
+        else:
+            tail = p
+        head = p
+    return misses, touched
+
+
+@numba.njit(cache=True)
+def split_status_lru(pages, capacity, num_pages, epoch_accesses):
+    """The same model as rows_lru with the access bit, in a layout split three ways."""
+    links = np.full((num_pages, 2), NIL, np.int32)
+    frames = np.full(num_pages, NIL, np.int32)
+    status = np.zeros(num_pages, np.uint8)  # 0: not resident; else the tag (1..255)
+    head = tail = NIL
+    used = misses = touched = 0
+    tag = 2
+    next_epoch = epoch_accesses
+    for i in range(pages.shape[0]):
+        if i == next_epoch:
+            next_epoch += epoch_accesses
+            tag = next_status_tag(status, tag)
+        p = pages[i]
+        s = status[p]
+        if s != 0:
+            if p != head:
+                a = links[p, 0]
+                b = links[p, 1]
+                links[a, 1] = b
+                if b != NIL:
+                    links[b, 0] = a
+                else:
+                    tail = a
+                links[p, 0] = NIL
+                links[p, 1] = head
+                links[head, 0] = p
+                head = p
+            touched += s != tag
+            status[p] = tag
+            continue
+        misses += 1
+        touched += 1
+        frame = used
+        if used == capacity:
+            victim = tail
+            tail = links[victim, 0]
+            links[tail, 1] = NIL
+            frame = frames[victim]
+            frames[victim] = NIL
+            status[victim] = 0
+        else:
+            used += 1
+        frames[p] = frame
+        status[p] = tag
+        links[p, 0] = NIL
+        links[p, 1] = head
+        if head != NIL:
+            links[head, 0] = p
+        else:
+            tail = p
+        head = p
+    return misses, touched
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accesses", type=int, default=20_000_000)
+    parser.add_argument("--pages", type=int, default=2_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    warm_up()
+    with tempfile.TemporaryDirectory(prefix="lru-ceiling-") as tmp:
+        path = write_traces(Path(tmp), args.accesses, args.pages, 8, args.seed)["single"]
+        pages = pq.read_table(path, columns=["page"]).column(0).to_numpy().astype(np.int64)
+        num_pages = int(pages.max()) + 1
+        print(
+            f"{args.accesses:,} accesses over {num_pages:,} pages; best and median of "
+            f"{args.rounds} interleaved rounds, seconds"
+        )
+        for label, capacity in (("1/4 footprint", args.pages // 4), ("whole", args.pages)):
+            vm_mem = f"{capacity}p"
+            epochs = int(balloonreplay.replay(path, vms=vm_mem).metrics["epoch"].max()) + 1
+            epoch_accesses = max(1, args.accesses // epochs)
+            variants = {
+                "bare": partial(bare_lru_misses, pages, capacity, num_pages),
+                "rows": partial(rows_lru, pages, capacity, num_pages, epoch_accesses, False),
+                "rows+bit": partial(rows_lru, pages, capacity, num_pages, epoch_accesses, True),
+                "rows+byte": partial(rows_status_lru, pages, capacity, num_pages, epoch_accesses),
+                "split+byte": partial(split_status_lru, pages, capacity, num_pages, epoch_accesses),
+            }
+            results = {name: run() for name, run in variants.items()}  # compiled here
+            # the bare LRU returns its misses, the others (misses, first accesses in an epoch)
+            misses = {name: np.atleast_1d(result)[0] for name, result in results.items()}
+            touched = {name: result[1] for name, result in results.items() if name != "bare"}
+            touched.pop("rows")  # keeps no access bit
+            if len(set(misses.values())) != 1 or len(set(touched.values())) != 1:
+                raise SystemExit(f"the variants disagree: misses {misses}, touched {touched}")
+            times: dict[str, list[float]] = {name: [] for name in [*variants, "kernel"]}
+            for _ in range(args.rounds):
+                for name, run in variants.items():
+                    started = time.perf_counter()
+                    run()
+                    times[name].append(time.perf_counter() - started)
+                times["kernel"].append(kernel_seconds(path, 1, vms=vm_mem)[0])
+            print(
+                f"{label}: {misses['bare']:,} misses, an epoch every {epoch_accesses:,} "
+                f"accesses, {results['rows+bit'][1]:,} first accesses in an epoch"
+            )
+            bare_best = min(times["bare"])
+            for name, seconds in times.items():
+                seconds.sort()
+                print(
+                    f"  {name:9s} {seconds[0]:6.3f} {seconds[len(seconds) // 2]:6.3f}"
+                    f"   {seconds[0] / bare_best:4.2f}x the bare LRU's best"
+                )
+
+
+if __name__ == "__main__":
+    main()
