@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from balloonreplay.errors import BalloonreplayError, ConfigError
+from balloonreplay.experiments import host_point
 from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
 
 
@@ -228,15 +229,18 @@ def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> No
     for key in ("vm_mem", "host_mem"):
         if key in experiment:
             _check_size(f"{prefix}.{key}", experiment[key])
-    seen: dict[int, str] = {}
+    # Equal as the points are named (experiments.host_point: page counts by count, byte
+    # sizes by bytes), which is what makes two points one; 1p and 4KiB are two points,
+    # equal only in 4 KiB pages, and a trace may have others.
+    seen: dict[str, str] = {}
     for i, size in enumerate((experiment.get("sweep") or {}).get("host_mem") or []):
         _check_size(f"{prefix}.sweep.host_mem[{i}]", size)
-        pages = parse_size_pages(size, PAGE_SIZE_BYTES)
-        if pages in seen:
+        point = host_point("", None, size)
+        if point in seen:
             raise ConfigError(
-                f"{prefix}.sweep.host_mem[{i}]", f"{size!r} is the same size as {seen[pages]!r}"
+                f"{prefix}.sweep.host_mem[{i}]", f"{size!r} is the same size as {seen[point]!r}"
             )
-        seen[pages] = size
+        seen[point] = size
     if experiment.get("vms") and "vms" in (experiment.get("sweep") or {}):
         raise ConfigError(prefix, "give `vms` or `sweep.vms`, not both")
     counts = _vm_counts(experiment)

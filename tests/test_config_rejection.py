@@ -98,6 +98,11 @@ REJECTED = [
         ["1GiB", "1024MiB"],
         "experiments.balloon-eq.sweep.host_mem[1]",
     ),
+    (
+        "experiments.balloon-eq.sweep.host_mem",
+        ["1000p", "4KiB", "1000P"],
+        "experiments.balloon-eq.sweep.host_mem[2]",
+    ),
     ("experiments.default.guest_policy", "lfu", "experiments.default.guest_policy"),
     ("experiments.default.workloads[0]", "tiny2", "experiments.default.workloads[0]"),
     ("experiments.default.hostmem", "1GiB", "experiments.default"),
@@ -392,3 +397,11 @@ def test_two_policies_drawn_under_one_name_are_refused(policies):
     config["experiments"]["traces"]["policies"] = policies
     with pytest.raises(ConfigError, match="would be drawn as 'VMware ESX.*', as policies"):
         check_config(config, SCHEMA, REPO)
+
+
+def test_host_sizes_equal_only_in_4_kib_pages_are_two_points():
+    """1000 pages and 4000 KiB are the same host only on a trace of 4 KiB pages; they
+    are two points, named apart (experiments.host_point), so the sweep may hold both."""
+    config = copy.deepcopy(TEST_CONFIG)
+    set_value("experiments.balloon-eq.sweep.host_mem", ["1000p", "4000KiB"])(config)
+    check_config(config, SCHEMA, REPO)
