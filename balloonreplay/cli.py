@@ -608,7 +608,7 @@ def replay_command(
 
 
 @main.command("summarize")
-@click.argument("runs", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.argument("runs", nargs=-1, type=click.Path(dir_okay=False))
 @click.option(
     "--runs-from",
     "run_lists",

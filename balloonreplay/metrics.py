@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from balloonreplay.errors import BalloonreplayError
-from balloonreplay.traces.io import atomic_path
+from balloonreplay.traces.io import atomic_path, looked_for
 
 METRIC_COLUMNS = (
     "vm",
@@ -111,7 +111,7 @@ def read_metrics_metadata(path: str | os.PathLike) -> dict[str, Any]:
     try:
         kv = pq.read_schema(path).metadata or {}
     except FileNotFoundError:
-        raise BalloonreplayError(f"{os.fspath(path)}: file not found") from None
+        raise BalloonreplayError(f"{os.fspath(path)}: file not found{looked_for(path)}") from None
     except (pa.ArrowException, OSError) as exc:
         raise BalloonreplayError(
             f"{os.fspath(path)}: expected a metrics file (Parquet), could not read it: "

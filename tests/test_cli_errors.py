@@ -301,6 +301,7 @@ def test_a_trace_error_is_one_line_whatever_its_path_and_values():
         ["ingest", "absent.parquet", "-o", "t.parquet"],
         ["generate", "absent.yaml", "--seed", "1", "-o", "t.parquet"],
         ["generate", "--config", "absent.yaml", "--workload", "w", "-o", "t.parquet"],
+        ["summarize", "absent.parquet", "-o", "s.parquet"],
     ],
     ids=lambda args: " ".join(args[:2]),
 )
