@@ -24,7 +24,6 @@ from typing import Any
 import yaml
 
 from balloonreplay.errors import BalloonreplayError, ConfigError
-from balloonreplay.experiments import host_point
 from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
 
 
@@ -231,7 +230,10 @@ def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> No
             _check_size(f"{prefix}.{key}", experiment[key])
     # Equal as the points are named (experiments.host_point: page counts by count, byte
     # sizes by bytes), which is what makes two points one; 1p and 4KiB are two points,
-    # equal only in 4 KiB pages, and a trace may have others.
+    # equal only in 4 KiB pages, and a trace may have others. (Imported here: policies
+    # import this module for type_problem, and experiments brings pandas and pyarrow.)
+    from balloonreplay.experiments import host_point
+
     seen: dict[str, str] = {}
     for i, size in enumerate((experiment.get("sweep") or {}).get("host_mem") or []):
         _check_size(f"{prefix}.sweep.host_mem[{i}]", size)
