@@ -141,10 +141,13 @@ def _common(name: str, experiment: Mapping[str, Any], workload: str) -> dict[str
 def baseline_run(
     name: str, experiment: Mapping[str, Any], workload: str, n_vms: int | None
 ) -> dict[str, Any]:
-    """The same VMs on a dedicated host (memory = their configured memory, no policy)."""
+    """The same VMs on a dedicated host (memory = their configured memory, no policy, no
+    page sharing: a host that backs all their memory has no reason to scan, whether the
+    experiment's `sharing` is left to each policy or written out)."""
     run = _common(name, experiment, workload)
     point = vm_point(workload, n_vms) if n_vms is not None else workload
     run.update(
+        sharing=False,
         policy=BASELINE_POLICY,
         policy_name=BASELINE_POLICY,
         policy_params={},

@@ -220,12 +220,14 @@ def _read_checked_run(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, 
 
 def replays_baseline(run: Mapping[str, Any]) -> bool:
     """Whether a run replays exactly what its baseline would: policy none without
-    parameters on a host of the VMs' own memory (no host_mem). It then serves as the
-    baseline of its VM set, which the workflow does not replay a second time."""
+    parameters or page sharing (left out, none's default, or off) on a host of the VMs'
+    own memory (no host_mem). It then serves as the baseline of its VM set, which the
+    workflow does not replay a second time."""
     return (
         run.get("sweep") != "baseline"
         and run.get("policy_name") == BASELINE_POLICY
         and not run.get("policy_params")
+        and not run.get("sharing")
         and not run.get("vm_mem_equals_host")
         and "host_mem" in run  # recorded, as every run of experiments.make_run does
         and run["host_mem"] is None

@@ -259,6 +259,19 @@ def test_runs_do_not_depend_on_the_order_of_config_keys():
     )
 
 
+@pytest.mark.parametrize("sharing", [None, True, False])
+def test_the_baseline_never_shares_pages_whatever_the_experiment_says(sharing):
+    """A review found `sharing:` left out (esx's runs share by default) and written
+    `true` (the same runs) giving different baselines, hence different relative
+    slowdowns: the dedicated host's baseline shares nothing in either case."""
+    experiment = {"workloads": ["w"], "vm_mem": "4MiB", "vms": 2, "policies": ["esx"]}
+    if sharing is not None:
+        experiment["sharing"] = sharing
+    runs = X.grid_runs("e", experiment)
+    (baseline,) = X.baseline_runs("e", experiment, runs)
+    assert baseline["sharing"] is False
+
+
 def test_a_run_of_no_policy_on_the_vms_own_memory_is_its_own_baseline():
     """Without host_mem, policy none replays exactly what the baseline would (the same VMs,
     no policy, host = their memory): it serves as the baseline instead of a second replay."""
@@ -273,6 +286,9 @@ def test_a_run_of_no_policy_on_the_vms_own_memory_is_its_own_baseline():
         for twin in twins:
             baseline = X.baseline_run("e", experiment, "w", twin["n_vms"])
             replayed = ("policy", "sweep")  # its label and kind of point, not what it replays
+            # (sharing left out is none's default, off: what the baseline says outright)
+            assert twin["sharing"] is None and baseline["sharing"] is False
+            replayed += ("sharing",)
             assert {k: v for k, v in twin.items() if k not in replayed} == {
                 k: v for k, v in baseline.items() if k not in replayed
             }
@@ -280,6 +296,7 @@ def test_a_run_of_no_policy_on_the_vms_own_memory_is_its_own_baseline():
     for other in (
         {"policies": ["none"], "host_mem": "6MiB"},
         {"policies": ["esx"]},
+        {"policies": ["none"], "sharing": True},
         {"policies": [{"name": "none", "label": "c", "vm_mem_equals_host": True}]},
     ):
         varied = {**experiment, **other}
