@@ -314,6 +314,10 @@ class _Buffers:
         # Held as the int64 the kernel's times are viewed as (a time of 2**63 ns or more
         # is negative there), so that t - t0 is the same either way.
         self.t0: int | None = None if t0 is None else int(np.uint64(t0).view(np.int64))
+        # Given, t0 is the trace's earliest time, which every VM's first row must respect
+        # (_note_first_times; later rows follow their VM's order, count_rows) and the
+        # earliest of them must equal (input_done).
+        self._t0_is_earliest = t0 is not None
         # Each VM's first access time (relative to t0; -1 until seen): the start of its
         # own timeline, from which its slowdown is measured.
         self.first_t = np.full(self.nvm, -1, dtype=np.int64)
@@ -385,14 +389,6 @@ class _Buffers:
             content = content_col.fill_null(0).to_numpy().view(np.int64)
         if self.t0 is None:
             self.t0 = int(t[0])
-        elif self.t0 and int(t.min()) < self.t0:  # the footer's statistics were wrong
-            i = int(np.argmin(t))
-            raise TraceError(
-                self.path,
-                f"row {self.rows_read + i}",
-                f"expected t_ns >= {self.t0 % (1 << 64)}, the trace's earliest time as "
-                f"its file's statistics record it, got {int(t[i]) % (1 << 64)}",
-            )
         if self._firsts_missing:
             self._note_first_times(vm, t, counts)
         write = _flags(write_col)
@@ -437,9 +433,18 @@ class _Buffers:
     def _note_first_times(self, vm: np.ndarray | None, t: np.ndarray, counts: np.ndarray) -> None:
         """Record the first access time of each VM first seen in this batch (once per VM:
         a numpy pass per VM, nearly always in the first batch)."""
+        t0 = self.t0 % (1 << 64)  # compared as the unsigned times they are
         for v in np.flatnonzero((counts > 0) & (self.first_t < 0)):
             i = 0 if vm is None else int(np.argmax(vm == v))
-            self.first_t[v] = int(t[i]) - self.t0
+            first = int(t[i]) % (1 << 64)
+            if self._t0_is_earliest and first < t0:
+                raise TraceError(
+                    self.path,
+                    f"row {self.rows_read + i}",
+                    f"expected t_ns >= {t0}, the trace's earliest time as its file's "
+                    f"statistics record it, got {first}",
+                )
+            self.first_t[v] = first - t0
             self._firsts_missing -= 1
 
     def _bad_row(self, i: int, vm: np.ndarray | None, t: np.ndarray, page: np.ndarray) -> None:
@@ -695,6 +700,15 @@ class _Buffers:
     def input_done(self) -> None:
         """The trace is read to its end: a VM has all its rows once none wait on disk
         or in its ring."""
+        seen = self.first_t[self.first_t >= 0]
+        if self._t0_is_earliest and seen.size and seen.min() != 0:
+            t0 = self.t0 % (1 << 64)
+            raise TraceError(
+                self.path,
+                None,
+                f"its file's statistics record {t0} as its earliest t_ns, but its earliest "
+                f"access is at {t0 + int(seen.min())}",
+            )
         with self._lock:
             self._finished = True
             self._mark_done()

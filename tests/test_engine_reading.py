@@ -127,6 +127,36 @@ def test_a_time_before_the_earliest_the_statistics_record_is_refused():
     assert buffers.first_t.tolist() == [2, 0]  # each VM's first access, from host time 0
 
 
+def test_times_crossing_2_63_are_compared_as_the_unsigned_times_they_are():
+    """t_ns is unsigned: a VM at 2**63 + 10 is 20 ns after one at 2**63 - 10, not before
+    it (a review found it refused as earlier than the trace's earliest time)."""
+    from balloonreplay.replay import _Buffers
+
+    batch = make_batch([0, 1], [2**63 - 10, 2**63 + 10], [0, 1], [False, False])
+    buffers = _Buffers(None, [4, 4], "t.parquet", 8, t0=2**63 - 10)
+    buffers.prepare(batch)
+    assert buffers.first_t.tolist() == [0, 20]
+
+
+def test_statistics_recording_an_earlier_time_than_any_access_are_refused():
+    """Host time 0 taken from statistics that are too low would shift every time later
+    (empty epochs before the first access): the end of the input names it."""
+    from balloonreplay.engine.state import VM_FIELDS
+    from balloonreplay.errors import TraceError
+    from balloonreplay.replay import _Buffers
+
+    batch = make_batch([0, 1], [7, 9], [0, 1], [False, False])
+    buffers = _Buffers(None, [4, 4], "t.parquet", 8, t0=5)
+    buffers.prepare(batch)
+    with pytest.raises(
+        TraceError, match="record 5 as its earliest t_ns, but its earliest access is at 7"
+    ):
+        buffers.input_done()
+    exact = _Buffers(np.zeros((2, VM_FIELDS), dtype=np.int64), [4, 4], "t.parquet", 8, t0=7)
+    exact.prepare(batch)
+    exact.input_done()
+
+
 @pytest.mark.parametrize("offset", [0, 3, 8, 13])
 def test_bool_columns_unpack_to_bytes_from_any_offset(offset):
     """_flags reads Arrow's bit-packed buffer itself; a sliced column starts mid-byte."""
