@@ -239,6 +239,8 @@ def _names_another_format(output: str) -> str | None:
     from pathlib import Path
 
     name = Path(output).name.lower()
+    if name.endswith(".parquet"):  # whatever it says before (w.oracleGeneral.parquet)
+        return None
     if "oraclegeneral" in name:
         return "oracle-general"
     if name.endswith(".csv"):

@@ -182,6 +182,10 @@ def test_a_dotted_name_is_a_canonical_name_and_export_refuses_a_name_for_another
     dotted = tmp_path / "zipf_alpha0.9"
     assert run("ingest", tmp_path / "raw.parquet", "-o", dotted, "-q").exit_code == 0
     assert open_trace(dotted).num_rows == 500
+    # A Parquet name that mentions another format is still a Parquet name (review).
+    named = tmp_path / "w89.oracleGeneral.parquet"
+    assert run("ingest", tmp_path / "raw.parquet", "-o", named, "-q").exit_code == 0
+    assert open_trace(named).num_rows == 500
     result = run("export", dotted, "-o", tmp_path / "x.csv", "-f", "oracle-general")
     assert result.exit_code == 2 and "names a csv file, but -f says oracle-general" in result.output
 
