@@ -335,6 +335,13 @@ def _parse_phase(raw: Any, key: str, vm_mean_ns: float) -> Phase:
     )
 
 
+def heap_split(accesses: int, grow_fraction: float) -> tuple[int, int]:
+    """A heap phase's accesses while it grows and while it releases (at least one grows),
+    as the generator makes them (streams._heap_live) and _check_heap_pace checks them."""
+    grow_n = max(1, min(accesses, round(grow_fraction * accesses)))
+    return grow_n, accesses - grow_n
+
+
 def _check_heap_pace(
     footprint: int, accesses: int, grow_fraction: float, release: str, key: str
 ) -> None:
@@ -344,8 +351,7 @@ def _check_heap_pace(
     With fewer, the live size jumped by several pages per access and only one of them was
     written or freed. A heap that only grows (grow_fraction 1) therefore cannot zero or
     free anything: with release zero or free it is refused, not left without a release."""
-    grow_n = max(1, min(accesses, round(grow_fraction * accesses)))
-    release_n = accesses - grow_n
+    grow_n, release_n = heap_split(accesses, grow_fraction)
     parts = [("grows", grow_n)]
     if release != "drop":
         parts.append((f"releases (release: {release})", release_n))

@@ -21,7 +21,7 @@ from balloonreplay.traces.generators.content import (
     WRITE_ZERO,
     VmContentState,
 )
-from balloonreplay.traces.generators.spec import Phase, VmInstance
+from balloonreplay.traces.generators.spec import Phase, VmInstance, heap_split
 
 # Purposes of the random streams of one phase run.
 _STREAM_TIME, _STREAM_PAGE, _STREAM_WRITE, _STREAM_LAYOUT = range(4)
@@ -178,8 +178,7 @@ class PhaseRun:
         """Live heap pages after access `index` (-1 means before the phase: 0 pages)."""
         phase = self.phase
         footprint, total = phase.footprint_pages, phase.accesses
-        grow_n = max(1, min(total, round(phase.grow_fraction * total)))
-        release_n = total - grow_n
+        grow_n, release_n = heap_split(total, phase.grow_fraction)
         # Ceil, so the first access allocates page 0 (with floor the heap stayed empty
         # for grow_n / F accesses, which read page 0 before it was allocated); at most
         # one page per access, as grow_n >= F (spec._check_heap_pace); F at grow_n - 1.
