@@ -643,7 +643,12 @@ def summarize_command(runs, run_lists, output, consolidation_path, slo_settings)
     the runs they serve, not summarised; a run of policy none without host_mem serves
     as the baseline of its VM set."""
     from balloonreplay.metrics import read_metrics_metadata
-    from balloonreplay.summary import consolidation, summarize_runs, write_summary
+    from balloonreplay.summary import (
+        consolidation,
+        consolidation_report,
+        summarize_study,
+        write_summary,
+    )
     from balloonreplay.traces.io import check_output_path
 
     runs = list(runs) + [line.strip() for fh in run_lists for line in fh if line.strip()]
@@ -653,21 +658,11 @@ def summarize_command(runs, run_lists, output, consolidation_path, slo_settings)
         if path is not None:
             check_output_path(path, *runs)
     records = [read_metrics_metadata(p).get("run", {}) for p in runs]
-    is_baseline = [run.get("sweep") == "baseline" for run in records]
-    summary = summarize_runs(
-        [p for p, b in zip(runs, is_baseline, strict=True) if not b],
-        [p for p, b in zip(runs, is_baseline, strict=True) if b],
-        _parse_slo(slo_settings, {run.get("experiment") for run in records}),
-    )
+    slo = _parse_slo(slo_settings, {run.get("experiment") for run in records})
+    summary = summarize_study(runs, slo, records)
     write_summary(summary, output)
     ratios = consolidation(summary)
     if consolidation_path:
         write_summary(ratios, consolidation_path)
-    click.echo(f"{output}: {len(summary)} runs", err=True)
-    for row in ratios.itertuples():
-        bound = "" if row.boundary_known else " (lower bound)"
-        click.echo(
-            f"{row.experiment}/{row.workload}/{row.policy}: consolidation ratio "
-            f"{row.consolidation_ratio}{bound} VMs per host, overcommit {row.overcommit_ratio:.2f}",
-            err=True,
-        )
+    for line in consolidation_report(summary, ratios, output):
+        click.echo(line, err=True)

@@ -291,20 +291,37 @@ def summarize_runs(
 
 
 def summarize_study(
-    paths: Iterable[str | os.PathLike], slo: Mapping[str, float] | None = None
+    paths: Iterable[str | os.PathLike],
+    slo: Mapping[str, float] | None = None,
+    records: list[Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """:func:`summarize_runs` of a study's metrics files, runs and baselines together (a
     baseline is known by its run record, ``sweep: baseline``): it serves the runs of its
-    VM set and is not a row."""
+    VM set and is not a row. ``records``: the files' run records, if the caller has read
+    them (one per path, in order)."""
     paths = list(paths)
-    is_baseline = [
-        read_metrics_metadata(p).get("run", {}).get("sweep") == "baseline" for p in paths
-    ]
+    if records is None:
+        records = [read_metrics_metadata(p).get("run", {}) for p in paths]
+    is_baseline = [run.get("sweep") == "baseline" for run in records]
     return summarize_runs(
         [p for p, b in zip(paths, is_baseline, strict=True) if not b],
         [p for p, b in zip(paths, is_baseline, strict=True) if b],
         slo,
     )
+
+
+def consolidation_report(summary: pd.DataFrame, ratios: pd.DataFrame, output) -> list[str]:
+    """The lines the CLI and the workflow log after writing a summary: its size, then
+    each policy's consolidation ratio."""
+    lines = [f"{output}: {len(summary)} runs"]
+    for row in ratios.itertuples():
+        bound = "" if row.boundary_known else " (lower bound)"
+        lines.append(
+            f"{row.experiment}/{row.workload}/{row.policy}: consolidation ratio "
+            f"{row.consolidation_ratio}{bound} VMs per host (SLO {row.slo_slowdown:.2f}), "
+            f"overcommit {row.overcommit_ratio:.2f}"
+        )
+    return lines
 
 
 # --------------------------------------------------------------------------- consolidation

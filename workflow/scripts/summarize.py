@@ -3,7 +3,12 @@
 
 import sys
 
-from balloonreplay.summary import consolidation, summarize_study, write_summary
+from balloonreplay.summary import (
+    consolidation,
+    consolidation_report,
+    summarize_study,
+    write_summary,
+)
 
 sm = snakemake  # noqa: F821 (snakemake is injected)
 # Left open: a traceback raised at exit must still reach the log.
@@ -16,12 +21,5 @@ summary = summarize_study(paths, dict(sm.params.slo))
 ratios = consolidation(summary)
 write_summary(summary, sm.output.summary)
 write_summary(ratios, sm.output.consolidation)
-print(f"{sm.output.summary}: {len(summary)} runs", file=sys.stderr)
-for row in ratios.itertuples():
-    bound = "" if row.boundary_known else " (lower bound)"
-    print(
-        f"{row.experiment}/{row.workload}/{row.policy}: consolidation ratio "
-        f"{row.consolidation_ratio}{bound} VMs per host (SLO {row.slo_slowdown:.2f}), "
-        f"overcommit {row.overcommit_ratio:.2f}",
-        file=sys.stderr,
-    )
+for line in consolidation_report(summary, ratios, sm.output.summary):
+    print(line, file=sys.stderr)
