@@ -16,6 +16,9 @@ times, on bench_replay's single-VM trace and in interleaved rounds,
              cache, kept beside the rows;
   split+byte the same model in a layout split three ways: links in 8-byte rows, the
              frame in an array of its own, and the status byte;
+  pair+byte  the same with the frame and flags in 8-byte rows of their own (the engine's
+             rows split in two), the access tag in the status byte only;
+  pair+byte+bit  the same, the tag also kept in the flags;
   kernel     kernel.run alone (bench_kernel.py), the whole model.
 
 The epoch is as long, in accesses, as the engine's own replay of the same trace makes it
@@ -117,72 +120,12 @@ def next_status_tag(status, tag):
 
 
 @numba.njit(cache=True)
-def rows_status_lru(pages, capacity, num_pages, epoch_accesses):
+def status_lru(pages, capacity, links, frames, flags, tag_in_flags, epoch_accesses):
     """rows_lru with the access bit, both decisions of a hit taken on a status byte per
-    page kept beside the 16-byte rows (the flags still get the tag, as the engine's
-    must)."""
-    P = np.full((num_pages, 4), NIL, np.int32)  # prev, next, frame, flags
-    P[:, 3] = 0
-    status = np.zeros(num_pages, np.uint8)  # 0: not resident; else the tag (1..255)
-    head = tail = NIL
-    used = misses = touched = 0
-    tag = 2
-    next_epoch = epoch_accesses
-    for i in range(pages.shape[0]):
-        if i == next_epoch:
-            next_epoch += epoch_accesses
-            tag = next_status_tag(status, tag)
-        p = pages[i]
-        s = status[p]
-        if s != 0:
-            if p != head:
-                a = P[p, 0]
-                b = P[p, 1]
-                P[a, 1] = b
-                if b != NIL:
-                    P[b, 0] = a
-                else:
-                    tail = a
-                P[p, 0] = NIL
-                P[p, 1] = head
-                P[head, 0] = p
-                head = p
-            if s != tag:
-                touched += 1
-                status[p] = tag
-                P[p, 3] = (P[p, 3] & 255) | (tag << 8)
-            continue
-        misses += 1
-        touched += 1
-        frame = used
-        if used == capacity:
-            victim = tail
-            tail = P[victim, 0]
-            P[tail, 1] = NIL
-            frame = P[victim, 2]
-            P[victim, 2] = NIL
-            status[victim] = 0
-        else:
-            used += 1
-        P[p, 2] = frame
-        P[p, 3] = tag << 8
-        status[p] = tag
-        P[p, 0] = NIL
-        P[p, 1] = head
-        if head != NIL:
-            P[head, 0] = p
-        else:
-            tail = p
-        head = p
-    return misses, touched
-
-
-@numba.njit(cache=True)
-def split_status_lru(pages, capacity, num_pages, epoch_accesses):
-    """The same model as rows_lru with the access bit, in a layout split three ways."""
-    links = np.full((num_pages, 2), NIL, np.int32)
-    frames = np.full(num_pages, NIL, np.int32)
-    status = np.zeros(num_pages, np.uint8)  # 0: not resident; else the tag (1..255)
+    page (0: not resident; else the epoch's tag at the page's last access), over the
+    layout the caller gives: the list links (prev, next), the frames and the flags (which
+    get the tag too when ``tag_in_flags``, as the engine's must)."""
+    status = np.zeros(links.shape[0], np.uint8)
     head = tail = NIL
     used = misses = touched = 0
     tag = 2
@@ -206,8 +149,11 @@ def split_status_lru(pages, capacity, num_pages, epoch_accesses):
                 links[p, 1] = head
                 links[head, 0] = p
                 head = p
-            touched += s != tag
-            status[p] = tag
+            if s != tag:
+                touched += 1
+                status[p] = tag
+                if tag_in_flags:
+                    flags[p] = (flags[p] & 255) | (tag << 8)
             continue
         misses += 1
         touched += 1
@@ -222,6 +168,8 @@ def split_status_lru(pages, capacity, num_pages, epoch_accesses):
         else:
             used += 1
         frames[p] = frame
+        if tag_in_flags:
+            flags[p] = tag << 8
         status[p] = tag
         links[p, 0] = NIL
         links[p, 1] = head
@@ -231,6 +179,33 @@ def split_status_lru(pages, capacity, num_pages, epoch_accesses):
             tail = p
         head = p
     return misses, touched
+
+
+@numba.njit(cache=True)
+def rows_status_lru(pages, capacity, num_pages, epoch_accesses):
+    """status_lru beside the engine's 16-byte rows (prev, next, frame, flags)."""
+    P = np.full((num_pages, 4), NIL, np.int32)
+    P[:, 3] = 0
+    return status_lru(pages, capacity, P[:, 0:2], P[:, 2], P[:, 3], True, epoch_accesses)
+
+
+@numba.njit(cache=True)
+def split_status_lru(pages, capacity, num_pages, epoch_accesses):
+    """status_lru in a layout split three ways: links in 8-byte rows, the frames in an
+    array of their own, the access tag in the status byte only."""
+    links = np.full((num_pages, 2), NIL, np.int32)
+    frames = np.full(num_pages, NIL, np.int32)
+    return status_lru(pages, capacity, links, frames, frames, False, epoch_accesses)
+
+
+@numba.njit(cache=True)
+def pair_status_lru(pages, capacity, num_pages, epoch_accesses, tag_in_flags):
+    """status_lru with the links in 8-byte rows and the frame and flags in 8-byte rows of
+    their own (what the engine's page rows would split into)."""
+    links = np.full((num_pages, 2), NIL, np.int32)
+    rows = np.full((num_pages, 2), NIL, np.int32)  # frame, flags
+    rows[:, 1] = 0
+    return status_lru(pages, capacity, links, rows[:, 0], rows[:, 1], tag_in_flags, epoch_accesses)
 
 
 def main() -> None:
@@ -259,6 +234,12 @@ def main() -> None:
                 "rows+bit": partial(rows_lru, pages, capacity, num_pages, epoch_accesses, True),
                 "rows+byte": partial(rows_status_lru, pages, capacity, num_pages, epoch_accesses),
                 "split+byte": partial(split_status_lru, pages, capacity, num_pages, epoch_accesses),
+                "pair+byte": partial(
+                    pair_status_lru, pages, capacity, num_pages, epoch_accesses, False
+                ),
+                "pair+byte+bit": partial(
+                    pair_status_lru, pages, capacity, num_pages, epoch_accesses, True
+                ),
             }
             results = {name: run() for name, run in variants.items()}  # compiled here
             # the bare LRU returns its misses, the others (misses, first accesses in an epoch)
@@ -282,7 +263,7 @@ def main() -> None:
             for name, seconds in times.items():
                 seconds.sort()
                 print(
-                    f"  {name:9s} {seconds[0]:6.3f} {seconds[len(seconds) // 2]:6.3f}"
+                    f"  {name:13s} {seconds[0]:6.3f} {seconds[len(seconds) // 2]:6.3f}"
                     f"   {seconds[0] / bare_best:4.2f}x the bare LRU's best"
                 )
 
