@@ -1,0 +1,274 @@
+"""Relations the model must satisfy between two replays, checked without the reference.
+
+The engine equals reference.py counter for counter (test_engine_equivalence.py), but a
+defect both share passes that test: host time 0 was once the first row's time instead of
+the earliest, in both. These properties hold for any correct implementation of the model
+in DESIGN.md, so they catch what the twin cannot:
+
+- **independence**: VMs that share nothing (no page sharing, no host policy, a host that
+  holds every frame they have) replay exactly as each does alone;
+- **time shift**: adding a constant to every access time changes nothing (host time 0 is
+  the trace's earliest access);
+- **time scale**: multiplying every time in the trace and the configuration (accesses,
+  latencies, quantum, epoch; balloon rates divided) by k multiplies every time in the
+  results by k and changes no count, under balloons, host swapping and blocking.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+from engine_helpers import RandomPolicy, assert_frames_equal, trace_table
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import balloonreplay
+from balloonreplay import metrics
+from balloonreplay.engine.config import GUEST_POLICIES
+from balloonreplay.latencies import Latencies
+
+settings.register_profile(
+    "engine-metamorphic",
+    parent=settings(),
+    max_examples=int(os.environ.get("BALLOONREPLAY_METAMORPHIC_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+PROFILE = settings.get_profile("engine-metamorphic")
+QUANTUM_NS = 1_000
+# Columns in ns, which scale with time; host-wide gauges, repeated on every VM's row.
+TIME_COLUMNS = ["t_ns", "blocked_ns", "stall_ns"]
+HOST_COLUMNS = ["host_used_pages", "shared_contents"]
+
+
+@st.composite
+def traces(draw, *, min_vms=1):
+    """A small multi-VM trace (rows in time order within each VM only) and the replay
+    options every property shares."""
+    nvm = draw(st.integers(min_vms, 3))
+    config_pages = draw(st.lists(st.integers(1, 6), min_size=nvm, max_size=nvm))
+    pages = draw(st.lists(st.integers(1, 10), min_size=nvm, max_size=nvm))
+    overhead = draw(st.lists(st.integers(0, 2), min_size=nvm, max_size=nvm))
+    n = draw(st.integers(nvm, 150))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    # Every VM has a row, the first at a time of its own.
+    vm = np.concatenate([np.arange(nvm), rng.integers(0, nvm, n - nvm)])
+    t = np.zeros(n, dtype=np.int64)
+    clock = np.zeros(nvm, dtype=np.int64)
+    clock += rng.integers(0, 20 * QUANTUM_NS, nvm)
+    for i in range(n):
+        if i >= nvm:
+            clock[vm[i]] += rng.integers(0, 3 * QUANTUM_NS)
+            if rng.random() < 0.05:  # idle stretches of several epochs
+                clock[vm[i]] += rng.integers(10, 30) * QUANTUM_NS
+        t[i] = clock[vm[i]]
+    # Rows shuffled between VMs, each VM's kept in its order: the trace's first row need
+    # not be its earliest.
+    order = rng.permutation(n)
+    for v in range(nvm):
+        slots = np.flatnonzero(vm[order] == v)
+        order[slots] = np.sort(order[slots])
+    vm, t = vm[order], t[order]
+    page = np.array([rng.integers(0, pages[v]) for v in vm], dtype=np.int64)
+    write = rng.random(n) < draw(st.sampled_from([0.0, 0.3, 0.7]))
+    file_backed = rng.random(n) < draw(st.sampled_from([0.0, 0.3]))
+    free = rng.random(n) < draw(st.sampled_from([0.0, 0.1]))
+    palette = draw(st.sampled_from([[None, 0, 1, 2], [None, 0, 0, 0, 0, 1]]))
+    content = [palette[k] for k in rng.integers(0, len(palette), n)]
+    latencies = {
+        name: int(rng.integers(0, 3 * QUANTUM_NS)) for name in Latencies.__dataclass_fields__
+    }
+    latencies["balloon_page_ns"] = int(rng.integers(0, 150))
+    options = dict(
+        vms=[f"{c}p" for c in config_pages],
+        overhead_pages=overhead,
+        guest_policy=draw(st.sampled_from(GUEST_POLICIES)),
+        twolist_active_percent=draw(st.sampled_from([0, 30, 100])),
+        host_selection=draw(st.sampled_from(["random", "lru-sampled"])),
+        sharing=False,
+        quantum_ns=QUANTUM_NS,
+        epoch_ns=QUANTUM_NS * draw(st.integers(1, 6)),
+        seed=draw(st.integers(0, 2**63 - 1)),
+        debug_checks=draw(st.booleans()),
+    )
+    columns = dict(
+        vm=vm, t=t, page=page, write=write, content=content, file_backed=file_backed, free=free
+    )
+    return columns, options, latencies
+
+
+def _table(columns, t=None, vm=None):
+    return trace_table(
+        columns["vm"] if vm is None else vm,
+        columns["t"] if t is None else t,
+        columns["page"],
+        columns["write"],
+        columns["content"],
+        columns["file_backed"],
+        columns["free"],
+    )
+
+
+@settings(PROFILE)
+@given(traces(min_vms=2), st.integers(1, 64))
+def test_vms_that_share_nothing_replay_as_each_does_alone(trace, batch_rows):
+    """A host exactly as large as every frame and overhead of its VMs can back them all,
+    so with no policy and no sharing nothing couples the VMs: not the host (it never
+    swaps or blocks), not the order their rows arrive in, not when each starts. Each VM's
+    rows, its slowdown and its stalls are then those of its replay alone on a host of its
+    own, with host time 0 where it was: alone, a VM that starts later than the trace's
+    earliest access is joined by a one-access VM at that time (itself a VM that shares
+    nothing), whose row comes first."""
+    columns, options, latencies = trace
+    config = [int(s[:-1]) for s in options["vms"]]
+    overhead = options["overhead_pages"]
+    together = balloonreplay.replay(
+        _table(columns),
+        host=f"{sum(config) + sum(overhead)}p",
+        latencies=latencies,
+        batch_rows=batch_rows,
+        **options,
+    )
+    rows = together.metrics
+    assert rows["host_swap_out"].sum() == 0
+    assert rows["blocked_ns"].sum() == 0
+    earliest = columns["t"].min()
+    for v in range(len(config)):
+        mine = columns["vm"] == v
+        alone = {key: np.asarray(value)[mine] for key, value in columns.items()}
+        alone["vm"] = np.zeros(mine.sum(), dtype=np.int64)
+        vms, overheads = [options["vms"][v]], [overhead[v]]
+        if alone["t"].min() > earliest:
+            marker = dict(vm=1, t=earliest, page=0, write=False, content=None)
+            for key in alone:
+                alone[key] = np.concatenate([[marker.get(key, False)], alone[key]])
+            vms, overheads = [*vms, "1p"], [*overheads, 0]
+        run = balloonreplay.replay(
+            _table(alone),
+            host=f"{config[v] + overhead[v] + (len(vms) - 1)}p",
+            latencies=latencies,
+            **{**options, "vms": vms, "overhead_pages": overheads},
+        )
+        assert run.summary["slowdown"][0] == together.summary["slowdown"][v]
+        assert run.summary["stall_total_ns"][0] == together.summary["stall_total_ns"][v]
+        expected = run.metrics[run.metrics["vm"] == 0].drop(columns=["vm", *HOST_COLUMNS])
+        expected = expected.reset_index(drop=True)
+        got = rows[rows["vm"] == v].drop(columns=["vm", *HOST_COLUMNS])
+        got = got.reset_index(drop=True)
+        epochs = len(expected)
+        assert len(got) >= epochs
+        # The run together may end later: the VM's last epoch may close at a later time,
+        # and the epochs after it see the VM idle, with its gauges where they were.
+        last = epochs - 1
+        assert_frames_equal(got.iloc[:last].reset_index(drop=True), expected.iloc[:last])
+        assert_frames_equal(
+            got.iloc[last:epochs].drop(columns="t_ns").reset_index(drop=True),
+            expected.iloc[last:].drop(columns="t_ns").reset_index(drop=True),
+        )
+        after = got.iloc[epochs:]
+        counters = [c for c in metrics.TOTAL_COLUMNS if c in after.columns]
+        assert (after[counters] == 0).all().all()
+        for c in metrics.GAUGE_COLUMNS:
+            if c in after.columns and c != "touched_pages":
+                assert (after[c] == expected[c].iloc[-1]).all(), c
+
+
+@settings(PROFILE)
+@given(
+    traces(),
+    st.integers(1, 2**50),
+    st.booleans(),
+    st.integers(0, 1000),
+    st.booleans(),
+    st.sampled_from(["round-robin", "random"]),
+)
+def test_shifting_every_time_changes_nothing(
+    trace, shift_ns, tight_host, policy_seed, sharing, scan_order
+):
+    """Host time 0 is the trace's earliest access, wherever the trace's clock starts:
+    under random balloon targets, host swapping allowed and forbidden, page sharing."""
+    columns, options, latencies = trace
+    options = {**options, "sharing": sharing, "scan_order": scan_order}
+    config = [int(s[:-1]) for s in options["vms"]]
+    host_pages = sum(options["overhead_pages"]) + (
+        max(1, sum(config) // 2) if tight_host else sum(config)
+    )
+    runs = [
+        balloonreplay.replay(
+            _table(columns, t=columns["t"] + shift),
+            host=f"{host_pages}p",
+            latencies=latencies,
+            policy=RandomPolicy(RandomPolicy.Params(seed=policy_seed)),
+            balloon_rate_pages_per_s=1_000_000,
+            **options,
+        )
+        for shift in (0, shift_ns)
+    ]
+    assert_frames_equal(runs[1].metrics, runs[0].metrics)
+    for key in ("slowdown", "stall_total_ns", "end_ns"):
+        assert runs[1].summary[key] == runs[0].summary[key], key
+
+
+@settings(PROFILE)
+@given(traces(), st.sampled_from([2, 3, 7]), st.integers(0, 1000), st.integers(0, 5))
+def test_scaling_every_time_scales_the_results_times_and_no_count(
+    trace, k, policy_seed, balloon_rate_mpages
+):
+    """Times in the trace and the configuration are one unit: stretch them all by k
+    (balloon rates, in pages per second, shrink by k) and every decision the model takes
+    is the same, so every count is, and every time in the results is k times as long.
+    Random balloon targets, host swapping allowed and forbidden (blocking), a host half
+    the VMs' size."""
+    columns, options, latencies = trace
+    config = [int(s[:-1]) for s in options["vms"]]
+    host_pages = sum(options["overhead_pages"]) + max(1, sum(config) // 2)
+    # A rate the stretched run can take divided by k exactly, in whole pages per second.
+    rate = balloon_rate_mpages * 1_000_000 * k
+
+    def run(scale):
+        return balloonreplay.replay(
+            _table(columns, t=columns["t"] * scale),
+            host=f"{host_pages}p",
+            latencies={name: ns * scale for name, ns in latencies.items()},
+            policy=RandomPolicy(RandomPolicy.Params(seed=policy_seed, forbid_swap=0.5)),
+            balloon_rate_pages_per_s=rate // scale,
+            **{
+                **options,
+                "quantum_ns": options["quantum_ns"] * scale,
+                "epoch_ns": options["epoch_ns"] * scale,
+            },
+        )
+
+    base, stretched = run(1), run(k)
+    expected = base.metrics.copy()
+    expected[TIME_COLUMNS] = expected[TIME_COLUMNS] * k
+    assert_frames_equal(stretched.metrics, expected)
+    # A VM whose accesses all fall at one instant has a span of 1 ns by definition
+    # (summarize_slowdowns), which does not stretch: its slowdown is 1 + stall / 1 ns.
+    slowdowns = zip(base.summary["slowdown"], stretched.summary["slowdown"], strict=True)
+    for v, (a, b) in enumerate(slowdowns):
+        times = columns["t"][columns["vm"] == v]
+        if times.max() > times.min():
+            assert a == b, v
+    assert stretched.summary["stall_total_ns"] == [s * k for s in base.summary["stall_total_ns"]]
+    assert stretched.summary["end_ns"] == base.summary["end_ns"] * k
+
+
+def test_the_properties_see_coupled_vms():
+    """The independence property is not vacuous: on a host one page short, the same two
+    VMs do couple (one's faults cost the other host swaps or blocked time)."""
+    n = 400
+    rng = np.random.default_rng(1)
+    vm = np.tile([0, 1], n // 2)
+    t = np.repeat(np.arange(n // 2) * 500, 2)
+    page = rng.integers(0, 8, n)
+    table = trace_table(vm, t, page, rng.random(n) < 0.5)
+    options = dict(vms="6p", overhead_pages=[0, 0], quantum_ns=QUANTUM_NS, epoch_ns=5_000)
+    fits = balloonreplay.replay(table, host="12p", **options).metrics
+    short = balloonreplay.replay(table, host="11p", **options).metrics
+    assert fits["host_swap_out"].sum() == 0
+    assert short["host_swap_out"].sum() + short["blocked_ns"].sum() > 0
+    assert not pd.DataFrame.equals(fits, short)
