@@ -272,3 +272,60 @@ def test_the_properties_see_coupled_vms():
     assert fits["host_swap_out"].sum() == 0
     assert short["host_swap_out"].sum() + short["blocked_ns"].sum() > 0
     assert not pd.DataFrame.equals(fits, short)
+
+
+@settings(PROFILE)
+@given(traces(), st.booleans(), st.integers(0, 1000))
+def test_a_scanner_that_never_runs_shares_nothing(trace, tight_host, policy_seed):
+    """Sharing on with a scan rate of 0 is sharing off: the page-sharing machinery (the
+    content bookkeeping, the COW checks of every write) changes nothing until a page is
+    scanned."""
+    columns, options, latencies = trace
+    config = [int(s[:-1]) for s in options["vms"]]
+    host_pages = sum(options["overhead_pages"]) + (
+        max(1, sum(config) // 2) if tight_host else sum(config)
+    )
+    off, idle = (
+        balloonreplay.replay(
+            _table(columns),
+            host=f"{host_pages}p",
+            latencies=latencies,
+            policy="none",
+            **{**options, "sharing": sharing, "scan_rate_pages_per_s": 0},
+        )
+        for sharing in (False, True)
+    )
+    assert_frames_equal(idle.metrics, off.metrics)
+    assert idle.summary["slowdown"] == off.summary["slowdown"]
+
+
+@settings(PROFILE)
+@given(traces(), st.booleans(), st.sampled_from(["round-robin", "random"]))
+def test_within_one_vm_sharing_is_all_the_sharing_a_lone_vm_has(trace, tight_host, order):
+    """ESX's salting (sharing only within a VM) changes nothing for a host of one VM."""
+    columns, options, latencies = trace
+    keep = columns["vm"] == 0
+    lone = {key: np.asarray(value)[keep] for key, value in columns.items()}
+    config = int(options["vms"][0][:-1])
+    overhead = options["overhead_pages"][0]
+    host_pages = overhead + (max(1, config // 2) if tight_host else config)
+    salted, unsalted = (
+        balloonreplay.replay(
+            _table(lone),
+            host=f"{host_pages}p",
+            latencies=latencies,
+            policy="none",
+            **{
+                **options,
+                "vms": options["vms"][:1],
+                "overhead_pages": [overhead],
+                "sharing": True,
+                "scan_rate_pages_per_s": 3_000_000,
+                "scan_order": order,
+                "intra_vm_sharing_only": intra,
+            },
+        )
+        for intra in (True, False)
+    )
+    assert salted.metrics["scanned_pages"].sum() > 0 or len(lone["t"]) < 2
+    assert_frames_equal(salted.metrics, unsalted.metrics)
