@@ -258,8 +258,13 @@ def _check_canonical_name(output: str) -> None:
 
 
 def _power_of_two(value: int | None) -> int | None:
-    if value is not None and value & (value - 1):
-        raise click.BadParameter(f"expected a power of two (bytes), got {value}")
+    from balloonreplay.units import page_shift
+
+    if value is not None:
+        try:
+            page_shift(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None  # click names --page-size
     return value
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from balloonreplay.errors import BalloonreplayError, ConfigError
-from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
+from balloonreplay.units import PAGE_SIZE_BYTES, page_shift, parse_size_pages
 
 
 def key_path(parts) -> str:
@@ -145,11 +145,11 @@ def _check_workload(name: str, workload: Mapping[str, Any], repo_root, workdir=N
         except BalloonreplayError as exc:
             raise ConfigError(f"{prefix}.ingest.options", str(exc)) from None
         page_size = getattr(options, "page_size_bytes", None)
-        if isinstance(page_size, int) and (page_size < 1 or page_size & (page_size - 1)):
-            raise ConfigError(
-                f"{prefix}.ingest.options.page_size_bytes",
-                f"expected a power of two (4096, 8192, ...), got {page_size}",
-            )
+        if page_size is not None:
+            try:
+                page_shift(page_size)
+            except ValueError as exc:
+                raise ConfigError(f"{prefix}.ingest.options.page_size_bytes", str(exc)) from None
         for i, size in enumerate(ingest.get("vm_mem") or []):
             _check_size(f"{prefix}.ingest.vm_mem[{i}]", size)
     if "capture" in workload:

@@ -53,7 +53,7 @@ def no_files_but(directory, *names):
     "option, value, message",
     [
         ("--vm-mem", "0p", "expected at least 1 page, got '0p' (0 pages)"),
-        ("--page-size", "3000", "expected a power of two (bytes), got 3000"),
+        ("--page-size", "3000", "expected a power of two (bytes: 4096, 8192, ...), got 3000"),
     ],
 )
 def test_ingest_refuses_metadata_no_reader_would_open(tmp_path, option, value, message):
