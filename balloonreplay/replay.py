@@ -286,8 +286,9 @@ class _Buffers:
         self.npages = np.asarray(pages_per_vm, dtype=np.int64)
         self.nvm = len(self.npages)
         self.pbase = first_ids(self.npages)  # each VM's first global page id (V_PBASE)
-        # Each VM's last access time so far: a time that goes backwards is refused.
-        self.last_t = np.full(self.nvm, np.iinfo(np.int64).min, dtype=np.int64)
+        # Each VM's last access time so far: a time that goes backwards is refused. Unsigned,
+        # as t_ns is (rows.count_rows compares the times' uint64 view).
+        self.last_t = np.zeros(self.nvm, dtype=np.uint64)
         self.cols = {c: _readonly(np.zeros(0, dtype=self.DTYPES[c])) for c in self.COLUMNS}
         # With several VMs: writable columns behind self.cols, cut in per-VM rings, none
         # until the first batch comes to the main thread.
@@ -371,11 +372,12 @@ class _Buffers:
         page = page_col.to_numpy().view(np.int64)
         counts = np.zeros(self.nvm, dtype=np.int64)
         vm = None if vm_col is None else _readonly(vm_col.to_numpy())
+        t_unsigned = t.view(np.uint64)  # the order of the times is the unsigned one
         if vm is None:
-            bad = rows.first_bad_row(t, page, self.npages[0], self.last_t)
+            bad = rows.first_bad_row(t_unsigned, page, self.npages[0], self.last_t)
             counts[0] = n
         else:
-            bad = rows.count_rows(vm, t, page, self.npages, counts, self.last_t)
+            bad = rows.count_rows(vm, t_unsigned, page, self.npages, counts, self.last_t)
         if bad >= 0:
             self._bad_row(bad, vm, t, page)
         if content_col is None or content_col.null_count == n:
@@ -460,7 +462,7 @@ class _Buffers:
                 self.path,
                 f"access #{self.rows_read + i} (0-based, VM {v})",
                 f"expected t_ns >= {int(self.last_t[v])} (time must not go backwards within "
-                f"a VM), got {int(t[i])}",
+                f"a VM), got {int(t[i]) % (1 << 64)}",
             )
         raise TraceError(
             self.path,

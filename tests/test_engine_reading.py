@@ -138,6 +138,56 @@ def test_times_crossing_2_63_are_compared_as_the_unsigned_times_they_are():
     assert buffers.first_t.tolist() == [0, 20]
 
 
+@pytest.mark.parametrize("vms", [1, 3])
+@pytest.mark.parametrize("source", ["file", "table"])
+def test_a_vms_times_crossing_2_63_replay_as_the_unsigned_times_they_are(tmp_path, vms, source):
+    """t_ns is uint64: each VM's times running from 2**63 - 600 to 2**63 + 600 go
+    forwards, which the reading thread's order checks (count_rows; first_bad_row for a
+    file's single VM, whose vm column is a constant) took for going backwards when
+    compared as the int64 they are viewed as. The engine equals the reference there."""
+    n = 240
+    rng = np.random.default_rng(3)
+    t = 2**63 - 600 + np.arange(n, dtype=np.uint64) * 5
+    batch = make_batch(np.arange(n) % vms, t, rng.integers(0, 12, n), rng.random(n) < 0.4)
+    meta = TraceMetadata(source="test", config_pages=[8] * vms, dense=True, pages_per_vm=[12] * vms)
+    path = tmp_path / "t.parquet"
+    write_trace([batch], path, meta)
+    trace = path if source == "file" else batch
+    options = dict(host=f"{6 * vms}p", quantum_ns=20, epoch_ns=200, metadata=None)
+    if source == "table":
+        options["metadata"] = meta
+    engine = balloonreplay.replay(trace, batch_rows=64, **options)
+    reference = balloonreplay.replay(trace, engine="reference", **options)
+    assert_frames_equal(engine.metrics, reference.metrics)
+    assert engine.summary["end_ns"] == reference.summary["end_ns"]
+    assert engine.metrics["accesses"].sum() == n
+
+
+def test_a_time_going_backwards_across_2_63_is_refused_naming_the_unsigned_times(tmp_path):
+    """The other way round: 2**63 + 5 then 2**63 - 5 goes backwards, which compared
+    signed looked like going forwards; ingest's own order check agrees."""
+    from balloonreplay.errors import TraceError
+    from balloonreplay.traces.ingest import ingest
+
+    t = [0, 2**63 + 5, 2**63 - 5]
+    for vms, vm in ((1, [0, 0, 0]), (2, [1, 0, 0])):
+        batch = make_batch(vm, t, [0, 1, 2], [False] * 3)
+        path, message = replay_error(tmp_path, batch, vms, 4)
+        assert message == (
+            f"{path}: access #2 (0-based, VM 0): expected t_ns >= {2**63 + 5} (time must "
+            f"not go backwards within a VM), got {2**63 - 5}"
+        )
+        raw = tmp_path / f"raw-{vms}.parquet"
+        write_trace([batch], raw, TraceMetadata(source="test", config_pages=[4] * vms))
+        with pytest.raises(TraceError) as caught:
+            ingest(raw, tmp_path / f"t-{vms}.parquet")
+        assert caught.value.expected == message.split("VM 0): ", 1)[1]
+    forwards = make_batch([0, 0], [2**63 - 5, 2**63 + 5], [0, 1], [False] * 2)
+    raw = tmp_path / "raw-forwards.parquet"
+    write_trace([forwards], raw, TraceMetadata(source="test", config_pages=[4]))
+    assert ingest(raw, tmp_path / "t-forwards.parquet").accesses == 2
+
+
 def test_statistics_recording_an_earlier_time_than_any_access_are_refused():
     """Host time 0 taken from statistics that are too low would shift every time later
     (empty epochs before the first access): the end of the input names it."""
