@@ -67,6 +67,45 @@ def test_parquet_fast_path_skips_constant_columns(tmp_path):
     assert names == ["vm", "t_ns", "page", "write", "content", "file_backed"]  # no free rows
 
 
+def test_host_time_0_and_the_fast_path_come_from_the_footer_read_once(tmp_path, monkeypatch):
+    """Host time 0 is the least t_ns the row groups' statistics record (here VM 1's,
+    whose rows come first but start later), and the reading thread's reader takes the
+    footer the trace already parsed: the replay reads the footer once and the times
+    never (a pass over them is for files without statistics)."""
+    import pyarrow.parquet as pq
+
+    from balloonreplay import replay as replay_module
+
+    n = 400
+    vm = np.r_[np.ones(n // 2, int), np.zeros(n // 2, int)]
+    t = np.r_[np.arange(n // 2) * 1000 + 70_000, np.arange(n // 2) * 1000 + 5]
+    batch = make_batch(vm, t, np.arange(n) % 8, np.arange(n) % 3 == 0)
+    meta = TraceMetadata(source="test", config_pages=[8, 8], dense=True, pages_per_vm=[8, 8])
+    path = tmp_path / "t.parquet"
+    write_trace([batch], path, meta)
+    options = dict(host="10p", quantum_ns=500, epoch_ns=20_000)
+    reference = balloonreplay.replay(path, engine="reference", **options)
+
+    footers_read = []
+    real = pq.ParquetFile
+
+    def counting(source, *args, metadata=None, **kwargs):
+        if metadata is None:
+            footers_read.append(source)
+        return real(source, *args, metadata=metadata, **kwargs)
+
+    def no_pass_over_the_times(trace):
+        raise AssertionError("the times were read for host time 0")
+
+    replay_module.warm_up()  # (its tiny in-memory trace has no footer)
+    monkeypatch.setattr(pq, "ParquetFile", counting)
+    monkeypatch.setattr(replay_module, "_time_columns", no_pass_over_the_times)
+    engine = balloonreplay.replay(path, **options)
+    assert footers_read == [path]
+    assert_frames_equal(engine.metrics, reference.metrics)
+    assert engine.summary["slowdown"] == reference.summary["slowdown"]
+
+
 def test_a_corrupt_data_page_is_a_trace_error_naming_the_row_group(tmp_path):
     from balloonreplay.errors import TraceError
 
