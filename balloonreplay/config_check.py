@@ -521,19 +521,11 @@ def _check_timeline_vms(timeline: Mapping[str, Any], experiment: Mapping[str, An
 
 def _check_double_paging_vms(figures: Mapping[str, Any], experiments) -> None:
     """Without figures.double_paging, the figure draws this VM count of the overcommit
-    experiment (figures.overcommit, else the first VM-count sweep on a fixed host, as
-    balloonreplay.plots.study_figures takes it)."""
+    experiment (experiments.overcommit_experiment, the rule the figures follow)."""
     from balloonreplay import experiments as X
 
     vms = figures["double_paging_vms"]
-    name = figures.get("overcommit") or next(
-        (
-            n
-            for n, e in sorted(experiments.items())
-            if X.sweep_kind(e) == "vms" and e.get("host_mem") is not None
-        ),
-        None,
-    )
+    name = X.overcommit_experiment(figures, experiments)
     if name is None:
         raise ConfigError(
             "figures.double_paging_vms",
