@@ -151,10 +151,9 @@ def ingest_command(
     _check_canonical_name(output)
     check_output_path(output, source)
     overrides = {"page_size_bytes": page_size_bytes}
-    if vm_mem:
-        # Refused here if it is not sizes at all; converted to pages by ingest(), once the
-        # trace's page size is known (--page-size, else the source's and the reader's).
-        parse_vm_mem(vm_mem, 1, minimum=1)  # (no page size makes 0 bytes a page)
+    # --vm-mem is checked and converted to pages by ingest() alone (vm_mem_pages), before it
+    # reads an access, once the trace's page size is known (--page-size, else the source's
+    # and the reader's).
     with _progress(None, "ingest", "acc", quiet) as bar:
         # Counted here: a disabled bar (no terminal) counts nothing.
         read = _Counter(bar)
@@ -165,7 +164,7 @@ def ingest_command(
             options=list(options),
             lru_filter_pages=lru_filter_pages,
             metadata_overrides=overrides,
-            vm_mem=vm_mem or None,
+            vm_mem=vm_mem,
             progress=read,
         )
     if not quiet:
@@ -258,25 +257,14 @@ def _check_canonical_name(output: str) -> None:
 
 
 def _power_of_two(value: int | None) -> int | None:
-    if value is not None and value & (value - 1):
-        raise click.BadParameter(f"expected a power of two (bytes), got {value}")
+    from balloonreplay.units import page_shift
+
+    if value is not None:
+        try:
+            page_shift(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None  # click names --page-size
     return value
-
-
-def parse_vm_mem(text: str, page_size_bytes: int | None = None, minimum: int = 0) -> list[int]:
-    from balloonreplay.units import PAGE_SIZE_BYTES, parse_sizes_pages
-
-    try:
-        sizes = parse_sizes_pages(text.split(","), page_size_bytes or PAGE_SIZE_BYTES)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--vm-mem") from None
-    for part, pages in zip(text.split(","), sizes, strict=True):
-        if pages < minimum:
-            raise click.BadParameter(
-                f"expected at least {minimum} page, got {part!r} ({pages} pages)",
-                param_hint="--vm-mem",
-            )
-    return sizes
 
 
 @main.command("generate")

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from balloonreplay.errors import BalloonreplayError, ConfigError
-from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
+from balloonreplay.units import PAGE_SIZE_BYTES, page_shift, parse_size_pages
 
 
 def key_path(parts) -> str:
@@ -95,9 +95,10 @@ def check_values(config: Mapping[str, Any], repo_root, workdir=None) -> None:
     experiments = config["experiments"]
     for name, workload in workloads.items():
         _check_workload(name, workload, repo_root, workdir)
+    recorded: dict[tuple, bool] = {}  # each ingested source read once (_source_records_memory)
     for name, experiment in experiments.items():
         _check_experiment(name, experiment, workloads)
-        _check_configured_memory(name, experiment, workloads, repo_root)
+        _check_configured_memory(name, experiment, workloads, repo_root, recorded)
     _check_figures(config.get("figures") or {}, experiments)
 
 
@@ -120,6 +121,25 @@ def _check_size(key: str, text: str) -> None:
         raise ConfigError(
             key, f"expected at least one page ({PAGE_SIZE_BYTES} bytes), got {text!r}"
         )
+
+
+def _source_records_memory(workload: str, ingest: Mapping[str, Any], repo_root, recorded) -> bool:
+    """Whether an ingest's source records each VM's configured memory: its metadata read
+    once per source (format, file and reader options) and kept in ``recorded``, since
+    the config is checked at every Snakemake start, for every experiment replaying it."""
+    from balloonreplay.traces.formats import get_format
+
+    path = _repo_path(ingest["path"], repo_root)
+    options = dict(ingest.get("options") or {})
+    key = (ingest["format"], os.path.realpath(path), yaml.safe_dump(options, sort_keys=True))
+    if key not in recorded:
+        fmt = get_format(ingest["format"])
+        try:
+            source = fmt.read_metadata(path, fmt.make_options(options))
+        except BalloonreplayError as exc:
+            raise ConfigError(f"workloads.{workload}.ingest.path", str(exc)) from None
+        recorded[key] = source.config_pages is not None
+    return recorded[key]
 
 
 def _check_workload(name: str, workload: Mapping[str, Any], repo_root, workdir=None) -> None:
@@ -145,11 +165,11 @@ def _check_workload(name: str, workload: Mapping[str, Any], repo_root, workdir=N
         except BalloonreplayError as exc:
             raise ConfigError(f"{prefix}.ingest.options", str(exc)) from None
         page_size = getattr(options, "page_size_bytes", None)
-        if isinstance(page_size, int) and (page_size < 1 or page_size & (page_size - 1)):
-            raise ConfigError(
-                f"{prefix}.ingest.options.page_size_bytes",
-                f"expected a power of two (4096, 8192, ...), got {page_size}",
-            )
+        if page_size is not None:
+            try:
+                page_shift(page_size)
+            except ValueError as exc:
+                raise ConfigError(f"{prefix}.ingest.options.page_size_bytes", str(exc)) from None
         for i, size in enumerate(ingest.get("vm_mem") or []):
             _check_size(f"{prefix}.ingest.vm_mem[{i}]", size)
     if "capture" in workload:
@@ -180,12 +200,14 @@ def _check_program(name: str, program: str, workdir) -> None:
         )
 
 
-def _check_configured_memory(name: str, experiment: Mapping[str, Any], workloads, repo_root):
+def _check_configured_memory(
+    name: str, experiment: Mapping[str, Any], workloads, repo_root, recorded: dict[tuple, bool]
+):
     """Every VM needs a configured memory: the experiment's vm_mem, else the trace's. A
     generated or captured trace records one; an ingested one only when its ingest gives
-    vm_mem or its source records it (a canonical Parquet trace may)."""
+    vm_mem or its source records it (a canonical Parquet trace may). ``recorded``: what
+    each source says, shared by the experiments (check_values)."""
     from balloonreplay import experiments as X
-    from balloonreplay.traces.formats import get_format
 
     if experiment.get("vm_mem"):
         return
@@ -196,15 +218,7 @@ def _check_configured_memory(name: str, experiment: Mapping[str, Any], workloads
         ingest = workloads[workload].get("ingest")
         if not ingest or ingest.get("vm_mem"):
             continue
-        fmt = get_format(ingest["format"])
-        try:
-            source = fmt.read_metadata(
-                _repo_path(ingest["path"], repo_root),
-                fmt.make_options(dict(ingest.get("options") or {})),
-            )
-        except BalloonreplayError as exc:
-            raise ConfigError(f"workloads.{workload}.ingest.path", str(exc)) from None
-        if source.config_pages is None:
+        if not _source_records_memory(workload, ingest, repo_root, recorded):
             raise ConfigError(
                 f"experiments.{name}.vm_mem",
                 f"the VMs of workload {workload!r} have no configured memory: neither "
@@ -521,19 +535,11 @@ def _check_timeline_vms(timeline: Mapping[str, Any], experiment: Mapping[str, An
 
 def _check_double_paging_vms(figures: Mapping[str, Any], experiments) -> None:
     """Without figures.double_paging, the figure draws this VM count of the overcommit
-    experiment (figures.overcommit, else the first VM-count sweep on a fixed host, as
-    balloonreplay.plots.study_figures takes it)."""
+    experiment (experiments.overcommit_experiment, the rule the figures follow)."""
     from balloonreplay import experiments as X
 
     vms = figures["double_paging_vms"]
-    name = figures.get("overcommit") or next(
-        (
-            n
-            for n, e in sorted(experiments.items())
-            if X.sweep_kind(e) == "vms" and e.get("host_mem") is not None
-        ),
-        None,
-    )
+    name = X.overcommit_experiment(figures, experiments)
     if name is None:
         raise ConfigError(
             "figures.double_paging_vms",

@@ -107,6 +107,38 @@ def refines(experiment: Mapping[str, Any]) -> bool:
     )
 
 
+def overcommit_experiment(
+    figures: Mapping[str, Any], experiments: Mapping[str, Mapping[str, Any]]
+) -> str | None:
+    """The experiment the overcommit figures draw (swap traffic, consolidation, and double
+    paging at ``figures.double_paging_vms`` when no ``figures.double_paging`` is given):
+    ``figures.overcommit``, else the first by name of the VM-count sweeps on a fixed host
+    (``host_mem`` given); None if there is none. The one rule, for the config check
+    (config_check) and the figures (figure_roles)."""
+    named = figures.get("overcommit")
+    if named:
+        return named
+    fixed = (
+        name
+        for name, experiment in sorted(experiments.items())
+        if sweep_kind(experiment) == "vms" and experiment.get("host_mem") is not None
+    )
+    return next(fixed, None)
+
+
+def figure_roles(
+    figures: Mapping[str, Any], experiments: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The config's ``figures:`` as plots.study_figures takes them: with ``overcommit``
+    resolved by overcommit_experiment (absent when there is none)."""
+    roles = dict(figures)
+    roles.pop("overcommit", None)
+    overcommit = overcommit_experiment(figures, experiments)
+    if overcommit is not None:
+        roles["overcommit"] = overcommit
+    return roles
+
+
 def max_points_per_round(experiment: Mapping[str, Any]) -> int:
     return int(
         experiment.get("refine", {}).get("max_points_per_round", DEFAULT_MAX_POINTS_PER_ROUND)

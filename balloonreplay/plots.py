@@ -528,8 +528,10 @@ def study_figures(
     suffixes: tuple[str, ...] = (".png", ".pdf"),
     balloon_runs=(),
 ) -> list[str]:
-    """Draw the six study figures from the summary tables; ``roles`` (config ``figures:``)
-    names the experiment (and run) each figure draws; ``balloon_runs``: the metrics files
+    """Draw the six study figures from the summary tables; ``roles`` (config ``figures:``,
+    as experiments.figure_roles resolves them: ``overcommit`` is given when the study has
+    an overcommit experiment) names the experiment (and run) each figure draws; the
+    figures of a role naming none are placeholders; ``balloon_runs``: the metrics files
     of the balloon-equivalence experiment (its figure counts faults per epoch). Returns
     the files written."""
     from balloonreplay.metrics import read_metrics_metadata
@@ -543,9 +545,7 @@ def study_figures(
             return summary.iloc[:0]
         return summary[summary.experiment == experiment]
 
-    overcommit = roles.get("overcommit")
-    if overcommit is None and not ratios.empty:
-        overcommit = ratios.experiment.iloc[0]
+    overcommit = roles.get("overcommit")  # resolved by experiments.figure_roles
     sweep = rows(overcommit)
     if roles.get("double_paging"):
         # Its own experiment: the most overcommitted point of it.

@@ -286,8 +286,9 @@ class _Buffers:
         self.npages = np.asarray(pages_per_vm, dtype=np.int64)
         self.nvm = len(self.npages)
         self.pbase = first_ids(self.npages)  # each VM's first global page id (V_PBASE)
-        # Each VM's last access time so far: a time that goes backwards is refused.
-        self.last_t = np.full(self.nvm, np.iinfo(np.int64).min, dtype=np.int64)
+        # Each VM's last access time so far: a time that goes backwards is refused. Unsigned,
+        # as t_ns is (rows.count_rows compares the times' uint64 view).
+        self.last_t = np.zeros(self.nvm, dtype=np.uint64)
         self.cols = {c: _readonly(np.zeros(0, dtype=self.DTYPES[c])) for c in self.COLUMNS}
         # With several VMs: writable columns behind self.cols, cut in per-VM rings, none
         # until the first batch comes to the main thread.
@@ -371,11 +372,12 @@ class _Buffers:
         page = page_col.to_numpy().view(np.int64)
         counts = np.zeros(self.nvm, dtype=np.int64)
         vm = None if vm_col is None else _readonly(vm_col.to_numpy())
+        t_unsigned = t.view(np.uint64)  # the order of the times is the unsigned one
         if vm is None:
-            bad = rows.first_bad_row(t, page, self.npages[0], self.last_t)
+            bad = rows.first_bad_row(t_unsigned, page, self.npages[0], self.last_t)
             counts[0] = n
         else:
-            bad = rows.count_rows(vm, t, page, self.npages, counts, self.last_t)
+            bad = rows.count_rows(vm, t_unsigned, page, self.npages, counts, self.last_t)
         if bad >= 0:
             self._bad_row(bad, vm, t, page)
         if content_col is None or content_col.null_count == n:
@@ -460,7 +462,7 @@ class _Buffers:
                 self.path,
                 f"access #{self.rows_read + i} (0-based, VM {v})",
                 f"expected t_ns >= {int(self.last_t[v])} (time must not go backwards within "
-                f"a VM), got {int(t[i])}",
+                f"a VM), got {int(t[i]) % (1 << 64)}",
             )
         raise TraceError(
             self.path,
@@ -747,7 +749,61 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _earliest_t_ns(trace) -> int:
+@dataclass(frozen=True)
+class _Footer:
+    """What the row groups' statistics of a canonical Parquet file record, from one walk
+    over its footer (the one the Trace parsed when it opened the file)."""
+
+    # The least t_ns; None when a row group with rows records none.
+    earliest_t_ns: int | None
+    # Whether every row holds the column's constant (vm 0, content null, file_backed and
+    # free false); None when the statistics lack what the fast path needs to trust.
+    constant: dict[str, bool] | None
+
+
+def _read_footer(trace) -> _Footer | None:
+    """The footer statistics of a trace read from a canonical Parquet file; None for an
+    in-memory table or a file not exactly canonical (flat, so its Arrow field index is
+    its Parquet column index)."""
+    if not isinstance(trace, Trace):
+        return None
+    if not trace._file.schema_arrow.remove_metadata().equals(CANONICAL_SCHEMA):
+        return None
+    meta = trace._file.metadata
+    index = {name: i for i, name in enumerate(CANONICAL_SCHEMA.names)}
+    mins: list[int] | None = []
+    constant: dict[str, bool] | None = {
+        "vm": True,
+        "content": True,
+        "file_backed": True,
+        "free": True,
+    }
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for name in CANONICAL_SCHEMA.names:
+            stats = group.column(index[name]).statistics
+            if name == "t_ns" and group.num_rows and mins is not None:
+                if stats is None or not stats.has_min_max:
+                    mins = None
+                else:
+                    mins.append(int(stats.min))
+            if constant is None:
+                continue
+            if stats is None or stats.null_count is None:
+                constant = None
+            elif name != "content" and stats.null_count != 0:
+                constant = None  # the general path names the offending column
+            elif name == "content":
+                constant["content"] &= stats.null_count == group.num_rows
+            elif name in constant and group.num_rows:
+                if not stats.has_min_max:
+                    constant = None
+                else:
+                    constant[name] &= stats.max == (False if name in ("file_backed", "free") else 0)
+    return _Footer(None if mins is None else min(mins, default=0), constant)
+
+
+def _earliest_t_ns(trace, footer: _Footer | None) -> int:
     """Host time 0: the trace's earliest access time. Rows need be in time order only
     within each VM, so the first row's time may be a later VM's. From the footer's
     statistics of a canonical Parquet file when every row group has them (the reading
@@ -757,11 +813,8 @@ def _earliest_t_ns(trace) -> int:
     follows names the error."""
     import pyarrow.compute as pc
 
-    if not isinstance(trace, _TableTrace):
-        try:
-            return _earliest_from_statistics(trace)
-        except LookupError:
-            pass
+    if footer is not None and footer.earliest_t_ns is not None:
+        return footer.earliest_t_ns
     earliest = None
     try:
         for column in _time_columns(trace):
@@ -784,60 +837,29 @@ def _time_columns(trace) -> Iterator[pa.Array | pa.ChunkedArray]:
             yield batch.column(0)
 
 
-def _earliest_from_statistics(trace: Trace) -> int:
-    """The least t_ns the row groups' statistics record, or LookupError if the file is not
-    exactly canonical (flat, so its Arrow field index is its Parquet column index) or a
-    row group has no statistics."""
-    schema = trace._file.schema_arrow.remove_metadata()
-    if not schema.equals(CANONICAL_SCHEMA):
-        raise LookupError("not canonical")
-    meta = trace._file.metadata
-    column = CANONICAL_SCHEMA.get_field_index("t_ns")
-    mins = []
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        if not group.num_rows:
-            continue
-        stats = group.column(column).statistics
-        if stats is None or not stats.has_min_max:
-            raise LookupError(f"row group {g} has no statistics")
-        mins.append(int(stats.min))
-    return min(mins, default=0)
-
-
-def _parquet_batches(trace, batch_rows: int, num_vms: int) -> Iterator[pa.RecordBatch] | None:
+def _parquet_batches(
+    trace, batch_rows: int, num_vms: int, footer: _Footer | None = None
+) -> Iterator[pa.RecordBatch] | None:
     """Batches straight from a canonical Parquet file, without the columns its statistics
     show to be constant (no content, no file-backed page, no free, a single VM): what
     ``trace.iter_batches`` yields, less the decoding and casting. None if the file is not
-    exactly canonical or lacks statistics (then the general path checks and casts)."""
+    exactly canonical or lacks statistics (then the general path checks and casts).
+    ``footer``: the trace's _read_footer, if the caller has it."""
     import pyarrow.parquet as pq
 
-    if not isinstance(trace, Trace) or trace.path is None:
+    footer = _read_footer(trace) if footer is None else footer
+    if footer is None or footer.constant is None:
         return None
+    constant = dict(footer.constant, vm=footer.constant["vm"] and num_vms == 1)
+    columns = [name for name in CANONICAL_SCHEMA.names if not constant.get(name, False)]
+    # A reader of its own, for the reading thread (a policy may read the trace's own
+    # beside it: MrcPolicy's iter_batches), on the footer the trace has parsed.
     try:
-        pf = pq.ParquetFile(trace.path, page_checksum_verification=True)
+        pf = pq.ParquetFile(
+            trace.path, metadata=trace._file.metadata, page_checksum_verification=True
+        )
     except (pa.ArrowInvalid, OSError):
         return None
-    if not pf.schema_arrow.remove_metadata().equals(CANONICAL_SCHEMA):
-        return None
-    meta = pf.metadata
-    index = {name: i for i, name in enumerate(CANONICAL_SCHEMA.names)}
-    constant = {"vm": num_vms == 1, "content": True, "file_backed": True, "free": True}
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        for name in CANONICAL_SCHEMA.names:
-            stats = group.column(index[name]).statistics
-            if stats is None or stats.null_count is None:
-                return None
-            if name != "content" and stats.null_count != 0:
-                return None  # the general path names the offending column
-            if name == "content":
-                constant["content"] &= stats.null_count == group.num_rows
-            elif name in constant and group.num_rows:
-                if not stats.has_min_max:
-                    return None
-                constant[name] &= stats.max == (False if name in ("file_backed", "free") else 0)
-    columns = [name for name in CANONICAL_SCHEMA.names if not constant.get(name, False)]
     # One decoding thread: this one already runs beside the kernel, and Arrow's own pool
     # would take the kernel's core for its column decoders (on 2 cores, interleaved
     # rounds of ab_replay.py: 1 VM whole footprint 0.66 -> 0.48 s median, 8 VMs fitting
@@ -1114,10 +1136,11 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     # 8-VM run spilled 4.7 M of its 20 M rows with two batches' worth of lag, none with
     # four (7 Mi rows of 27 bytes: 198 MB at most, the batches read ahead included).
     max_rows = 7 * batch_rows // config.num_vms
+    footer = _read_footer(trace)  # host time 0 and the fast path's columns, in one walk
     buffers = _Buffers(
-        None, pages_per_vm, getattr(trace, "path", None), max_rows, _earliest_t_ns(trace)
+        None, pages_per_vm, getattr(trace, "path", None), max_rows, _earliest_t_ns(trace, footer)
     )
-    source = _parquet_batches(trace, batch_rows, config.num_vms)
+    source = _parquet_batches(trace, batch_rows, config.num_vms, footer)
     if source is None:
         source = iter(trace.iter_batches(batch_rows))
     rows: list[np.ndarray] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 PAGE_SIZE_BYTES = 4096  # x86 base page
+PAGE_SIZE_EXPECTED = "a power of two (bytes: 4096, 8192, ...)"
 
 _UNITS = {
     "": 1,
@@ -24,6 +25,17 @@ _UNITS = {
 }
 _PAGE_UNITS = ("p", "page", "pages")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def page_shift(page_size_bytes: int) -> int:
+    """log2 of a page size in bytes, which must be a power of two. The one check of a page
+    size (trace readers, a trace's metadata, `ingest --page-size`, a config's ingest
+    options); its ValueError says what was expected, and each caller adds whose page size
+    it is (the file, the option, the config key)."""
+    value = page_size_bytes
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value & (value - 1):
+        raise ValueError(f"expected {PAGE_SIZE_EXPECTED}, got {value!r}")
+    return value.bit_length() - 1
 
 
 def is_page_count(text: str | int) -> bool:

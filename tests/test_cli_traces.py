@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from balloonreplay.cli import main
@@ -103,7 +104,7 @@ def test_bad_vm_memory_size(tmp_path):
     result = run(
         "ingest", tmp_path / "raw.parquet", "-o", tmp_path / "t.parquet", "--vm-mem", "lots"
     )
-    assert result.exit_code == 2 and "512MiB" in result.output
+    assert result.exit_code == 1 and "512MiB" in result.output
 
 
 def test_ingest_and_generate_refuse_an_output_named_for_another_format(tmp_path):
@@ -222,3 +223,40 @@ def test_info_counts_no_free_as_an_access_nor_its_content(tmp_path):
     assert info.vms[0].distinct_pages == 4
     assert info.zero_page_fraction == 0  # page 0 was freed: no content any more
     assert info.shareable_page_fraction == 2 / 4
+
+
+@pytest.mark.parametrize(
+    "vm_mem, answer",
+    [
+        ("1MiB,64p", [256, 64]),
+        ("1MiB,", [256, 256]),  # empty parts are skipped, as in every size list
+        (" 1MiB , 64p ,", [256, 64]),
+        ("lots", "expected a memory size like 512MiB, 2GiB or 1000p (pages), got 'lots'"),
+        (",", "expected one size or more (512MiB, 2GiB or 1000p), got ','"),
+        ("0p", "expected at least 1 page of 4096 bytes per VM, got '0p'"),
+        ("1MiB,100", "expected at least 1 page of 4096 bytes per VM, got '100' in '1MiB,100'"),
+    ],
+)
+def test_ingest_vm_mem_has_one_answer_on_the_command_line_and_through_the_api(
+    tmp_path, vm_mem, answer
+):
+    # The command line checked --vm-mem itself before ingest() checked it again: a trailing
+    # comma was refused by one and skipped by the other, and their messages differed.
+    from balloonreplay.errors import ConfigError
+    from balloonreplay.traces.ingest import ingest
+
+    small_trace(tmp_path / "raw.parquet")
+    cli_out, api_out = tmp_path / "cli.parquet", tmp_path / "api.parquet"
+    result = run("ingest", tmp_path / "raw.parquet", "-o", cli_out, "--vm-mem", vm_mem, "-q")
+    if isinstance(answer, list):
+        assert result.exit_code == 0, result.output
+        ingest(tmp_path / "raw.parquet", api_out, vm_mem=vm_mem)
+        assert open_trace(cli_out).metadata.config_pages == answer
+        assert open_trace(api_out).metadata.config_pages == answer
+        return
+    with pytest.raises(ConfigError) as caught:
+        ingest(tmp_path / "raw.parquet", api_out, vm_mem=vm_mem)
+    assert str(caught.value) == f"config: vm_mem: {answer}"
+    assert result.exit_code == 1
+    assert result.output == f"error: config: vm_mem: {answer}\n"
+    assert not cli_out.exists() and not api_out.exists()

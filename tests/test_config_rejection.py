@@ -321,6 +321,36 @@ def test_an_ingested_trace_without_configured_memory_needs_vm_mem_at_load():
     check_config(config, SCHEMA, REPO)
 
 
+def test_an_ingested_source_is_read_once_for_every_experiment_it_serves(tmp_path, monkeypatch):
+    """Its recorded configured memory is looked up at every Snakemake start: once per
+    source, not once per experiment replaying it."""
+    from balloonreplay.traces.formats.parquet import ParquetFormat
+    from balloonreplay.traces.io import write_trace
+    from balloonreplay.traces.schema import TraceMetadata, make_batch
+
+    source = tmp_path / "recorded.parquet"
+    batch = make_batch([0, 0], [0, 1], [0, 1], [True, False])
+    write_trace([batch], source, TraceMetadata(source="test", config_pages=[4]))
+    config = copy.deepcopy(TEST_CONFIG)
+    config["workloads"]["recorded"] = {"ingest": {"path": str(source), "format": "parquet"}}
+    config["experiments"]["traces"]["workloads"].append("recorded")
+    config["experiments"]["traces-again"] = {
+        "workloads": ["recorded"],
+        "policies": ["none", "esx"],
+        "slo": {"baseline": "none"},
+    }
+    reads = []
+    read_metadata = ParquetFormat.read_metadata
+
+    def counted(self, path, options):
+        reads.append(path)
+        return read_metadata(self, path, options)
+
+    monkeypatch.setattr(ParquetFormat, "read_metadata", counted)
+    check_config(config, SCHEMA, REPO)
+    assert reads == [str(source)]
+
+
 def test_double_paging_vms_is_a_count_the_overcommit_experiment_runs():
     config = copy.deepcopy(TEST_CONFIG)
     del config["figures"]["double_paging"]

@@ -67,6 +67,45 @@ def test_parquet_fast_path_skips_constant_columns(tmp_path):
     assert names == ["vm", "t_ns", "page", "write", "content", "file_backed"]  # no free rows
 
 
+def test_host_time_0_and_the_fast_path_come_from_the_footer_read_once(tmp_path, monkeypatch):
+    """Host time 0 is the least t_ns the row groups' statistics record (here VM 1's,
+    whose rows come first but start later), and the reading thread's reader takes the
+    footer the trace already parsed: the replay reads the footer once and the times
+    never (a pass over them is for files without statistics)."""
+    import pyarrow.parquet as pq
+
+    from balloonreplay import replay as replay_module
+
+    n = 400
+    vm = np.r_[np.ones(n // 2, int), np.zeros(n // 2, int)]
+    t = np.r_[np.arange(n // 2) * 1000 + 70_000, np.arange(n // 2) * 1000 + 5]
+    batch = make_batch(vm, t, np.arange(n) % 8, np.arange(n) % 3 == 0)
+    meta = TraceMetadata(source="test", config_pages=[8, 8], dense=True, pages_per_vm=[8, 8])
+    path = tmp_path / "t.parquet"
+    write_trace([batch], path, meta)
+    options = dict(host="10p", quantum_ns=500, epoch_ns=20_000)
+    reference = balloonreplay.replay(path, engine="reference", **options)
+
+    footers_read = []
+    real = pq.ParquetFile
+
+    def counting(source, *args, metadata=None, **kwargs):
+        if metadata is None:
+            footers_read.append(source)
+        return real(source, *args, metadata=metadata, **kwargs)
+
+    def no_pass_over_the_times(trace):
+        raise AssertionError("the times were read for host time 0")
+
+    replay_module.warm_up()  # (its tiny in-memory trace has no footer)
+    monkeypatch.setattr(pq, "ParquetFile", counting)
+    monkeypatch.setattr(replay_module, "_time_columns", no_pass_over_the_times)
+    engine = balloonreplay.replay(path, **options)
+    assert footers_read == [path]
+    assert_frames_equal(engine.metrics, reference.metrics)
+    assert engine.summary["slowdown"] == reference.summary["slowdown"]
+
+
 def test_a_corrupt_data_page_is_a_trace_error_naming_the_row_group(tmp_path):
     from balloonreplay.errors import TraceError
 
@@ -136,6 +175,56 @@ def test_times_crossing_2_63_are_compared_as_the_unsigned_times_they_are():
     buffers = _Buffers(None, [4, 4], "t.parquet", 8, t0=2**63 - 10)
     buffers.prepare(batch)
     assert buffers.first_t.tolist() == [0, 20]
+
+
+@pytest.mark.parametrize("vms", [1, 3])
+@pytest.mark.parametrize("source", ["file", "table"])
+def test_a_vms_times_crossing_2_63_replay_as_the_unsigned_times_they_are(tmp_path, vms, source):
+    """t_ns is uint64: each VM's times running from 2**63 - 600 to 2**63 + 600 go
+    forwards, which the reading thread's order checks (count_rows; first_bad_row for a
+    file's single VM, whose vm column is a constant) took for going backwards when
+    compared as the int64 they are viewed as. The engine equals the reference there."""
+    n = 240
+    rng = np.random.default_rng(3)
+    t = 2**63 - 600 + np.arange(n, dtype=np.uint64) * 5
+    batch = make_batch(np.arange(n) % vms, t, rng.integers(0, 12, n), rng.random(n) < 0.4)
+    meta = TraceMetadata(source="test", config_pages=[8] * vms, dense=True, pages_per_vm=[12] * vms)
+    path = tmp_path / "t.parquet"
+    write_trace([batch], path, meta)
+    trace = path if source == "file" else batch
+    options = dict(host=f"{6 * vms}p", quantum_ns=20, epoch_ns=200, metadata=None)
+    if source == "table":
+        options["metadata"] = meta
+    engine = balloonreplay.replay(trace, batch_rows=64, **options)
+    reference = balloonreplay.replay(trace, engine="reference", **options)
+    assert_frames_equal(engine.metrics, reference.metrics)
+    assert engine.summary["end_ns"] == reference.summary["end_ns"]
+    assert engine.metrics["accesses"].sum() == n
+
+
+def test_a_time_going_backwards_across_2_63_is_refused_naming_the_unsigned_times(tmp_path):
+    """The other way round: 2**63 + 5 then 2**63 - 5 goes backwards, which compared
+    signed looked like going forwards; ingest's own order check agrees."""
+    from balloonreplay.errors import TraceError
+    from balloonreplay.traces.ingest import ingest
+
+    t = [0, 2**63 + 5, 2**63 - 5]
+    for vms, vm in ((1, [0, 0, 0]), (2, [1, 0, 0])):
+        batch = make_batch(vm, t, [0, 1, 2], [False] * 3)
+        path, message = replay_error(tmp_path, batch, vms, 4)
+        assert message == (
+            f"{path}: access #2 (0-based, VM 0): expected t_ns >= {2**63 + 5} (time must "
+            f"not go backwards within a VM), got {2**63 - 5}"
+        )
+        raw = tmp_path / f"raw-{vms}.parquet"
+        write_trace([batch], raw, TraceMetadata(source="test", config_pages=[4] * vms))
+        with pytest.raises(TraceError) as caught:
+            ingest(raw, tmp_path / f"t-{vms}.parquet")
+        assert caught.value.expected == message.split("VM 0): ", 1)[1]
+    forwards = make_batch([0, 0], [2**63 - 5, 2**63 + 5], [0, 1], [False] * 2)
+    raw = tmp_path / "raw-forwards.parquet"
+    write_trace([forwards], raw, TraceMetadata(source="test", config_pages=[4]))
+    assert ingest(raw, tmp_path / "t-forwards.parquet").accesses == 2
 
 
 def test_statistics_recording_an_earlier_time_than_any_access_are_refused():

@@ -173,6 +173,33 @@ def test_mrc_with_frees_equals_the_engine(tmp_path):
         assert curve.loc[size, "misses"] == faults
 
 
+def test_the_mrc_policy_takes_a_traces_frees_as_the_curves_do(tmp_path):
+    """The mrc policy reads the rows the engine replayed from the trace (frees among
+    them, which are no access) and builds the curve miss_ratio_curves gives."""
+    from policy_helpers import snapshot, start_snapshot
+
+    from balloonreplay.policies import make_policy
+    from balloonreplay.policies.mrc import misses_by_size
+    from balloonreplay.traces.io import open_trace
+
+    rng = np.random.default_rng(9)
+    rows = [(int(rng.integers(0, 40)), bool(rng.random() < 0.1)) for _ in range(3000)]
+    path = write_with_frees(tmp_path, rows, batch_rows=256)
+    curve = miss_ratio_curves(path).set_index("size_pages").misses
+    policy = make_policy("mrc:period_s=1000")
+    policy.attach(open_trace(path))
+    policy.start(start_snapshot([64], 64))
+    frees = sum(free for _, free in rows)
+    for start in range(0, len(rows), 700):  # epochs of 700 rows, across batches
+        epoch = rows[start : start + 700]
+        state = snapshot([64], 64, accesses=[sum(not free for _, free in epoch)])
+        state.guest_frees[0] = sum(free for _, free in epoch)
+        policy.decide(state)
+    assert policy._curves[0].accesses == len(rows) - frees
+    largest = int(curve.index.max())
+    assert list(misses_by_size(policy._curves[0], largest)) == list(curve)
+
+
 def test_a_filtered_trace_gives_exact_misses_from_k_up_and_says_so(tmp_path):
     # Found by an audit: sizes below the filter's K were reported as if exact, and the
     # ratio's denominator is the kept accesses, without a word.

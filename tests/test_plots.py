@@ -203,3 +203,56 @@ def test_double_paging_without_any_event_draws_a_zero_axis_with_a_note(tmp_path,
     plots.plot_double_paging(at_point, tmp_path / "d.png")
     assert drawn["ylim"] == (0, 1)
     assert any("no double paging" in text for text in drawn["texts"])
+
+
+def test_the_double_paging_figure_draws_the_experiment_the_config_check_checked(
+    tmp_path, monkeypatch
+):
+    """Without figures.overcommit and figures.double_paging, the double-paging figure draws
+    figures.double_paging_vms of the overcommit experiment. The config check took the
+    first VM-count sweep on a fixed host by name, the figures the first experiment of the
+    consolidation table, which also holds a one-point sweep whose host grows with its
+    VMs ('a-grows' here): the figure drew an empty frame at a count the check had
+    accepted. Both now follow experiments.overcommit_experiment."""
+    from balloonreplay import experiments as X
+    from balloonreplay.config_check import _check_double_paging_vms
+
+    summary = synthetic_summary()
+    fixed = summary[summary.n_vms.isin([2, 4])].assign(experiment="b-fixed")
+    grows = summary[summary.n_vms == 2].assign(experiment="a-grows", host_mem_bytes=2 * 2**30)
+    summary = pd.concat([grows, fixed], ignore_index=True)
+    ratios = consolidation(summary)
+    assert ratios.experiment.iloc[0] == "a-grows"  # what the figures used to take
+    summary.to_parquet(tmp_path / "summary.parquet")
+    ratios.to_parquet(tmp_path / "consolidation.parquet")
+    experiments = {
+        "a-grows": {"workloads": ["w"], "policies": POLICIES, "sweep": {"vms": [2]}},
+        "b-fixed": {
+            "workloads": ["w"],
+            "policies": POLICIES,
+            "host_mem": "2GiB",
+            "sweep": {"vms": [2, 4]},
+        },
+    }
+    figures = {"double_paging_vms": 4}
+    _check_double_paging_vms(figures, experiments)  # 4 is a count of b-fixed, not a-grows
+    assert X.overcommit_experiment(figures, experiments) == "b-fixed"
+
+    drawn = {}
+
+    def capture(data, out):
+        drawn["double_paging"] = data
+
+    monkeypatch.setattr(plots, "plot_double_paging", capture)
+    roles = X.figure_roles(figures, experiments)  # as the workflow's figures rule passes them
+    plots.study_figures(
+        tmp_path / "summary.parquet",
+        tmp_path / "consolidation.parquet",
+        None,
+        roles,
+        tmp_path / "figures",
+        suffixes=(".png",),
+    )
+    data = drawn["double_paging"]
+    assert set(data.experiment) == {"b-fixed"} and set(data.n_vms) == {4}
+    assert len(data) == len(POLICIES)

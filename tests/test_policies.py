@@ -622,11 +622,11 @@ def test_mrc_misses_by_size_matches_the_lru_definition():
     # Sizes 0..5: 8 misses at 0, 1 and 2; at 3 only the 4 first touches and 0 after 3;
     # 4 first touches from 4 on.
     assert list(misses) == [8, 8, 8, 5, 4, 4]
-    # A free of page p is fed as -(p + 1): no access, and p's next access is a first
-    # touch (A B A free(A) A: 4 misses at 1 page, 3 at 2).
+    # A free is no access, and its page's next access is a first touch (A B A free(A) A:
+    # 4 misses at 1 page, 3 at 2).
     policy = make_policy("mrc")
     policy.start(start_snapshot([10], 10))
-    policy.feed(0, np.array([0, 1, 0, -1, 0]))
+    policy.feed(0, np.array([0, 1, 0, 0, 0]), frees=np.array([0, 0, 0, 1, 0], dtype=bool))
     assert list(misses_by_size(policy._curves[0], 3)) == [4, 4, 3, 3]
 
 

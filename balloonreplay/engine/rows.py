@@ -22,7 +22,8 @@ def first_bad_row(t, page, limit, last_t):
     whose time is before the row's before it (``last_t[0]``: the last time of the
     batches before, updated to this batch's), or -1. A time that goes backwards would
     not fail in the kernel: the VM would wait in host time, and the replay would report
-    a slowdown that is an artefact of the trace."""
+    a slowdown that is an artefact of the trace. ``t`` and ``last_t`` are uint64, as
+    t_ns is: compared signed, times crossing 2**63 would go backwards."""
     last = last_t[0]
     for i in range(page.shape[0]):
         p = page[i]
@@ -42,7 +43,8 @@ def count_rows(vm, t, page, npages, counts, last_t):
     """Several VMs' rows: count each VM's into ``counts`` (zeroed, one per VM); the index
     of the first row whose VM index is not below ``len(counts)``, whose page id is not
     below its VM's ``npages`` or whose time is before its VM's row before it
-    (``last_t``, one per VM, kept from batch to batch), or -1 when every row is sound."""
+    (``last_t``, one per VM, kept from batch to batch), or -1 when every row is sound.
+    ``t`` and ``last_t`` are uint64, as in first_bad_row."""
     nvm = counts.shape[0]
     for i in range(vm.shape[0]):
         v = vm[i]

@@ -97,7 +97,9 @@ def partition_by_curves(
 
 
 class _TraceFeed:
-    """Hands out each VM's next accesses from a canonical trace, in trace order."""
+    """Hands out each VM's next rows from a canonical trace, in trace order: page ids and
+    free flags (a free counts as a replayed row; the curve takes it as a free, not as an
+    access: mrc._stack_distances)."""
 
     def __init__(self, trace):
         from balloonreplay.traces.remap import rows_by_vm
@@ -105,7 +107,7 @@ class _TraceFeed:
         self._rows_by_vm = rows_by_vm
         self.pages_per_vm = list(trace.metadata.pages_per_vm or [])
         self._batches = trace.iter_batches()
-        self._buffers: dict[int, deque[np.ndarray]] = {}
+        self._buffers: dict[int, deque[tuple[np.ndarray, np.ndarray]]] = {}
         self._buffered: dict[int, int] = {}
         self._done = False
 
@@ -118,33 +120,40 @@ class _TraceFeed:
         vm_ids = batch.column("vm").to_numpy()
         pages = batch.column("page").to_numpy().astype(np.int64)
         if "free" in batch.schema.names:
-            # A free row of page p is marked -(p + 1): it counts as a replayed row, and the
-            # curve takes it as a free (mrc._stack_distances), not as an access.
-            free = batch.column("free").to_numpy(zero_copy_only=False)
-            pages = np.where(free, -pages - 1, pages)
+            frees = batch.column("free").to_numpy(zero_copy_only=False).view(np.uint8)
+        else:
+            frees = np.zeros(len(pages), dtype=np.uint8)
         for vm, rows in self._rows_by_vm(vm_ids):
-            self._buffers.setdefault(vm, deque()).append(pages[rows])
+            self._buffers.setdefault(vm, deque()).append((pages[rows], frees[rows]))
             self._buffered[vm] = self._buffered.get(vm, 0) + len(rows)
         return True
 
-    def take(self, vm: int, count: int) -> np.ndarray:
+    def take(self, vm: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The VM's next ``count`` rows (fewer at the trace's end): pages and free flags."""
         while self._buffered.get(vm, 0) < count and not self._done:
             self._read_batch()
-        parts: list[np.ndarray] = []
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
         need = min(count, self._buffered.get(vm, 0))
         buffer = self._buffers.get(vm, deque())
         while need > 0:
-            head = buffer[0]
-            if len(head) <= need:
+            pages, frees = buffer[0]
+            if len(pages) <= need:
                 parts.append(buffer.popleft())
-                need -= len(head)
+                need -= len(pages)
             else:
-                parts.append(head[:need])
-                buffer[0] = head[need:]
+                parts.append((pages[:need], frees[:need]))
+                buffer[0] = (pages[need:], frees[need:])
                 need = 0
-        taken = sum(len(p) for p in parts)
+        taken = sum(len(pages) for pages, _ in parts)
         self._buffered[vm] = self._buffered.get(vm, 0) - taken
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8)
+        if len(parts) == 1:
+            return parts[0]
+        return (
+            np.concatenate([pages for pages, _ in parts]),
+            np.concatenate([frees for _, frees in parts]),
+        )
 
 
 class MrcPolicy(HostPolicy):
@@ -214,16 +223,19 @@ class MrcPolicy(HostPolicy):
     def attach(self, trace) -> None:
         self._attached = trace
 
-    def feed(self, vm: int, pages: np.ndarray) -> None:
+    def feed(self, vm: int, pages: np.ndarray, frees: np.ndarray | None = None) -> None:
         """Add rows of `vm` to its curve (for callers that have the stream): page ids, and
-        -(p + 1) for a free of page p."""
+        ``frees`` (true where the row frees its page rather than accessing it; default
+        none)."""
         while len(self._curves) <= vm:
             self._curves.append(_VmCurve(1024))
         if len(pages):
-            rows = np.asarray(pages, dtype=np.int64)
-            frees = rows < 0
-            pages = np.ascontiguousarray(np.where(frees, -rows - 1, rows))
-            self._curves[vm].add(pages, frees.astype(np.uint8))
+            pages = np.ascontiguousarray(pages, dtype=np.int64)
+            if frees is None:
+                flags = np.zeros(len(pages), dtype=np.uint8)
+            else:
+                flags = (np.asarray(frees) != 0).view(np.uint8)
+            self._curves[vm].add(pages, flags)
 
     def floors(self, snapshot: Snapshot) -> np.ndarray:
         config = snapshot.config_pages.astype(np.int64)
@@ -252,7 +264,7 @@ class MrcPolicy(HostPolicy):
         if self._feed is not None:
             for vm in range(snapshot.num_vms):
                 rows = int(snapshot.accesses[vm]) + int(snapshot.guest_frees[vm])
-                self.feed(vm, self._feed.take(vm, rows))
+                self.feed(vm, *self._feed.take(vm, rows))
         if not self._timer.due(snapshot.t_ns):
             return None
         config = snapshot.config_pages.astype(np.int64)

@@ -188,22 +188,34 @@ def _with_input_counts(batches, source_path, lru_filter_pages, stats, command):
         counts.clear()
 
 
-def _vm_mem_pages(
-    vm_mem: str | Iterable[str | int] | int, page_size_bytes: int | None
-) -> list[int]:
-    from balloonreplay.units import PAGE_SIZE_BYTES, parse_sizes_pages
+def vm_mem_pages(vm_mem: str | Iterable[str | int] | int, page_size_bytes: int | None) -> list[int]:
+    """Each VM's configured memory in pages of the trace's page size: ``"2MiB,1MiB"`` (empty
+    parts skipped, as in every size list: ``"1GiB,"`` is one size), a list, or one size
+    or page count (every VM's). The one check of ``--vm-mem`` (the command line passes
+    it through): ConfigError ``vm_mem`` naming the size and what was expected."""
+    from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
 
     page_size_bytes = page_size_bytes or PAGE_SIZE_BYTES
-    try:
-        pages = parse_sizes_pages(
-            vm_mem if isinstance(vm_mem, str | int) else list(vm_mem), page_size_bytes
-        )
-    except ValueError as exc:
-        raise ConfigError("vm_mem", str(exc)) from None
-    if not pages or min(pages) < 1:
+    if isinstance(vm_mem, str):
+        parts = [part.strip() for part in vm_mem.split(",") if part.strip()]
+    else:
+        parts = [vm_mem] if isinstance(vm_mem, int) else list(vm_mem)
+    if not parts:
         raise ConfigError(
-            "vm_mem", f"expected at least 1 page of {page_size_bytes} bytes per VM, got {vm_mem!r}"
+            "vm_mem", f"expected one size or more (512MiB, 2GiB or 1000p), got {vm_mem!r}"
         )
+    pages = []
+    for part in parts:
+        try:
+            pages.append(parse_size_pages(part, page_size_bytes))
+        except ValueError as exc:
+            raise ConfigError("vm_mem", str(exc)) from None
+        if pages[-1] < 1:
+            where = f" in {vm_mem!r}" if len(parts) > 1 else ""
+            raise ConfigError(
+                "vm_mem",
+                f"expected at least 1 page of {page_size_bytes} bytes per VM, got {part!r}{where}",
+            )
     return pages
 
 
@@ -244,7 +256,7 @@ def ingest(
         **(metadata_overrides or {}),
     )
     if vm_mem is not None:
-        metadata = metadata.overlay(config_pages=_vm_mem_pages(vm_mem, metadata.page_size_bytes))
+        metadata = metadata.overlay(config_pages=vm_mem_pages(vm_mem, metadata.page_size_bytes))
     return write_canonical(
         fmt.read(source_path, reader_options),
         out_path,

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from balloonreplay.errors import TraceError
-from balloonreplay.units import PAGE_SIZE_BYTES
+from balloonreplay.units import PAGE_SIZE_BYTES, PAGE_SIZE_EXPECTED, page_shift
 
 CANONICAL_SCHEMA = pa.schema(
     [
@@ -122,6 +122,14 @@ def _is_int(value: Any, minimum: int = 0) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and minimum <= value < 2**63
 
 
+def _is_page_size(value: int) -> bool:
+    try:
+        page_shift(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _optional(check):
     return lambda value: value is None or check(value)
 
@@ -142,10 +150,7 @@ _METADATA_FIELD_CHECKS = {
     "source": (_optional(lambda v: isinstance(v, str)), "a string or null"),
     "parameters": (lambda v: isinstance(v, dict), "a JSON object"),
     "seed": (_optional(_is_int), "a whole number >= 0 or null"),
-    "page_size_bytes": (
-        lambda v: _is_int(v, 1) and v & (v - 1) == 0,
-        "a power of two (bytes)",
-    ),
+    "page_size_bytes": (lambda v: _is_int(v, 1) and _is_page_size(v), PAGE_SIZE_EXPECTED),
     "config_pages": (_optional(_list_of(lambda v: _is_int(v, 1))), "a list of pages >= 1"),
     "vm_names": (_optional(_list_of(lambda v: isinstance(v, str))), "a list of strings"),
     "vm_images": (_optional(_list_of(lambda v: isinstance(v, str))), "a list of strings"),

@@ -79,7 +79,7 @@ rule figures:
     resources:
         mem_mb=2000,
     params:
-        roles=X.canonical(FIGURE_ROLES),
+        roles=X.canonical(X.figure_roles(FIGURE_ROLES, EXPERIMENTS)),
         out_dir=lambda wildcards, output: os.path.dirname(output.swap_traffic),
     script:
         "../scripts/figures.py"

@@ -239,7 +239,7 @@ def check_options(options: Any, context: str) -> None:
 VM_INDEX = Bounds(0, 65535)  # the canonical vm column is uint16
 AT_LEAST_ONE = Bounds(1, 1 << 62)  # counts: far beyond any, within a C long
 ROW_COUNT = Bounds(1, (1 << 31) - 1)  # rows per batch, as Arrow's int32 lengths
-PAGE_SIZE = Bounds(1, 1 << 30)  # bytes (a power of two, which each reader checks)
+PAGE_SIZE = Bounds(1, 1 << 30)  # bytes (a power of two, which readers check: csv.page_shift)
 
 
 def available_formats() -> dict[str, type[TraceFormat]]:

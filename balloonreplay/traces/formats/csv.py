@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from balloonreplay import units
 from balloonreplay.errors import TraceError
 from balloonreplay.traces.formats import PAGE_SIZE, VM_INDEX, Bounds, TraceFormat, option
 from balloonreplay.traces.io import atomic_path
@@ -68,12 +69,12 @@ _WRITE_OPS = ("w", "write")
 
 
 def page_shift(page_size_bytes: int, path=None) -> int:
-    """log2 of the page size; the page size must be a power of two."""
-    if page_size_bytes <= 0 or page_size_bytes & (page_size_bytes - 1):
-        raise TraceError(
-            path, None, f"option page_size_bytes must be a power of two, got {page_size_bytes}"
-        )
-    return page_size_bytes.bit_length() - 1
+    """log2 of a reader's option page_size_bytes (units.page_shift), or a TraceError
+    naming the file and the option."""
+    try:
+        return units.page_shift(page_size_bytes)
+    except ValueError as exc:
+        raise TraceError(path, None, f"option 'page_size_bytes': {exc}") from None
 
 
 @dataclasses.dataclass
