@@ -11,7 +11,10 @@ in DESIGN.md, so they catch what the twin cannot:
   the trace's earliest access);
 - **time scale**: multiplying every time in the trace and the configuration (accesses,
   latencies, quantum, epoch; balloon rates divided) by k multiplies every time in the
-  results by k and changes no count, under balloons, host swapping and blocking.
+  results by k and changes no count, under balloons, host swapping and blocking;
+- **names**: renaming each VM's pages by a permutation changes nothing;
+- **what is off is off**: sharing with an idle scanner is sharing off, salting a lone VM
+  changes nothing, and without a host policy the epoch only cuts the metrics into rows.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from balloonreplay.latencies import Latencies
 settings.register_profile(
     "engine-metamorphic",
     parent=settings(),
-    max_examples=int(os.environ.get("BALLOONREPLAY_METAMORPHIC_EXAMPLES", "60")),
+    max_examples=int(os.environ.get("BALLOONREPLAY_METAMORPHIC_EXAMPLES", "100")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     print_blob=True,
@@ -330,3 +333,69 @@ def test_within_one_vm_sharing_is_all_the_sharing_a_lone_vm_has(trace, tight_hos
     )
     assert salted.metrics["scanned_pages"].sum() > 0 or len(lone["t"]) < 2
     assert_frames_equal(salted.metrics, unsalted.metrics)
+
+
+@settings(PROFILE)
+@given(traces(), st.booleans(), st.integers(0, 1000), st.booleans(), st.integers(0, 2**32 - 1))
+def test_renaming_pages_changes_nothing(trace, tight_host, policy_seed, sharing, rename_seed):
+    """Page numbers are names: the guest policies, the host's choices and page sharing
+    depend on frames, recency and contents, never on which number a page has. Each VM's
+    pages renamed by a permutation of its own replay identically."""
+    columns, options, latencies = trace
+    config = [int(s[:-1]) for s in options["vms"]]
+    host_pages = sum(options["overhead_pages"]) + (
+        max(1, sum(config) // 2) if tight_host else sum(config)
+    )
+    rng = np.random.default_rng(rename_seed)
+    renamed = columns["page"].copy()
+    for v in range(len(config)):
+        mine = columns["vm"] == v
+        permutation = rng.permutation(int(columns["page"][mine].max()) + 1)
+        renamed[mine] = permutation[columns["page"][mine]]
+    runs = [
+        balloonreplay.replay(
+            _table({**columns, "page": page}),
+            host=f"{host_pages}p",
+            latencies=latencies,
+            policy=RandomPolicy(RandomPolicy.Params(seed=policy_seed)),
+            balloon_rate_pages_per_s=1_000_000,
+            **{**options, "sharing": sharing},
+        )
+        for page in (columns["page"], renamed)
+    ]
+    assert_frames_equal(runs[1].metrics, runs[0].metrics)
+    assert runs[1].summary["slowdown"] == runs[0].summary["slowdown"]
+
+
+@settings(PROFILE)
+@given(traces(), st.booleans(), st.booleans(), st.sampled_from([1, 7, 1_000]))
+def test_without_a_host_policy_the_epoch_is_only_a_reporting_interval(
+    trace, tight_host, sharing, epoch_quanta
+):
+    """With no host policy and the host's random choice of what to swap, nothing acts at
+    an epoch boundary but the metrics row (and the clearing of access bits, which only the
+    touched-page gauge and lru-sampled read): every total and every slowdown is the same
+    at any epoch length."""
+    columns, options, latencies = trace
+    config = [int(s[:-1]) for s in options["vms"]]
+    host_pages = sum(options["overhead_pages"]) + (
+        max(1, sum(config) // 2) if tight_host else sum(config)
+    )
+    runs = [
+        balloonreplay.replay(
+            _table(columns),
+            host=f"{host_pages}p",
+            latencies=latencies,
+            policy="none",
+            **{
+                **options,
+                "host_selection": "random",
+                "sharing": sharing,
+                "scan_rate_pages_per_s": 500_000,
+                "epoch_ns": quanta * QUANTUM_NS,
+            },
+        )
+        for quanta in (epoch_quanta, 3)
+    ]
+    for key in ("slowdown", "stall_total_ns", "end_ns", *metrics.TOTAL_COLUMNS):
+        assert runs[0].summary[key] == runs[1].summary[key], key
