@@ -20,6 +20,7 @@ in DESIGN.md, so they catch what the twin cannot:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ import balloonreplay
 from balloonreplay import metrics
 from balloonreplay.engine.config import GUEST_POLICIES
 from balloonreplay.latencies import Latencies
+from balloonreplay.policies import Decision, HostPolicy
 
 settings.register_profile(
     "engine-metamorphic",
@@ -399,3 +401,63 @@ def test_without_a_host_policy_the_epoch_is_only_a_reporting_interval(
     ]
     for key in ("slowdown", "stall_total_ns", "end_ns", *metrics.TOTAL_COLUMNS):
         assert runs[0].summary[key] == runs[1].summary[key], key
+
+
+class BalloonFromTheStart(HostPolicy):
+    """One balloon target, set before the first access and kept."""
+
+    name = "test-balloon-from-the-start"
+
+    @dataclass
+    class Params:
+        target_pages: int = 0
+
+    def start(self, snapshot):
+        return Decision(balloon_target_pages=[self.params.target_pages])
+
+    def decide(self, snapshot):
+        return None
+
+
+@settings(PROFILE)
+@given(traces(), st.data())
+def test_a_vm_ballooned_from_the_start_is_a_smaller_vm(trace, data):
+    """Waldspurger's balloon equivalence (OSDI 2002, Fig. 2) on random traces: every guest
+    policy, writes, file-backed pages, frees, latencies. Inflated before the first access
+    (free balloon operations, so no stall tells them apart), a balloon of B pages in a VM
+    of M leaves a VM of M - B frames: every metric but the balloon's own is the smaller
+    VM's."""
+    columns, options, latencies = trace
+    keep = columns["vm"] == 0
+    lone = {key: np.asarray(value)[keep] for key, value in columns.items()}
+    config = data.draw(st.integers(2, 8), label="config_pages")
+    balloon = data.draw(st.integers(1, config - 1), label="balloon_pages")
+    overhead = options["overhead_pages"][0]
+    common = {
+        **options,
+        "overhead_pages": [overhead],
+        "balloon_rate_pages_per_s": 10**9,
+    }
+    ballooned = balloonreplay.replay(
+        _table(lone),
+        vms=f"{config}p",
+        host=f"{config + overhead}p",
+        latencies={**latencies, "balloon_page_ns": 0},
+        policy=BalloonFromTheStart(BalloonFromTheStart.Params(balloon)),
+        **{k: v for k, v in common.items() if k != "vms"},
+    )
+    smaller = balloonreplay.replay(
+        _table(lone),
+        vms=f"{config - balloon}p",
+        host=f"{config - balloon + overhead}p",
+        latencies={**latencies, "balloon_page_ns": 0},
+        policy="none",
+        **{k: v for k, v in common.items() if k != "vms"},
+    )
+    assert (ballooned.metrics["balloon_pages"] == balloon).all()
+    balloon_columns = ["balloon_pages", "balloon_target_pages", "balloon_inflated"]
+    assert_frames_equal(
+        ballooned.metrics.drop(columns=balloon_columns),
+        smaller.metrics.drop(columns=balloon_columns),
+    )
+    assert ballooned.summary["slowdown"] == smaller.summary["slowdown"]
