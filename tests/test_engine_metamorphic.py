@@ -461,3 +461,33 @@ def test_a_vm_ballooned_from_the_start_is_a_smaller_vm(trace, data):
         smaller.metrics.drop(columns=balloon_columns),
     )
     assert ballooned.summary["slowdown"] == smaller.summary["slowdown"]
+
+
+@settings(PROFILE)
+@given(traces(), st.booleans(), st.integers(0, 1000), st.booleans())
+def test_a_vms_overhead_is_host_memory_it_cannot_use(trace, tight_host, policy_seed, sharing):
+    """Machine pages used are backed frames + distinct shared contents + the VMs'
+    overhead: a host of H pages with overheads o is a host of H - sum(o) without them,
+    under random balloon targets, host swapping and sharing. Only the machine pages in use
+    (host_used_pages) count the overhead."""
+    columns, options, latencies = trace
+    config = [int(s[:-1]) for s in options["vms"]]
+    overhead = options["overhead_pages"]
+    usable = max(1, sum(config) // 2) if tight_host else sum(config)
+    runs = [
+        balloonreplay.replay(
+            _table(columns),
+            host=f"{usable + sum(o)}p",
+            latencies=latencies,
+            policy=RandomPolicy(RandomPolicy.Params(seed=policy_seed)),
+            balloon_rate_pages_per_s=1_000_000,
+            **{**options, "overhead_pages": o, "sharing": sharing},
+        )
+        for o in (overhead, [0] * len(overhead))
+    ]
+    with_overhead, without = (run.metrics.copy() for run in runs)
+    assert (with_overhead["host_used_pages"] == without["host_used_pages"] + sum(overhead)).all()
+    assert_frames_equal(
+        with_overhead.drop(columns="host_used_pages"), without.drop(columns="host_used_pages")
+    )
+    assert runs[0].summary["slowdown"] == runs[1].summary["slowdown"]
