@@ -12,6 +12,20 @@ import pyarrow as pa
 from balloonreplay.policies import Decision, HostPolicy, Snapshot
 from balloonreplay.traces.schema import make_batch
 
+# Every built-in host policy, with its periods shortened to a few quanta so that it acts
+# many times within a tiny trace.
+BUILTIN_POLICY_SPECS = {
+    "none": "none",
+    "host-swap": "host-swap",
+    "balloon": "balloon",
+    "esx": "esx:sample_period_s=0.000002,realloc_period_s=0.000002",
+    "mom": "mom:policy_interval_s=0.000002,monitor_interval_s=0.000001",
+    "xen-selfballoon": "xen-selfballoon:selfballoon_interval_s=0.000001,floor=false",
+    "hyperv": "hyperv:period_s=0.000001,minimum_pages=1",
+    "mrc": "mrc:period_s=0.000001",
+    "free-page-reporting": "free-page-reporting:report_delay_s=0.000002",
+}
+
 
 class RandomPolicy(HostPolicy):
     """Random balloon targets, host-swap permission, scan rates and swap targets, drawn

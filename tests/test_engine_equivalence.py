@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from engine_helpers import (
+    BUILTIN_POLICY_SPECS,
     RandomPolicy,
     assert_frames_equal,
     assert_snapshots_equal,
@@ -247,21 +248,7 @@ def test_untracked_fast_path_gives_the_same_metrics(guest_policy):
 
 
 # Every built-in host policy through the same random scenarios (issue 4: "every policy
-# also runs through the engine-versus-reference property test"). Periods are shortened to
-# a few quanta so each policy acts many times within a tiny trace.
-BUILTIN_POLICY_SPECS = {
-    "none": "none",
-    "host-swap": "host-swap",
-    "balloon": "balloon",
-    "esx": "esx:sample_period_s=0.000002,realloc_period_s=0.000002",
-    "mom": "mom:policy_interval_s=0.000002,monitor_interval_s=0.000001",
-    "xen-selfballoon": "xen-selfballoon:selfballoon_interval_s=0.000001,floor=false",
-    "hyperv": "hyperv:period_s=0.000001,minimum_pages=1",
-    "mrc": "mrc:period_s=0.000001",
-    "free-page-reporting": "free-page-reporting:report_delay_s=0.000002",
-}
-
-
+# also runs through the engine-versus-reference property test").
 @settings(PROFILE, max_examples=max(20, PROFILE.max_examples // 4))
 @given(scenarios(), st.sampled_from(sorted(BUILTIN_POLICY_SPECS)))
 def test_every_builtin_policy_keeps_engine_equal_to_reference(scenario, policy_name):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from engine_helpers import RandomPolicy, assert_frames_equal, trace_table
+from engine_helpers import BUILTIN_POLICY_SPECS, RandomPolicy, assert_frames_equal, trace_table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -491,3 +491,47 @@ def test_a_vms_overhead_is_host_memory_it_cannot_use(trace, tight_host, policy_s
         with_overhead.drop(columns="host_used_pages"), without.drop(columns="host_used_pages")
     )
     assert runs[0].summary["slowdown"] == runs[1].summary["slowdown"]
+
+
+@settings(PROFILE)
+@given(
+    traces(),
+    st.sampled_from(sorted(BUILTIN_POLICY_SPECS)),
+    st.booleans(),
+    st.integers(2**40, 2**63 + 2**40),
+    st.integers(0, 2**32 - 1),
+)
+def test_no_builtin_policy_sees_the_trace_clock_or_the_page_numbers(
+    trace, policy_name, tight_host, shift_ns, rename_seed
+):
+    """Every built-in policy decides on host time and on what pages do, never on the
+    trace's own clock or its page numbers: shifting every time and renaming every VM's
+    pages changes none of its runs (sharing as the policy wants it)."""
+    columns, options, latencies = trace
+    config = [int(s[:-1]) for s in options["vms"]]
+    host_pages = sum(options["overhead_pages"]) + (
+        max(1, sum(config) // 2) if tight_host else sum(config)
+    )
+    rng = np.random.default_rng(rename_seed)
+    renamed = columns["page"].copy()
+    for v in range(len(config)):
+        mine = columns["vm"] == v
+        renamed[mine] = rng.permutation(int(columns["page"][mine].max()) + 1)[columns["page"][mine]]
+    moved = {
+        **columns,
+        "t": columns["t"].astype(np.uint64) + np.uint64(shift_ns),
+        "page": renamed,
+    }
+    options = {key: value for key, value in options.items() if key != "sharing"}
+    runs = [
+        balloonreplay.replay(
+            _table(table_columns),
+            host=f"{host_pages}p",
+            latencies=latencies,
+            policy=BUILTIN_POLICY_SPECS[policy_name],
+            **options,
+        )
+        for table_columns in (columns, moved)
+    ]
+    assert_frames_equal(runs[1].metrics, runs[0].metrics)
+    assert runs[1].summary["slowdown"] == runs[0].summary["slowdown"]
