@@ -12,9 +12,12 @@ in DESIGN.md, so they catch what the twin cannot:
 - **time scale**: multiplying every time in the trace and the configuration (accesses,
   latencies, quantum, epoch; balloon rates divided) by k multiplies every time in the
   results by k and changes no count, under balloons, host swapping and blocking;
-- **names**: renaming each VM's pages by a permutation changes nothing;
+- **names**: renaming each VM's pages by a permutation changes nothing, and no built-in
+  policy sees the trace's clock or its page numbers;
 - **what is off is off**: sharing with an idle scanner is sharing off, salting a lone VM
-  changes nothing, and without a host policy the epoch only cuts the metrics into rows.
+  changes nothing, and without a host policy the epoch only cuts the metrics into rows;
+- **memory is memory**: a VM ballooned from the start is the smaller VM (Waldspurger's
+  balloon equivalence), and a VM's overhead is host memory it cannot use.
 """
 
 from __future__ import annotations
