@@ -22,7 +22,7 @@ def reports_errors(func):
         try:
             return func(*args, **kwargs)
         except BalloonreplayError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_as_option(exc) or exc}", err=True)
             sys.exit(1)
         except MemoryError as exc:
             # numpy names the allocation ("Unable to allocate 8.00 GiB for an array ...").
@@ -30,6 +30,21 @@ def reports_errors(func):
             sys.exit(1)
 
     return wrapper
+
+
+def _as_option(exc: BalloonreplayError) -> str | None:
+    """A ConfigError about a value the user gave as an option of the running command,
+    named as that option (``--vm-mem: ...``) rather than as a config key (``config:
+    vm_mem: ...``): on the command line there is no config to look in."""
+    from balloonreplay.errors import ConfigError
+
+    context = click.get_current_context(silent=True)
+    if context is None or not isinstance(exc, ConfigError):
+        return None
+    for param in context.command.params:
+        if isinstance(param, click.Option) and param.name == exc.key:
+            return f"{max(param.opts, key=len)}: {exc.detail}"
+    return None
 
 
 def _terminate(signum, frame):
@@ -164,7 +179,7 @@ def ingest_command(
             options=list(options),
             lru_filter_pages=lru_filter_pages,
             metadata_overrides=overrides,
-            vm_mem=vm_mem,
+            vm_mem=vm_mem or None,  # --vm-mem "" is no --vm-mem
             progress=read,
         )
     if not quiet:

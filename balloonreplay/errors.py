@@ -14,6 +14,7 @@ class ConfigError(BalloonreplayError):
 
     def __init__(self, key: str, message: str):
         self.key = key
+        self.detail = message
         super().__init__(f"config: {key}: {message}")
 
 

@@ -67,7 +67,7 @@ def test_ingest_refuses_metadata_no_reader_would_open(tmp_path, option, value, m
 @pytest.mark.parametrize(
     "extra, message",
     [
-        ([], "vm_mem: expected at least 1 page of 4096 bytes per VM, got '100'"),
+        ([], "--vm-mem: expected at least 1 page of 4096 bytes per VM, got '100'"),
         (["--page-size", "8192"], "at least 1 page of 8192 bytes per VM, got '6KiB'"),
     ],
 )
@@ -201,9 +201,11 @@ def test_overhead_sizes_are_in_the_trace_pages_and_one_is_every_vm(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--host-mem", ""], "host_mem: expected one size for the whole host, got ''"),
-        (["--host-mem", "16MiB,1GiB"], "host_mem: expected one size for the whole host"),
-        (["--overhead", "12XB"], "config: overhead: unknown size unit 'xb'"),
+        (["--host-mem", ""], "error: --host-mem: expected one size for the whole host, got ''"),
+        (["--host-mem", "16MiB,1GiB"], "error: --host-mem: expected one size for the whole host"),
+        (["--overhead", "12XB"], "error: --overhead: unknown size unit 'xb'"),
+        (["--host-mem", "50%"], "error: --host-mem: expected a memory size like 512MiB"),
+        (["--vm-mem", "0p"], "error: --vm-mem: every VM needs at least 1 page, got [0, 0]"),
         (["--epoch", "inf"], "epoch: expected a duration like 1s"),
         (["--epoch", "nan"], "epoch: expected a duration like 1s"),
         (["--scan-rate", str(10**20)], "is not in the range 0<=x<=1000000000"),

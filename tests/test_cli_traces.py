@@ -258,5 +258,17 @@ def test_ingest_vm_mem_has_one_answer_on_the_command_line_and_through_the_api(
         ingest(tmp_path / "raw.parquet", api_out, vm_mem=vm_mem)
     assert str(caught.value) == f"config: vm_mem: {answer}"
     assert result.exit_code == 1
-    assert result.output == f"error: config: vm_mem: {answer}\n"
+    # On the command line the value is named as the option it was given as.
+    assert result.output == f"error: --vm-mem: {answer}\n"
     assert not cli_out.exists() and not api_out.exists()
+
+
+def test_ingest_vm_mem_given_empty_is_no_vm_mem(tmp_path):
+    """`--vm-mem ""` (a script's unset variable) records the source's memory, as before
+    ingest() became the one check of --vm-mem."""
+    small_trace(tmp_path / "raw.parquet")
+    plain, empty = tmp_path / "plain.parquet", tmp_path / "empty.parquet"
+    assert run("ingest", tmp_path / "raw.parquet", "-o", plain, "-q").exit_code == 0
+    result = run("ingest", tmp_path / "raw.parquet", "-o", empty, "--vm-mem", "", "-q")
+    assert result.exit_code == 0, result.output
+    assert open_trace(empty).metadata.config_pages == open_trace(plain).metadata.config_pages

@@ -258,7 +258,7 @@ def test_the_cli_reports_a_broken_policy_in_one_line(policies):
         main, ["replay", str(TEST_DATA / "touch_pages.parquet"), "--policy", "pe-notsub"]
     )
     assert result.exit_code == 1
-    assert "error: config: policy: policy plug-in 'pe-notsub'" in result.output
+    assert "error: --policy: policy plug-in 'pe-notsub'" in result.output
     assert "Traceback" not in result.output
 
 
