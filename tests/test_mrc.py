@@ -1,6 +1,9 @@
 """The one-pass miss-ratio curve equals single-size LRU replays at every size."""
 
+import re
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from oracles import lru_misses
@@ -218,3 +221,18 @@ def test_a_filtered_trace_gives_exact_misses_from_k_up_and_says_so(tmp_path):
     assert reduced.index.min() == 16
     for size in reduced.index:
         assert reduced[size] == exact[size]
+
+
+@pytest.mark.parametrize(
+    "pages, frees, message",
+    [
+        ([3, -4], None, "expected page ids >= 0, got -4"),  # the old -(p + 1) encoding
+        ([3, 4], [False], "expected one free flag per page id, got 1 for 2"),
+    ],
+)
+def test_the_mrc_policy_feed_refuses_what_it_cannot_count(pages, frees, message):
+    from balloonreplay.policies import make_policy
+
+    policy = make_policy("mrc")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        policy.feed(0, np.array(pages), None if frees is None else np.array(frees))

@@ -227,10 +227,17 @@ class MrcPolicy(HostPolicy):
         """Add rows of `vm` to its curve (for callers that have the stream): page ids, and
         ``frees`` (true where the row frees its page rather than accessing it; default
         none)."""
+        pages = np.ascontiguousarray(pages, dtype=np.int64)
+        if frees is not None and len(frees) != len(pages):
+            raise ValueError(
+                f"expected one free flag per page id, got {len(frees)} for {len(pages)}"
+            )
+        if len(pages) and pages.min() < 0:
+            # The jitted stack distances index by page id without bounds checks.
+            raise ValueError(f"expected page ids >= 0, got {int(pages.min())}")
         while len(self._curves) <= vm:
             self._curves.append(_VmCurve(1024))
         if len(pages):
-            pages = np.ascontiguousarray(pages, dtype=np.int64)
             if frees is None:
                 flags = np.zeros(len(pages), dtype=np.uint8)
             else:
