@@ -23,12 +23,13 @@ in DESIGN.md, so they catch what the twin cannot:
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from engine_helpers import BUILTIN_POLICY_SPECS, RandomPolicy, assert_frames_equal, trace_table
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import balloonreplay
@@ -36,6 +37,8 @@ from balloonreplay import metrics
 from balloonreplay.engine.config import GUEST_POLICIES
 from balloonreplay.latencies import Latencies
 from balloonreplay.policies import Decision, HostPolicy
+from balloonreplay.traces.io import write_trace
+from balloonreplay.traces.schema import TraceMetadata
 
 settings.register_profile(
     "engine-metamorphic",
@@ -120,6 +123,48 @@ def _table(columns, t=None, vm=None):
     )
 
 
+def shifts(t: np.ndarray):
+    """Shifts of every time by a constant: small ones, and ones that carry the trace's
+    times across 2**63 (some before it, some at or after it: an unsigned compare is
+    needed) or to the end of t_ns's range."""
+    earliest, latest = int(t.min()), int(t.max())
+    straddling = (
+        st.integers(2**63 - latest + 1, 2**63 - earliest)
+        if latest > earliest
+        else st.just(2**63 - earliest)
+    )
+    return st.one_of(st.integers(1, 2**50), straddling, st.integers(2**63, 2**64 - 1 - latest))
+
+
+def renamed_pages(columns, rng) -> np.ndarray:
+    """Each VM's pages renamed by a permutation of its page numbers that moves every one
+    (a random permutation of a few numbers is often the identity, which tests nothing)."""
+    renamed = columns["page"].copy()
+    for v in np.unique(columns["vm"]):
+        mine = columns["vm"] == v
+        n = int(columns["page"][mine].max()) + 1
+        if n > 1:  # a cycle through a random order of the n numbers: no fixed point
+            order = rng.permutation(n)
+            moved = np.empty(n, dtype=np.int64)
+            moved[order] = np.roll(order, 1)
+            renamed[mine] = moved[columns["page"][mine]]
+    return renamed
+
+
+def as_input(table, columns, directory, name, rows_per_group=None):
+    """The table itself, or (``rows_per_group``) a canonical Parquet file of it in
+    ``directory`` in row groups of that many rows, so host time 0 comes from the footer's
+    statistics (replay._read_footer)."""
+    if rows_per_group is None:
+        return table
+    nvm = int(columns["vm"].max()) + 1
+    pages = [int(columns["page"][columns["vm"] == v].max(initial=0)) + 1 for v in range(nvm)]
+    meta = TraceMetadata(source="test", config_pages=[1] * nvm, dense=True, pages_per_vm=pages)
+    path = os.path.join(directory, name)
+    write_trace(table.to_batches(max_chunksize=rows_per_group), path, meta)
+    return path
+
+
 @settings(PROFILE)
 @given(traces(min_vms=2), st.integers(1, 64))
 def test_vms_that_share_nothing_replay_as_each_does_alone(trace, batch_rows):
@@ -187,35 +232,44 @@ def test_vms_that_share_nothing_replay_as_each_does_alone(trace, batch_rows):
 @settings(PROFILE)
 @given(
     traces(),
-    # Up to the end of t_ns's range: shifted times may cross 2**63 (uint64 ns).
-    st.one_of(st.integers(1, 2**50), st.integers(2**63 - 2**20, 2**64 - 2**25)),
+    st.data(),
     st.booleans(),
     st.integers(0, 1000),
     st.booleans(),
     st.sampled_from(["round-robin", "random"]),
+    st.sampled_from([None, 1, 7, 1_000]),
 )
 def test_shifting_every_time_changes_nothing(
-    trace, shift_ns, tight_host, policy_seed, sharing, scan_order
+    trace, data, tight_host, policy_seed, sharing, scan_order, rows_per_group
 ):
-    """Host time 0 is the trace's earliest access, wherever the trace's clock starts:
+    """Host time 0 is the trace's earliest access, wherever the trace's clock starts (up
+    to the end of t_ns's range, across 2**63), from a table or from a file's statistics:
     under random balloon targets, host swapping allowed and forbidden, page sharing."""
     columns, options, latencies = trace
+    shift_ns = data.draw(shifts(columns["t"]), label="shift_ns")
     options = {**options, "sharing": sharing, "scan_order": scan_order}
     config = [int(s[:-1]) for s in options["vms"]]
     host_pages = sum(options["overhead_pages"]) + (
         max(1, sum(config) // 2) if tight_host else sum(config)
     )
-    runs = [
-        balloonreplay.replay(
-            _table(columns, t=columns["t"].astype(np.uint64) + np.uint64(shift)),
-            host=f"{host_pages}p",
-            latencies=latencies,
-            policy=RandomPolicy(RandomPolicy.Params(seed=policy_seed)),
-            balloon_rate_pages_per_s=1_000_000,
-            **options,
-        )
-        for shift in (0, shift_ns)
-    ]
+    with tempfile.TemporaryDirectory() as directory:
+        runs = [
+            balloonreplay.replay(
+                as_input(
+                    _table(columns, t=columns["t"].astype(np.uint64) + np.uint64(shift)),
+                    columns,
+                    directory,
+                    f"shift{shift}.parquet",
+                    rows_per_group,
+                ),
+                host=f"{host_pages}p",
+                latencies=latencies,
+                policy=RandomPolicy(RandomPolicy.Params(seed=policy_seed)),
+                balloon_rate_pages_per_s=1_000_000,
+                **options,
+            )
+            for shift in (0, shift_ns)
+        ]
     assert_frames_equal(runs[1].metrics, runs[0].metrics)
     for key in ("slowdown", "stall_total_ns", "end_ns"):
         assert runs[1].summary[key] == runs[0].summary[key], key
@@ -351,12 +405,8 @@ def test_renaming_pages_changes_nothing(trace, tight_host, policy_seed, sharing,
     host_pages = sum(options["overhead_pages"]) + (
         max(1, sum(config) // 2) if tight_host else sum(config)
     )
-    rng = np.random.default_rng(rename_seed)
-    renamed = columns["page"].copy()
-    for v in range(len(config)):
-        mine = columns["vm"] == v
-        permutation = rng.permutation(int(columns["page"][mine].max()) + 1)
-        renamed[mine] = permutation[columns["page"][mine]]
+    renamed = renamed_pages(columns, np.random.default_rng(rename_seed))
+    assume(not np.array_equal(renamed, columns["page"]))  # every VM touched one page only
     runs = [
         balloonreplay.replay(
             _table({**columns, "page": page}),
@@ -476,6 +526,7 @@ def test_a_vms_overhead_is_host_memory_it_cannot_use(trace, tight_host, policy_s
     columns, options, latencies = trace
     config = [int(s[:-1]) for s in options["vms"]]
     overhead = options["overhead_pages"]
+    assume(sum(overhead) > 0)  # else the two runs are one
     usable = max(1, sum(config) // 2) if tight_host else sum(config)
     runs = [
         balloonreplay.replay(
@@ -501,40 +552,39 @@ def test_a_vms_overhead_is_host_memory_it_cannot_use(trace, tight_host, policy_s
     traces(),
     st.sampled_from(sorted(BUILTIN_POLICY_SPECS)),
     st.booleans(),
-    st.integers(2**40, 2**63 + 2**40),
+    st.data(),
     st.integers(0, 2**32 - 1),
+    st.sampled_from([None, 5]),
 )
 def test_no_builtin_policy_sees_the_trace_clock_or_the_page_numbers(
-    trace, policy_name, tight_host, shift_ns, rename_seed
+    trace, policy_name, tight_host, data, rename_seed, rows_per_group
 ):
     """Every built-in policy decides on host time and on what pages do, never on the
-    trace's own clock or its page numbers: shifting every time and renaming every VM's
-    pages changes none of its runs (sharing as the policy wants it)."""
+    trace's own clock or its page numbers: shifting every time (across 2**63 too) and
+    renaming every VM's pages changes none of its runs (sharing as the policy wants it;
+    from a table or a file, which the MRC policy reads beside the replay)."""
     columns, options, latencies = trace
+    shift_ns = data.draw(shifts(columns["t"]), label="shift_ns")
     config = [int(s[:-1]) for s in options["vms"]]
     host_pages = sum(options["overhead_pages"]) + (
         max(1, sum(config) // 2) if tight_host else sum(config)
     )
-    rng = np.random.default_rng(rename_seed)
-    renamed = columns["page"].copy()
-    for v in range(len(config)):
-        mine = columns["vm"] == v
-        renamed[mine] = rng.permutation(int(columns["page"][mine].max()) + 1)[columns["page"][mine]]
     moved = {
         **columns,
         "t": columns["t"].astype(np.uint64) + np.uint64(shift_ns),
-        "page": renamed,
+        "page": renamed_pages(columns, np.random.default_rng(rename_seed)),
     }
     options = {key: value for key, value in options.items() if key != "sharing"}
-    runs = [
-        balloonreplay.replay(
-            _table(table_columns),
-            host=f"{host_pages}p",
-            latencies=latencies,
-            policy=BUILTIN_POLICY_SPECS[policy_name],
-            **options,
-        )
-        for table_columns in (columns, moved)
-    ]
+    with tempfile.TemporaryDirectory() as directory:
+        runs = [
+            balloonreplay.replay(
+                as_input(_table(table_columns), table_columns, directory, name, rows_per_group),
+                host=f"{host_pages}p",
+                latencies=latencies,
+                policy=BUILTIN_POLICY_SPECS[policy_name],
+                **options,
+            )
+            for name, table_columns in (("a.parquet", columns), ("b.parquet", moved))
+        ]
     assert_frames_equal(runs[1].metrics, runs[0].metrics)
     assert runs[1].summary["slowdown"] == runs[0].summary["slowdown"]
