@@ -588,3 +588,67 @@ def test_no_builtin_policy_sees_the_trace_clock_or_the_page_numbers(
         ]
     assert_frames_equal(runs[1].metrics, runs[0].metrics)
     assert runs[1].summary["slowdown"] == runs[0].summary["slowdown"]
+
+
+# The built-in policies with every period (p µs, at k = 1) stretched by k (MOM without
+# KSM, whose scan rate is pages per sleep: sharing is off here).
+STRETCHED_POLICY_SPECS = {
+    "none": lambda p, k: "none",
+    "host-swap": lambda p, k: "host-swap",
+    "balloon": lambda p, k: "balloon",
+    "esx": lambda p, k: f"esx:sample_period_s={p * k}e-6,realloc_period_s={p * k}e-6",
+    "mom": lambda p, k: (
+        f"mom:policy_interval_s={2 * p * k}e-6,monitor_interval_s={p * k}e-6,ksm=false"
+    ),
+    "xen-selfballoon": lambda p, k: (
+        f"xen-selfballoon:selfballoon_interval_s={p * k}e-6,floor=false"
+    ),
+    "hyperv": lambda p, k: f"hyperv:period_s={p * k}e-6,minimum_pages=1",
+    "mrc": lambda p, k: f"mrc:period_s={p * k}e-6",
+    "free-page-reporting": lambda p, k: f"free-page-reporting:report_delay_s={p * k}e-6",
+}
+
+
+def test_every_builtin_policy_is_stretched():
+    assert sorted(STRETCHED_POLICY_SPECS) == sorted(BUILTIN_POLICY_SPECS)
+
+
+@settings(PROFILE)
+@given(
+    traces(),
+    st.sampled_from(sorted(STRETCHED_POLICY_SPECS)),
+    st.sampled_from([2, 3]),
+    st.booleans(),
+    # Periods longer than an epoch (1-6 µs) too: a period within one is a round at every
+    # epoch, whatever its length.
+    st.sampled_from([1, 7, 13]),
+)
+def test_no_builtin_policy_keeps_a_time_of_its_own(trace, policy_name, k, tight_host, period_us):
+    """The time-scale property under every built-in policy, its periods stretched with
+    everything else: no policy holds a time constant that is not a parameter, nor a rate
+    in absolute time (each decides on counts per epoch and on its periods)."""
+    columns, options, latencies = trace
+    config = [int(s[:-1]) for s in options["vms"]]
+    host_pages = sum(options["overhead_pages"]) + (
+        max(1, sum(config) // 2) if tight_host else sum(config)
+    )
+
+    def run(scale):
+        return balloonreplay.replay(
+            _table(columns, t=columns["t"] * scale),
+            host=f"{host_pages}p",
+            latencies={name: ns * scale for name, ns in latencies.items()},
+            policy=STRETCHED_POLICY_SPECS[policy_name](period_us, scale),
+            balloon_rate_pages_per_s=6_000_000 // scale,
+            **{
+                **options,
+                "sharing": False,
+                "quantum_ns": options["quantum_ns"] * scale,
+                "epoch_ns": options["epoch_ns"] * scale,
+            },
+        )
+
+    base, stretched = run(1), run(k)
+    expected = base.metrics.copy()
+    expected[TIME_COLUMNS] = expected[TIME_COLUMNS] * k
+    assert_frames_equal(stretched.metrics, expected)
