@@ -8,6 +8,7 @@ import sys
 import click
 
 from balloonreplay.errors import BalloonreplayError
+from balloonreplay.units import MAX_PAGE_SIZE_BYTES
 
 # The highest scan or balloon rate the CLI takes: far above any real one, and small
 # enough that rate times a quantum of up to a second stays within 64-bit credits.
@@ -148,7 +149,7 @@ def _progress(total: int | None, desc: str, unit: str, quiet: bool):
 @click.option(
     "--page-size",
     "page_size_bytes",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_PAGE_SIZE_BYTES),
     default=None,
     callback=lambda ctx, param, value: _power_of_two(value),
     help="page size in bytes to record (a power of two)",

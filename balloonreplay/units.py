@@ -6,6 +6,7 @@ import re
 
 PAGE_SIZE_BYTES = 4096  # x86 base page
 PAGE_SIZE_EXPECTED = "a power of two (bytes: 4096, 8192, ...)"
+MAX_PAGE_SIZE_BYTES = 1 << 30  # 1 GiB, x86's largest: what a reader or ingest accepts
 
 _UNITS = {
     "": 1,

@@ -54,6 +54,8 @@ def no_files_but(directory, *names):
     [
         ("--vm-mem", "0p", "expected at least 1 page of 4096 bytes per VM, got '0p'"),
         ("--page-size", "3000", "expected a power of two (bytes: 4096, 8192, ...), got 3000"),
+        # A power of two, but above what every reader accepts (formats.PAGE_SIZE).
+        ("--page-size", str(2**31), "is not in the range 1<=x<=1073741824"),
     ],
 )
 def test_ingest_refuses_metadata_no_reader_would_open(tmp_path, option, value, message):

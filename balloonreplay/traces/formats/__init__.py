@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from balloonreplay.errors import BalloonreplayError, TraceError
 from balloonreplay.traces.schema import TraceMetadata
+from balloonreplay.units import MAX_PAGE_SIZE_BYTES, page_shift
 
 ENTRY_POINT_GROUP = "balloonreplay.trace_formats"
 
@@ -239,7 +240,16 @@ def check_options(options: Any, context: str) -> None:
 VM_INDEX = Bounds(0, 65535)  # the canonical vm column is uint16
 AT_LEAST_ONE = Bounds(1, 1 << 62)  # counts: far beyond any, within a C long
 ROW_COUNT = Bounds(1, (1 << 31) - 1)  # rows per batch, as Arrow's int32 lengths
-PAGE_SIZE = Bounds(1, 1 << 30)  # bytes (a power of two, which readers check: csv.page_shift)
+PAGE_SIZE = Bounds(1, MAX_PAGE_SIZE_BYTES)  # bytes, a power of two: reader_page_shift
+
+
+def reader_page_shift(page_size_bytes: int, path=None) -> int:
+    """log2 of a reader's option page_size_bytes (units.page_shift), or a TraceError
+    naming the file and the option."""
+    try:
+        return page_shift(page_size_bytes)
+    except ValueError as exc:
+        raise TraceError(path, None, f"option 'page_size_bytes': {exc}") from None
 
 
 def available_formats() -> dict[str, type[TraceFormat]]:

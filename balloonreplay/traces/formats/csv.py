@@ -39,9 +39,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from balloonreplay import units
 from balloonreplay.errors import TraceError
-from balloonreplay.traces.formats import PAGE_SIZE, VM_INDEX, Bounds, TraceFormat, option
+from balloonreplay.traces.formats import (
+    PAGE_SIZE,
+    VM_INDEX,
+    Bounds,
+    TraceFormat,
+    option,
+    reader_page_shift,
+)
 from balloonreplay.traces.io import atomic_path
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
@@ -66,15 +72,6 @@ _TRUE_WORDS = ("1", "true")
 _FALSE_WORDS = ("0", "false")
 _READ_OPS = ("r", "read")
 _WRITE_OPS = ("w", "write")
-
-
-def page_shift(page_size_bytes: int, path=None) -> int:
-    """log2 of a reader's option page_size_bytes (units.page_shift), or a TraceError
-    naming the file and the option."""
-    try:
-        return units.page_shift(page_size_bytes)
-    except ValueError as exc:
-        raise TraceError(path, None, f"option 'page_size_bytes': {exc}") from None
 
 
 @dataclasses.dataclass
@@ -118,7 +115,7 @@ class CsvFormat(TraceFormat):
         )
 
     def read(self, path, options: CsvOptions) -> Iterator[pa.RecordBatch]:
-        shift = page_shift(options.page_size_bytes, path)
+        shift = reader_page_shift(options.page_size_bytes, path)
         with open(path, "rb") as fh:
             header = fh.readline(1 << 16)
         try:

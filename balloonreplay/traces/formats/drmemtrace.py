@@ -54,8 +54,8 @@ from balloonreplay.traces.formats import (
     VM_INDEX,
     TraceFormat,
     option,
+    reader_page_shift,
 )
-from balloonreplay.traces.formats.csv import page_shift
 from balloonreplay.traces.schema import TraceMetadata, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
 
@@ -131,7 +131,7 @@ class DrmemtraceFormat(TraceFormat):
         )
 
     def read(self, path, options: DrmemtraceOptions) -> Iterator[pa.RecordBatch]:
-        shift = page_shift(options.page_size_bytes, path)
+        shift = reader_page_shift(options.page_size_bytes, path)
         files = thread_files(path)
         base_us = min(
             (

@@ -42,8 +42,14 @@ import numpy as np
 import pyarrow as pa
 
 from balloonreplay.errors import TraceError
-from balloonreplay.traces.formats import PAGE_SIZE, VM_INDEX, Bounds, TraceFormat, option
-from balloonreplay.traces.formats.csv import page_shift
+from balloonreplay.traces.formats import (
+    PAGE_SIZE,
+    VM_INDEX,
+    Bounds,
+    TraceFormat,
+    option,
+    reader_page_shift,
+)
 from balloonreplay.traces.schema import TraceMetadata, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
 
@@ -96,7 +102,7 @@ class LackeyFormat(TraceFormat):
         )
 
     def read(self, path, options: LackeyOptions) -> Iterator[pa.RecordBatch]:
-        shift = page_shift(options.page_size_bytes, path)
+        shift = reader_page_shift(options.page_size_bytes, path)
         ipns = options.instructions_per_ns
         pending = None  # the last run, held back while it may still grow (collapse_repeats)
         for page, write, record_seq, instruction_index in _parse_file(path, shift, options):

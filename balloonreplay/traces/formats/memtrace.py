@@ -34,8 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from balloonreplay.errors import TraceError
-from balloonreplay.traces.formats import PAGE_SIZE, VM_INDEX, TraceFormat, option
-from balloonreplay.traces.formats.csv import page_shift
+from balloonreplay.traces.formats import PAGE_SIZE, VM_INDEX, TraceFormat, option, reader_page_shift
 from balloonreplay.traces.schema import TraceMetadata, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
 
@@ -81,7 +80,7 @@ class MemtraceFormat(TraceFormat):
         )
 
     def read(self, path, options: MemtraceOptions) -> Iterator[pa.RecordBatch]:
-        shift = page_shift(options.page_size_bytes, path)
+        shift = reader_page_shift(options.page_size_bytes, path)
         # Room kept free for one more access: a load or store of up to 64 KiB - 17 bytes
         # touches at most this many pages (17 with 4 KiB pages; many more with tiny ones).
         room = BATCH_ROWS - ((0xFFFF >> shift) + 2)
