@@ -123,6 +123,18 @@ def _table(columns, t=None, vm=None):
     )
 
 
+def config_pages(options) -> list[int]:
+    """Each VM's configured frames, from the ``"Np"`` sizes traces() gives."""
+    return [int(size[:-1]) for size in options["vms"]]
+
+
+def host_size(options, tight_host=True) -> str:
+    """A host of half the VMs' frames (at least one page) when ``tight_host``, else of all
+    of them, beside their overhead."""
+    frames = sum(config_pages(options))
+    return f"{sum(options['overhead_pages']) + (max(1, frames // 2) if tight_host else frames)}p"
+
+
 def shifts(t: np.ndarray):
     """Shifts of every time by a constant: small ones, and ones that carry the trace's
     times across 2**63 (some before it, some at or after it: an unsigned compare is
@@ -176,11 +188,11 @@ def test_vms_that_share_nothing_replay_as_each_does_alone(trace, batch_rows):
     earliest access is joined by a one-access VM at that time (itself a VM that shares
     nothing), whose row comes first."""
     columns, options, latencies = trace
-    config = [int(s[:-1]) for s in options["vms"]]
+    config = config_pages(options)
     overhead = options["overhead_pages"]
     together = balloonreplay.replay(
         _table(columns),
-        host=f"{sum(config) + sum(overhead)}p",
+        host=host_size(options, tight_host=False),
         latencies=latencies,
         batch_rows=batch_rows,
         **options,
@@ -248,10 +260,6 @@ def test_shifting_every_time_changes_nothing(
     columns, options, latencies = trace
     shift_ns = data.draw(shifts(columns["t"]), label="shift_ns")
     options = {**options, "sharing": sharing, "scan_order": scan_order}
-    config = [int(s[:-1]) for s in options["vms"]]
-    host_pages = sum(options["overhead_pages"]) + (
-        max(1, sum(config) // 2) if tight_host else sum(config)
-    )
     with tempfile.TemporaryDirectory() as directory:
         runs = [
             balloonreplay.replay(
@@ -262,7 +270,7 @@ def test_shifting_every_time_changes_nothing(
                     f"shift{shift}.parquet",
                     rows_per_group,
                 ),
-                host=f"{host_pages}p",
+                host=host_size(options, tight_host),
                 latencies=latencies,
                 policy=RandomPolicy(RandomPolicy.Params(seed=policy_seed)),
                 balloon_rate_pages_per_s=1_000_000,
@@ -286,15 +294,13 @@ def test_scaling_every_time_scales_the_results_times_and_no_count(
     Random balloon targets, host swapping allowed and forbidden (blocking), a host half
     the VMs' size."""
     columns, options, latencies = trace
-    config = [int(s[:-1]) for s in options["vms"]]
-    host_pages = sum(options["overhead_pages"]) + max(1, sum(config) // 2)
     # A rate the stretched run can take divided by k exactly, in whole pages per second.
     rate = balloon_rate_mpages * 1_000_000 * k
 
     def run(scale):
         return balloonreplay.replay(
             _table(columns, t=columns["t"] * scale),
-            host=f"{host_pages}p",
+            host=host_size(options),
             latencies={name: ns * scale for name, ns in latencies.items()},
             policy=RandomPolicy(RandomPolicy.Params(seed=policy_seed, forbid_swap=0.5)),
             balloon_rate_pages_per_s=rate // scale,
@@ -344,14 +350,10 @@ def test_a_scanner_that_never_runs_shares_nothing(trace, tight_host, policy_seed
     content bookkeeping, the COW checks of every write) changes nothing until a page is
     scanned."""
     columns, options, latencies = trace
-    config = [int(s[:-1]) for s in options["vms"]]
-    host_pages = sum(options["overhead_pages"]) + (
-        max(1, sum(config) // 2) if tight_host else sum(config)
-    )
     off, idle = (
         balloonreplay.replay(
             _table(columns),
-            host=f"{host_pages}p",
+            host=host_size(options, tight_host),
             latencies=latencies,
             policy="none",
             **{**options, "sharing": sharing, "scan_rate_pages_per_s": 0},
@@ -369,19 +371,19 @@ def test_within_one_vm_sharing_is_all_the_sharing_a_lone_vm_has(trace, tight_hos
     columns, options, latencies = trace
     keep = columns["vm"] == 0
     lone = {key: np.asarray(value)[keep] for key, value in columns.items()}
-    config = int(options["vms"][0][:-1])
-    overhead = options["overhead_pages"][0]
-    host_pages = overhead + (max(1, config // 2) if tight_host else config)
+    options = {
+        **options,
+        "vms": options["vms"][:1],
+        "overhead_pages": options["overhead_pages"][:1],
+    }
     salted, unsalted = (
         balloonreplay.replay(
             _table(lone),
-            host=f"{host_pages}p",
+            host=host_size(options, tight_host),
             latencies=latencies,
             policy="none",
             **{
                 **options,
-                "vms": options["vms"][:1],
-                "overhead_pages": [overhead],
                 "sharing": True,
                 "scan_rate_pages_per_s": 3_000_000,
                 "scan_order": order,
@@ -401,16 +403,12 @@ def test_renaming_pages_changes_nothing(trace, tight_host, policy_seed, sharing,
     depend on frames, recency and contents, never on which number a page has. Each VM's
     pages renamed by a permutation of its own replay identically."""
     columns, options, latencies = trace
-    config = [int(s[:-1]) for s in options["vms"]]
-    host_pages = sum(options["overhead_pages"]) + (
-        max(1, sum(config) // 2) if tight_host else sum(config)
-    )
     renamed = renamed_pages(columns, np.random.default_rng(rename_seed))
     assume(not np.array_equal(renamed, columns["page"]))  # every VM touched one page only
     runs = [
         balloonreplay.replay(
             _table({**columns, "page": page}),
-            host=f"{host_pages}p",
+            host=host_size(options, tight_host),
             latencies=latencies,
             policy=RandomPolicy(RandomPolicy.Params(seed=policy_seed)),
             balloon_rate_pages_per_s=1_000_000,
@@ -432,14 +430,10 @@ def test_without_a_host_policy_the_epoch_is_only_a_reporting_interval(
     touched-page gauge and lru-sampled read): every total and every slowdown is the same
     at any epoch length."""
     columns, options, latencies = trace
-    config = [int(s[:-1]) for s in options["vms"]]
-    host_pages = sum(options["overhead_pages"]) + (
-        max(1, sum(config) // 2) if tight_host else sum(config)
-    )
     runs = [
         balloonreplay.replay(
             _table(columns),
-            host=f"{host_pages}p",
+            host=host_size(options, tight_host),
             latencies=latencies,
             policy="none",
             **{
@@ -524,20 +518,18 @@ def test_a_vms_overhead_is_host_memory_it_cannot_use(trace, tight_host, policy_s
     under random balloon targets, host swapping and sharing. Only the machine pages in use
     (host_used_pages) count the overhead."""
     columns, options, latencies = trace
-    config = [int(s[:-1]) for s in options["vms"]]
     overhead = options["overhead_pages"]
     assume(sum(overhead) > 0)  # else the two runs are one
-    usable = max(1, sum(config) // 2) if tight_host else sum(config)
     runs = [
         balloonreplay.replay(
             _table(columns),
-            host=f"{usable + sum(o)}p",
+            host=host_size(each, tight_host),  # the same usable pages beside each overhead
             latencies=latencies,
             policy=RandomPolicy(RandomPolicy.Params(seed=policy_seed)),
             balloon_rate_pages_per_s=1_000_000,
-            **{**options, "overhead_pages": o, "sharing": sharing},
+            **{**each, "sharing": sharing},
         )
-        for o in (overhead, [0] * len(overhead))
+        for each in (options, {**options, "overhead_pages": [0] * len(overhead)})
     ]
     with_overhead, without = (run.metrics.copy() for run in runs)
     assert (with_overhead["host_used_pages"] == without["host_used_pages"] + sum(overhead)).all()
@@ -565,10 +557,6 @@ def test_no_builtin_policy_sees_the_trace_clock_or_the_page_numbers(
     from a table or a file, which the MRC policy reads beside the replay)."""
     columns, options, latencies = trace
     shift_ns = data.draw(shifts(columns["t"]), label="shift_ns")
-    config = [int(s[:-1]) for s in options["vms"]]
-    host_pages = sum(options["overhead_pages"]) + (
-        max(1, sum(config) // 2) if tight_host else sum(config)
-    )
     moved = {
         **columns,
         "t": columns["t"].astype(np.uint64) + np.uint64(shift_ns),
@@ -579,7 +567,7 @@ def test_no_builtin_policy_sees_the_trace_clock_or_the_page_numbers(
         runs = [
             balloonreplay.replay(
                 as_input(_table(table_columns), table_columns, directory, name, rows_per_group),
-                host=f"{host_pages}p",
+                host=host_size(options, tight_host),
                 latencies=latencies,
                 policy=BUILTIN_POLICY_SPECS[policy_name],
                 **options,
@@ -628,15 +616,11 @@ def test_no_builtin_policy_keeps_a_time_of_its_own(trace, policy_name, k, tight_
     everything else: no policy holds a time constant that is not a parameter, nor a rate
     in absolute time (each decides on counts per epoch and on its periods)."""
     columns, options, latencies = trace
-    config = [int(s[:-1]) for s in options["vms"]]
-    host_pages = sum(options["overhead_pages"]) + (
-        max(1, sum(config) // 2) if tight_host else sum(config)
-    )
 
     def run(scale):
         return balloonreplay.replay(
             _table(columns, t=columns["t"] * scale),
-            host=f"{host_pages}p",
+            host=host_size(options, tight_host),
             latencies={name: ns * scale for name, ns in latencies.items()},
             policy=STRETCHED_POLICY_SPECS[policy_name](period_us, scale),
             balloon_rate_pages_per_s=6_000_000 // scale,
