@@ -70,14 +70,18 @@ def parse_size_pages(text: str | int, page_size_bytes: int = PAGE_SIZE_BYTES) ->
     return int(size_bytes // page_size_bytes)
 
 
-def parse_sizes_pages(value, page_size_bytes: int = PAGE_SIZE_BYTES) -> list[int]:
-    """One size or several in pages: ``"512MiB,1GiB"`` (empty parts skipped), a list of
-    sizes, or one size or page count; ValueError names a size that is none."""
+def size_parts(value) -> list:
+    """The sizes of a size list: ``"512MiB,1GiB"`` split at its commas (empty parts
+    skipped, so ``"1GiB,"`` is one size), a list or tuple of sizes, or one size."""
     if isinstance(value, str):
-        value = [v for v in value.split(",") if v.strip()]
-    if not isinstance(value, list | tuple):
-        value = [value]
-    return [parse_size_pages(v, page_size_bytes) for v in value]
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def parse_sizes_pages(value, page_size_bytes: int = PAGE_SIZE_BYTES) -> list[int]:
+    """One size or several in pages (size_parts), or one page count; ValueError names a
+    size that is none."""
+    return [parse_size_pages(v, page_size_bytes) for v in size_parts(value)]
 
 
 def format_bytes(n: float) -> str:

@@ -193,13 +193,10 @@ def vm_mem_pages(vm_mem: str | Iterable[str | int] | int, page_size_bytes: int |
     parts skipped, as in every size list: ``"1GiB,"`` is one size), a list, or one size
     or page count (every VM's). The one check of ``--vm-mem`` (the command line passes
     it through): ConfigError ``vm_mem`` naming the size and what was expected."""
-    from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages
+    from balloonreplay.units import PAGE_SIZE_BYTES, parse_size_pages, size_parts
 
     page_size_bytes = page_size_bytes or PAGE_SIZE_BYTES
-    if isinstance(vm_mem, str):
-        parts = [part.strip() for part in vm_mem.split(",") if part.strip()]
-    else:
-        parts = [vm_mem] if isinstance(vm_mem, int) else list(vm_mem)
+    parts = size_parts(vm_mem if isinstance(vm_mem, str | int) else list(vm_mem))
     if not parts:
         raise ConfigError(
             "vm_mem", f"expected one size or more (512MiB, 2GiB or 1000p), got {vm_mem!r}"
