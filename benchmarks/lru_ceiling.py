@@ -19,6 +19,16 @@ times, on bench_replay's single-VM trace and in interleaved rounds,
   pair+byte  the same with the frame and flags in 8-byte rows of their own (the engine's
              rows split in two), the access tag in the status byte only;
   pair+byte+bit  the same, the tag also kept in the flags;
+  plain      the whole model where no host takes part (one VM, guest lru, a host that
+             never fills, no policy, no sharing), written for that case alone in the
+             split layout: the status byte (the access tag and the file flag), links in
+             8-byte rows, a byte per page for where it is when not resident and its dirty
+             bit, the access tags of free frames, each access's issue time (trace time
+             plus the stall so far) against host time's epoch ends, and each fault's
+             latency and counts. The case bench_replay's single-VM target is set for:
+             what a kernel of its own for it could gain. Its counts must equal the
+             engine's replay of the same trace (faults, swap-ins and -outs, zero fills,
+             touched frames, epochs and stall);
   kernel     kernel.run alone (bench_kernel.py), the whole model.
 
 The epoch is as long, in accesses, as the engine's own replay of the same trace makes it
@@ -45,6 +55,8 @@ from bench_kernel import kernel_seconds
 from bench_replay import bare_lru_misses, write_traces
 
 import balloonreplay
+from balloonreplay.engine.config import DEFAULT_EPOCH_NS
+from balloonreplay.latencies import Latencies
 from balloonreplay.replay import warm_up
 
 NIL = -1
@@ -208,6 +220,133 @@ def pair_status_lru(pages, capacity, num_pages, epoch_accesses, tag_in_flags):
     return status_lru(pages, capacity, links, rows[:, 0], rows[:, 1], tag_in_flags, epoch_accesses)
 
 
+NOT_RESIDENT, SWAPPED_OUT, ON_DISK = 0, 1, 2  # where a page is when no frame holds it
+COLD_DIRTY = 4
+TAG_LIMIT = 128  # the status byte: access tag << 1 | file flag
+
+
+@numba.njit(cache=True)
+def plain_model_lru(t_ns, pages, write, file_backed, capacity, num_pages, epoch_ns, latencies):
+    """The model's replay of one lru VM that no host takes part in (see the docstring);
+    ``latencies``: guest swap-in, guest swap-out, disk read, disk write, zero fill (ns).
+    Returns the accesses replayed (fewer than given at the first free or change of a
+    page's file flag, which this case does not cover) and the counts."""
+    swap_in_ns, swap_out_ns, disk_read_ns, disk_write_ns, zero_fill_ns = latencies
+    links = np.full((num_pages, 2), NIL, np.int32)
+    status = np.zeros(num_pages, np.uint8)  # 0: not resident; else tag << 1 | file flag
+    cold = np.zeros(num_pages, np.uint8)  # where it is when not resident | COLD_DIRTY
+    unbacked = capacity  # frames never used; a used frame only leaves its page for pg
+    head = tail = NIL
+    stall = faults = swap_in = swap_out = zero_fills = disk_reads = 0
+    touched = epochs = 0
+    tag = 2
+    epoch_end = epoch_ns
+    pos = 0
+    while pos < pages.shape[0]:
+        issue = t_ns[pos] + stall
+        if issue >= epoch_end:
+            epochs += 1
+            epoch_end += epoch_ns
+            tag += 1
+            if tag == TAG_LIMIT:  # every resident page keeps tag 1: not accessed
+                for q in range(num_pages):
+                    if status[q] != 0:
+                        status[q] = (status[q] & 1) | 2
+                tag = 2
+            continue
+        w = write[pos]
+        if w > 1:  # a free
+            break
+        p = pages[pos]
+        fb = file_backed[pos]
+        s = status[p]
+        if s != 0:
+            if (s & 1) != fb:
+                break
+            if p != head:
+                a = links[p, 0]
+                b = links[p, 1]
+                links[a, 1] = b
+                if b != NIL:
+                    links[b, 0] = a
+                else:
+                    tail = a
+                links[p, 0] = NIL
+                links[p, 1] = head
+                links[head, 0] = p
+                head = p
+            if w and fb:
+                cold[p] |= COLD_DIRTY
+            if (s >> 1) != tag:
+                touched += 1
+                status[p] = (tag << 1) | fb
+            pos += 1
+            continue
+        faults += 1
+        entry = 0  # the frame's access tag: none for a frame never used
+        if unbacked > 0:
+            unbacked -= 1
+        else:
+            victim = tail
+            tail = links[victim, 0]
+            links[tail, 1] = NIL
+            links[victim, 0] = NIL
+            vs = status[victim]
+            entry = vs >> 1
+            status[victim] = 0
+            if vs & 1:  # file-backed: written back if dirty, then dropped
+                if cold[victim] & COLD_DIRTY:
+                    stall += disk_write_ns
+                cold[victim] = ON_DISK
+            else:  # anonymous: always to guest swap
+                stall += swap_out_ns
+                swap_out += 1
+                cold[victim] = SWAPPED_OUT
+        where = cold[p]
+        if fb:
+            stall += disk_read_ns
+            disk_reads += 1
+        elif where == SWAPPED_OUT:
+            stall += swap_in_ns
+            swap_in += 1
+        else:
+            stall += zero_fill_ns
+            zero_fills += 1
+        cold[p] = COLD_DIRTY if w and fb else NOT_RESIDENT
+        if entry != tag:
+            touched += 1
+        status[p] = (tag << 1) | fb
+        links[p, 0] = NIL
+        links[p, 1] = head
+        if head != NIL:
+            links[head, 0] = p
+        else:
+            tail = p
+        head = p
+        pos += 1
+    counts = (faults, swap_in, swap_out, zero_fills, disk_reads, touched, epochs + 1, stall)
+    return pos, counts
+
+
+PLAIN_COUNTS = (
+    "guest_faults",
+    "guest_swap_in",
+    "guest_swap_out",
+    "zero_fills",
+    "disk_reads",
+    "touched_pages",
+    "epochs",
+    "stall_ns",
+)
+
+
+def engine_counts(metrics) -> tuple[int, ...]:
+    """The engine's totals of what plain_model_lru counts."""
+    totals = {name: int(metrics[name].sum()) for name in PLAIN_COUNTS if name != "epochs"}
+    totals["epochs"] = int(metrics["epoch"].max()) + 1
+    return tuple(totals[name] for name in PLAIN_COUNTS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accesses", type=int, default=20_000_000)
@@ -218,7 +357,23 @@ def main() -> None:
     warm_up()
     with tempfile.TemporaryDirectory(prefix="lru-ceiling-") as tmp:
         path = write_traces(Path(tmp), args.accesses, args.pages, 8, args.seed)["single"]
-        pages = pq.read_table(path, columns=["page"]).column(0).to_numpy().astype(np.int64)
+        table = pq.read_table(path, columns=["t_ns", "page", "write", "file_backed"])
+        pages = table.column("page").to_numpy().astype(np.int64)
+        t_ns = table.column("t_ns").to_numpy().astype(np.int64)  # starts at 0: host time 0
+        write = table.column("write").to_numpy(zero_copy_only=False).astype(np.uint8)
+        file_backed = table.column("file_backed").to_numpy(zero_copy_only=False).astype(np.uint8)
+        defaults = Latencies()
+        latencies = np.array(
+            [
+                defaults.guest_swap_in_ns,
+                defaults.guest_swap_out_ns,
+                defaults.disk_read_ns,
+                defaults.disk_write_ns,
+                defaults.zero_fill_ns,
+            ],
+            np.int64,
+        )
+        epoch_ns = DEFAULT_EPOCH_NS
         num_pages = int(pages.max()) + 1
         print(
             f"{args.accesses:,} accesses over {num_pages:,} pages; best and median of "
@@ -226,7 +381,8 @@ def main() -> None:
         )
         for label, capacity in (("1/4 footprint", args.pages // 4), ("whole", args.pages)):
             vm_mem = f"{capacity}p"
-            epochs = int(balloonreplay.replay(path, vms=vm_mem).metrics["epoch"].max()) + 1
+            metrics = balloonreplay.replay(path, vms=vm_mem).metrics
+            epochs = int(metrics["epoch"].max()) + 1
             epoch_accesses = max(1, args.accesses // epochs)
             variants = {
                 "bare": partial(bare_lru_misses, pages, capacity, num_pages),
@@ -241,7 +397,26 @@ def main() -> None:
                     pair_status_lru, pages, capacity, num_pages, epoch_accesses, True
                 ),
             }
+            plain = partial(
+                plain_model_lru,
+                t_ns,
+                pages,
+                write,
+                file_backed,
+                capacity,
+                num_pages,
+                epoch_ns,
+                latencies,
+            )
+            replayed, counts = plain()
+            if replayed != len(pages) or counts != engine_counts(metrics):
+                raise SystemExit(
+                    f"the plain model disagrees with the engine: {replayed:,} accesses, "
+                    f"{dict(zip(PLAIN_COUNTS, counts, strict=True))} against "
+                    f"{dict(zip(PLAIN_COUNTS, engine_counts(metrics), strict=True))}"
+                )
             results = {name: run() for name, run in variants.items()}  # compiled here
+            variants["plain"] = plain
             # the bare LRU returns its misses, the others (misses, first accesses in an epoch)
             misses = {name: np.atleast_1d(result)[0] for name, result in results.items()}
             touched = {name: result[1] for name, result in results.items() if name != "bare"}
