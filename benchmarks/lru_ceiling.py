@@ -220,9 +220,10 @@ def pair_status_lru(pages, capacity, num_pages, epoch_accesses, tag_in_flags):
     return status_lru(pages, capacity, links, rows[:, 0], rows[:, 1], tag_in_flags, epoch_accesses)
 
 
-NOT_RESIDENT, SWAPPED_OUT, ON_DISK = 0, 1, 2  # where a page is when no frame holds it
+NEW, IN_SWAP, ON_DISK = 0, 1, 2  # where a page's content is (as engine/state.py's)
 COLD_DIRTY = 4
 TAG_LIMIT = 128  # the status byte: access tag << 1 | file flag
+FREE = 2  # a row of the free column, as the kernel's write ring marks it
 
 
 @numba.njit(cache=True)
@@ -234,7 +235,7 @@ def plain_model_lru(t_ns, pages, write, file_backed, capacity, num_pages, epoch_
     swap_in_ns, swap_out_ns, disk_read_ns, disk_write_ns, zero_fill_ns = latencies
     links = np.full((num_pages, 2), NIL, np.int32)
     status = np.zeros(num_pages, np.uint8)  # 0: not resident; else tag << 1 | file flag
-    cold = np.zeros(num_pages, np.uint8)  # where it is when not resident | COLD_DIRTY
+    cold = np.zeros(num_pages, np.uint8)  # where its content was put | COLD_DIRTY
     unbacked = capacity  # frames never used; a used frame only leaves its page for pg
     head = tail = NIL
     stall = faults = swap_in = swap_out = zero_fills = disk_reads = 0
@@ -255,7 +256,7 @@ def plain_model_lru(t_ns, pages, write, file_backed, capacity, num_pages, epoch_
                 tag = 2
             continue
         w = write[pos]
-        if w > 1:  # a free
+        if w == FREE:
             break
         p = pages[pos]
         fb = file_backed[pos]
@@ -289,7 +290,10 @@ def plain_model_lru(t_ns, pages, write, file_backed, capacity, num_pages, epoch_
         else:
             victim = tail
             tail = links[victim, 0]
-            links[tail, 1] = NIL
+            if tail != NIL:
+                links[tail, 1] = NIL
+            else:  # a one-frame guest: the list is empty until pg enters
+                head = NIL
             links[victim, 0] = NIL
             vs = status[victim]
             entry = vs >> 1
@@ -301,18 +305,18 @@ def plain_model_lru(t_ns, pages, write, file_backed, capacity, num_pages, epoch_
             else:  # anonymous: always to guest swap
                 stall += swap_out_ns
                 swap_out += 1
-                cold[victim] = SWAPPED_OUT
+                cold[victim] = IN_SWAP
         where = cold[p]
         if fb:
             stall += disk_read_ns
             disk_reads += 1
-        elif where == SWAPPED_OUT:
+        elif where == IN_SWAP:
             stall += swap_in_ns
             swap_in += 1
         else:
             stall += zero_fill_ns
             zero_fills += 1
-        cold[p] = COLD_DIRTY if w and fb else NOT_RESIDENT
+        cold[p] = COLD_DIRTY if w and fb else NEW
         if entry != tag:
             touched += 1
         status[p] = (tag << 1) | fb
@@ -357,10 +361,11 @@ def main() -> None:
     warm_up()
     with tempfile.TemporaryDirectory(prefix="lru-ceiling-") as tmp:
         path = write_traces(Path(tmp), args.accesses, args.pages, 8, args.seed)["single"]
-        table = pq.read_table(path, columns=["t_ns", "page", "write", "file_backed"])
+        table = pq.read_table(path, columns=["t_ns", "page", "write", "file_backed", "free"])
         pages = table.column("page").to_numpy().astype(np.int64)
         t_ns = table.column("t_ns").to_numpy().astype(np.int64)  # starts at 0: host time 0
         write = table.column("write").to_numpy(zero_copy_only=False).astype(np.uint8)
+        write[table.column("free").to_numpy(zero_copy_only=False)] = FREE
         file_backed = table.column("file_backed").to_numpy(zero_copy_only=False).astype(np.uint8)
         defaults = Latencies()
         latencies = np.array(
