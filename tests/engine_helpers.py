@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from hypothesis import HealthCheck, settings
 
 from balloonreplay.policies import Decision, HostPolicy, Snapshot
 from balloonreplay.traces.schema import make_batch
+
+# The quantum of the property tests' replays: short, so tiny traces span many of them.
+QUANTUM_NS = 1_000
+
+
+def property_profile(name: str, examples_variable: str, default_examples: int) -> settings:
+    """The settings of an engine property file: ``default_examples`` examples unless the
+    environment variable says how many, no deadline (a replay compiles on first use).
+    Built on the profile conftest.py loaded (ci: derandomized), so CI stays reproducible."""
+    settings.register_profile(
+        name,
+        parent=settings(),
+        max_examples=int(os.environ.get(examples_variable, str(default_examples))),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        print_blob=True,
+    )
+    return settings.get_profile(name)
+
 
 # Every built-in host policy, with its periods shortened to a few quanta so that it acts
 # many times within a tiny trace.

@@ -4,7 +4,6 @@ pressure with and without host swapping, sharing on and off, file-backed pages."
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,13 +11,15 @@ import pyarrow as pa
 import pytest
 from engine_helpers import (
     BUILTIN_POLICY_SPECS,
+    QUANTUM_NS,
     RandomPolicy,
     assert_frames_equal,
     assert_snapshots_equal,
     check_metrics,
+    property_profile,
     trace_table,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import balloonreplay
@@ -28,17 +29,7 @@ from balloonreplay.policies import Decision, HostPolicy
 from balloonreplay.traces.schema import make_batch
 
 # The default run is at least 200 examples (issue 3); raise it with the env variable.
-# Built on the profile conftest.py loaded (ci: derandomized), so CI stays reproducible.
-settings.register_profile(
-    "engine-equivalence",
-    parent=settings(),
-    max_examples=int(os.environ.get("BALLOONREPLAY_ENGINE_EXAMPLES", "220")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    print_blob=True,
-)
-PROFILE = settings.get_profile("engine-equivalence")
-QUANTUM_NS = 1_000
+PROFILE = property_profile("engine-equivalence", "BALLOONREPLAY_ENGINE_EXAMPLES", 220)
 
 
 @st.composite
