@@ -28,8 +28,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from engine_helpers import BUILTIN_POLICY_SPECS, RandomPolicy, assert_frames_equal, trace_table
-from hypothesis import HealthCheck, assume, given, settings
+from engine_helpers import (
+    BUILTIN_POLICY_SPECS,
+    QUANTUM_NS,
+    RandomPolicy,
+    assert_frames_equal,
+    property_profile,
+    trace_table,
+)
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import balloonreplay
@@ -40,16 +47,7 @@ from balloonreplay.policies import Decision, HostPolicy
 from balloonreplay.traces.io import write_trace
 from balloonreplay.traces.schema import TraceMetadata
 
-settings.register_profile(
-    "engine-metamorphic",
-    parent=settings(),
-    max_examples=int(os.environ.get("BALLOONREPLAY_METAMORPHIC_EXAMPLES", "100")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    print_blob=True,
-)
-PROFILE = settings.get_profile("engine-metamorphic")
-QUANTUM_NS = 1_000
+PROFILE = property_profile("engine-metamorphic", "BALLOONREPLAY_METAMORPHIC_EXAMPLES", 100)
 # Columns in ns, which scale with time; host-wide gauges, repeated on every VM's row.
 TIME_COLUMNS = ["t_ns", "blocked_ns", "stall_ns"]
 HOST_COLUMNS = ["host_used_pages", "shared_contents"]
@@ -133,6 +131,30 @@ def host_size(options, tight_host=True) -> str:
     of them, beside their overhead."""
     frames = sum(config_pages(options))
     return f"{sum(options['overhead_pages']) + (max(1, frames // 2) if tight_host else frames)}p"
+
+
+def replay_scaled(trace, scale, **replay_options):
+    """Replay traces()'s ``trace`` with every time in it and in its configuration (access
+    times, latencies, quantum, epoch) multiplied by ``scale``; ``replay_options`` are the
+    rest, rates and periods already divided or stretched by the caller."""
+    columns, options, latencies = trace
+    return balloonreplay.replay(
+        _table(columns, t=columns["t"] * scale),
+        latencies={name: ns * scale for name, ns in latencies.items()},
+        **{
+            **options,
+            "quantum_ns": options["quantum_ns"] * scale,
+            "epoch_ns": options["epoch_ns"] * scale,
+            **replay_options,
+        },
+    )
+
+
+def assert_metrics_scaled(base, stretched, k):
+    """The stretched run's metrics are the base run's, every time column k times as long."""
+    expected = base.metrics.copy()
+    expected[TIME_COLUMNS] = expected[TIME_COLUMNS] * k
+    assert_frames_equal(stretched.metrics, expected)
 
 
 def shifts(t: np.ndarray):
@@ -298,23 +320,16 @@ def test_scaling_every_time_scales_the_results_times_and_no_count(
     rate = balloon_rate_mpages * 1_000_000 * k
 
     def run(scale):
-        return balloonreplay.replay(
-            _table(columns, t=columns["t"] * scale),
+        return replay_scaled(
+            trace,
+            scale,
             host=host_size(options),
-            latencies={name: ns * scale for name, ns in latencies.items()},
             policy=RandomPolicy(RandomPolicy.Params(seed=policy_seed, forbid_swap=0.5)),
             balloon_rate_pages_per_s=rate // scale,
-            **{
-                **options,
-                "quantum_ns": options["quantum_ns"] * scale,
-                "epoch_ns": options["epoch_ns"] * scale,
-            },
         )
 
     base, stretched = run(1), run(k)
-    expected = base.metrics.copy()
-    expected[TIME_COLUMNS] = expected[TIME_COLUMNS] * k
-    assert_frames_equal(stretched.metrics, expected)
+    assert_metrics_scaled(base, stretched, k)
     # A VM whose accesses all fall at one instant has a span of 1 ns by definition
     # (summarize_slowdowns), which does not stretch: its slowdown is 1 + stall / 1 ns.
     slowdowns = zip(base.summary["slowdown"], stretched.summary["slowdown"], strict=True)
@@ -618,21 +633,14 @@ def test_no_builtin_policy_keeps_a_time_of_its_own(trace, policy_name, k, tight_
     columns, options, latencies = trace
 
     def run(scale):
-        return balloonreplay.replay(
-            _table(columns, t=columns["t"] * scale),
+        return replay_scaled(
+            trace,
+            scale,
             host=host_size(options, tight_host),
-            latencies={name: ns * scale for name, ns in latencies.items()},
             policy=STRETCHED_POLICY_SPECS[policy_name](period_us, scale),
             balloon_rate_pages_per_s=6_000_000 // scale,
-            **{
-                **options,
-                "sharing": False,
-                "quantum_ns": options["quantum_ns"] * scale,
-                "epoch_ns": options["epoch_ns"] * scale,
-            },
+            sharing=False,
         )
 
     base, stretched = run(1), run(k)
-    expected = base.metrics.copy()
-    expected[TIME_COLUMNS] = expected[TIME_COLUMNS] * k
-    assert_frames_equal(stretched.metrics, expected)
+    assert_metrics_scaled(base, stretched, k)
