@@ -28,7 +28,8 @@ times, on bench_replay's single-VM trace and in interleaved rounds,
              latency and counts. The case bench_replay's single-VM target is set for:
              what a kernel of its own for it could gain. Its counts must equal the
              engine's replay of the same trace (faults, swap-ins and -outs, zero fills,
-             touched frames, epochs and stall);
+             touched frames, epochs and stall), as they do on random small traces
+             (tests/test_benchmark_models.py);
   kernel     kernel.run alone (bench_kernel.py), the whole model.
 
 The epoch is as long, in accesses, as the engine's own replay of the same trace makes it
