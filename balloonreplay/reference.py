@@ -31,9 +31,10 @@ Guest policies (the frames of resident pages, per VM; "head" = most recently ins
 - ``clock``: libCacheSim ``Clock`` with one bit: insert at head with bit 0; a hit sets the
   bit; to find a victim, while the tail's bit is 1 clear it and move it to the head; the
   victim is then the tail.
-- ``twolist``: inactive and active lists. Insert at inactive head with ref 0. A hit in
-  inactive with ref 0 sets ref; with ref 1 moves the frame to active head (ref 0). A hit
-  in active moves it to active head. ``balance``: while active > (active + inactive) *
+- ``twolist``: inactive and active lists. Insert at inactive head with ref 1 (the fault
+  is the page's first reference, so its second promotes it). A hit in inactive with ref
+  0 sets ref; with ref 1 moves the frame to active head (ref 0). A hit in active moves it
+  to active head. ``balance``: while active > (active + inactive) *
   active_percent // 100, move the active tail to the inactive head (ref 0); it runs after
   every promotion and before choosing a victim. Victim = inactive tail; if inactive is
   empty, the active tail is moved there first.
@@ -65,13 +66,15 @@ Access of VM v to page p (write w, content c, file flag):
    frame's access bit is set (and, if the frame is in the VM's working-set sample, its
    sample-touched flag); ``accesses`` counts.
 
-Free of page p by VM v (a trace row with ``free``; not an access, never blocks):
-``guest_frees`` counts. If p is in frame f, f leaves the guest policy and is pushed on the
+Free of page p by VM v (a trace row with ``free``; not an access): ``guest_frees``
+counts. If p is in frame f, f leaves the guest policy and is pushed on the
 free stack keeping its host state and (stale) content, so the next fault reuses it
 first: backed, it needs no machine page; host-swapped, reusing it is a false or stale
 swap read. An anonymous p becomes new (its swap copy is discarded; its next access is a
 first touch). A file-backed p (its kind as of its latest access) leaves the page cache
-instead: if resident and dirty it is written back first (disk_writes, disk_write_ns),
+instead: if resident and dirty it is written back first (disk_writes, disk_write_ns;
+from a host-swapped frame that is a silent swap write, as in an eviction, and like one
+it may block, before anything else of the free is done, and is retried as an access is),
 and it stays on disk (its next access is a disk read). p is clean afterwards. A free of a
 page never touched changes nothing else.
 
@@ -135,10 +138,11 @@ position. ``zero_shared_pages`` counts shared frames whose content is 0 (they ar
 ``shared_pages``).
 
 Time (closed loop). Host time 0 is the trace's earliest ``t_ns`` (rows are in time order
-within each VM, not across VMs); VM times are relative to it. VM v issues its next access at t + S_v, S_v its stalls and blocked time
-so far. Host time advances in quanta of ``quantum_ns``: in quantum [s, e), after the
-balloon and scanner steps, each VM in index order runs, in trace order, its accesses
-issued before e (their stalls delay its later accesses within the same quantum). A
+within each VM, not across VMs); VM times are relative to it. VM v issues its next access
+at t plus its stalls and blocked time so far. Host time advances in quanta of
+``quantum_ns``: in quantum [s, e), after the balloon and scanner steps, each VM in index
+order runs, in trace order, its accesses issued before e (their stalls delay its later
+accesses within the same quantum). A
 quantum where no access completed, some VM blocked and the balloon steps at its start made
 no progress (host used pages did not fall and the balloons' total size did not grow)
 makes the next quantum an *emergency* one: the host may swap on demand regardless of the
@@ -156,7 +160,11 @@ completes; the last (partial) epoch's row has t_ns = that quantum's end.
 
 Slowdown of VM v = (T + S_v) / T with T = max(t of its last access - t of its first, 1):
 the VM's own unstalled run time, so a VM that starts late is not credited with the time
-before its start.
+before its start. S_v is the stall and blocked time the VM suffered from the moment it
+first issued an access (a blocked first attempt included) to the completion of its last:
+its stalled run time less T. Balloon work a policy makes a VM do before its first access
+or after its last (idle VMs are what ESX's tax and Xen's self-ballooning reclaim) delays
+no access of its run, so it is in ``stall_ns`` but not in S_v.
 ``stall_ns`` counts latency stalls only; ``blocked_ns`` counts blocked time; S_v is both.
 Latencies: guest swap-in/out, disk read, disk write (write-back of a dirty file page),
 host swap-in (also for silent writes, stale and false reads), host swap-out (per page
@@ -297,7 +305,9 @@ class GuestPolicy:
 
     def insert(self, f: Frame) -> None:
         self.inactive[f] = None
-        self.bit[f] = 0
+        # A fault is a twolist page's first reference (as Linux marks a page it reads in
+        # accessed); libCacheSim's Clock inserts with the bit clear.
+        self.bit[f] = 1 if self.name == "twolist" else 0
 
     def hit(self, f: Frame) -> None:
         if self.name == "lru":
@@ -363,7 +373,11 @@ class VM:
         self.rng = rng
         self.accesses: list[Access] = []
         self.next_access = 0
-        self.stall_total_ns = 0  # S_v: stalls and blocked time so far
+        self.stall_total_ns = 0  # stalls and blocked time so far
+        # stall_total_ns when the VM first issued an access and when its latest access
+        # completed: S_v, the stall its slowdown counts, is what lies between.
+        self.stall_at_first_issue_ns: int | None = None
+        self.stall_at_last_done_ns = 0
         self.balloon_target = 0
         self.balloon_credit = 0
         self.scan_rate = 0
@@ -564,11 +578,14 @@ class ReferenceModel:
         return f
 
     def free(self, vm: VM, a: Access) -> None:
-        vm.count("guest_frees")
         page = vm.pages.get(a.page)
+        f = page.frame if page is not None else None
+        if f is not None and page.file_backed and page.dirty and f.host == SWAPPED:
+            self.host_swap_in(vm, f)  # may block; nothing else is done yet
+            vm.count("silent_swap_writes")
+        vm.count("guest_frees")
         if page is None:
             return
-        f = page.frame
         if f is not None:
             vm.policy.remove(f)
             f.guest = FREE
@@ -807,12 +824,15 @@ class ReferenceModel:
             issue = vm.issue_time()
             if issue >= end_ns:
                 break
+            if vm.stall_at_first_issue_ns is None:
+                vm.stall_at_first_issue_ns = vm.stall_total_ns
             try:
                 self.access(vm, vm.accesses[vm.next_access])
             except Blocked:
                 vm.stall_total_ns += end_ns - issue
                 vm.count("blocked_ns", end_ns - issue)
                 return completed, True
+            vm.stall_at_last_done_ns = vm.stall_total_ns
             vm.next_access += 1
             completed += 1
         return completed, False
@@ -891,17 +911,23 @@ class ReferenceModel:
         return summarize_slowdowns(
             [vm.accesses[0].t_ns if vm.accesses else None for vm in self.vms],
             [vm.accesses[-1].t_ns if vm.accesses else None for vm in self.vms],
+            [vm.stall_at_last_done_ns - (vm.stall_at_first_issue_ns or 0) for vm in self.vms],
             [vm.stall_total_ns for vm in self.vms],
         )
 
 
 def summarize_slowdowns(
-    first_t_ns: list[int | None], last_t_ns: list[int | None], stall_total_ns: list[int]
+    first_t_ns: list[int | None],
+    last_t_ns: list[int | None],
+    stall_in_run_ns: list[int],
+    stall_total_ns: list[int],
 ) -> dict:
-    """Per-VM slowdown = (T + S) / T, T = max(t of its last access - t of its first, 1):
-    measured on the VM's own timeline, so a VM that starts later is not diluted."""
+    """Per-VM slowdown = (T + S) / T, T = max(t of its last access - t of its first, 1),
+    S its stalls from its first access's issue to its last's completion: measured on the
+    VM's own timeline, so a VM that starts later is not diluted, and balloon work done in
+    a VM before it starts or after it ends does not count."""
     slowdowns = []
-    for first, last, stall in zip(first_t_ns, last_t_ns, stall_total_ns, strict=True):
+    for first, last, stall in zip(first_t_ns, last_t_ns, stall_in_run_ns, strict=True):
         if last is None:
             slowdowns.append(1.0)
             continue

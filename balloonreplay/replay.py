@@ -1197,8 +1197,12 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     done = [state.VS[v, S.V_DONE_ACC] > 0 for v in range(config.num_vms)]
     first_t = [int(t) if d else None for t, d in zip(buffers.first_t, done, strict=True)]
     last_t = [int(state.VS[v, S.V_LAST_T]) if done[v] else None for v in range(config.num_vms)]
+    stall_in_run = [
+        int(state.VS[v, S.V_STALL_LAST] - state.VS[v, S.V_STALL_FIRST]) if done[v] else 0
+        for v in range(config.num_vms)
+    ]
     stall_total = state.VS[:, S.V_STALL].tolist()
-    return metrics_frame(table), first_t, last_t, stall_total, int(state.G[S.G_NOW])
+    return metrics_frame(table), first_t, last_t, stall_in_run, stall_total, int(state.G[S.G_NOW])
 
 
 class _CheckedCalls(HostPolicy):
@@ -1285,7 +1289,7 @@ def replay(
             )
         started = time.perf_counter()
         try:
-            frame, first_t, last_t, stall_total, end_ns = _run_engine(
+            frame, first_t, last_t, stall_in_run, stall_total, end_ns = _run_engine(
                 trace, config, host_policy, pages_per_vm, batch_rows, bar
             )
         finally:
@@ -1294,7 +1298,7 @@ def replay(
         seconds = time.perf_counter() - started
         from balloonreplay.reference import summarize_slowdowns
 
-        slow = summarize_slowdowns(first_t, last_t, stall_total)
+        slow = summarize_slowdowns(first_t, last_t, stall_in_run, stall_total)
     else:
         started = time.perf_counter()
         frame, slow = _run_reference(trace, config, host_policy)

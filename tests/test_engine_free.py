@@ -3,6 +3,8 @@ list. What happens to the frame's host state, to the page, and what reads the co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -161,6 +163,56 @@ def test_a_freed_dirty_file_page_is_written_back_and_read_from_disk_again():
     )
     m = both(table, vms="4p", host="8p").metrics.sum()
     assert m["disk_writes"] == 1 and m["disk_reads"] == 2 and m["zero_fills"] == 0
+
+
+class SwapOutAtEpoch0(HostPolicy):
+    """Host-swaps one frame of VM 0 at the end of epoch 0; forbids on-demand host
+    swapping throughout if ``forbid``."""
+
+    name = "test-swap-out-at-epoch-0"
+
+    @dataclass
+    class Params:
+        forbid: bool = False
+
+    def start(self, snapshot):
+        return Decision(allow_host_swap=not self.params.forbid)
+
+    def decide(self, snapshot):
+        return Decision(
+            host_swap_target_pages=[1] if snapshot.epoch == 0 else None,
+            allow_host_swap=not self.params.forbid,
+        )
+
+
+@pytest.mark.parametrize("forbid", [False, True])
+def test_freeing_a_dirty_file_page_from_a_host_swapped_frame_is_a_silent_swap_write(forbid):
+    """A dirty file page G sits in a frame the host swapped out; the guest frees G, so it
+    writes G back to disk, and reading the frame for that write makes the host swap it in
+    first, as an eviction's write-back does. (Found by a model audit: the free wrote the
+    page back from a frame the host did not hold, with no host swap-in.) With host
+    swapping forbidden and the host full (anonymous page H took the last machine page),
+    the free blocks until the emergency quantum lets the host swap H's frame out."""
+    t = np.array([0, 200_000, 300_000, 400_000])
+    table = pa.Table.from_batches(
+        [
+            make_batch(
+                0,
+                t,
+                np.array([0, 1, 0, 0]),  # G written, H written, G freed, G read again
+                np.array([True, True, False, False]),
+                file_backed=np.array([True, False, True, True]),
+                free=np.array([False, False, True, False]),
+            )
+        ]
+    )
+    policy = SwapOutAtEpoch0(SwapOutAtEpoch0.Params(forbid=forbid))
+    m = both(table, vms="2p", host="1p", policy=policy).metrics.sum()
+    assert m["silent_swap_writes"] == 1 and m["disk_writes"] == 1
+    # G's frame swapped in for the write-back; the host, full, first swapped out H's.
+    assert m["host_swap_in"] == 1 and m["host_swap_out"] == 2
+    assert m["disk_reads"] == 2  # G's first touch and its read after the free
+    assert (m["blocked_ns"] > 0) == forbid
 
 
 def test_a_policy_giving_the_wrong_number_of_values_is_named():

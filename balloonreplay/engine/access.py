@@ -214,12 +214,18 @@ def fault(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, known, content):
 
 
 @jit
-def free_page(F, FC, P, PC, VS, G, L, CNT, FS, v, pg):
+def free_page(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg):
     """The guest frees page pg: its frame goes to the free list as it is (host state,
     stale content); an anonymous page is new again, a file page stays on disk (written
-    back first if dirty)."""
-    CNT[v, C_FREES] += 1
+    back first if dirty). False: blocked, nothing done."""
     f = P[pg, P_FRAME]
+    # Writing a dirty file page back reads its frame, so a host-swapped frame comes in
+    # first, as an eviction's write-back does (a silent swap write).
+    if f != NIL and page_file(P, pg) == 1 and page_dirty(P, pg) and F[f, F_HOST] == SWAPPED:
+        if not host_swap_in(F, FC, P, VS, G, L, CNT, RNG, SH, v, f):
+            return False
+        CNT[v, C_SILENT] += 1
+    CNT[v, C_FREES] += 1
     if f != NIL:
         guest_remove(P, VS, G, v, pg)
         leave_frame(F, P, G, f, pg)
@@ -246,14 +252,14 @@ def free_page(F, FC, P, PC, VS, G, L, CNT, FS, v, pg):
             PC[pg, PC_SCONTENT] = 0
     P[pg, P_FRAME] = NIL
     set_page_dirty(P, pg, False)
+    return True
 
 
 @inline
 def access(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg, write, known, content, file_backed):
     """One access of VM v to global page pg. False: blocked (retry next quantum)."""
     if write == FREE_OP:
-        free_page(F, FC, P, PC, VS, G, L, CNT, FS, v, pg)
-        return True
+        return free_page(F, FC, P, PC, VS, G, L, CNT, RNG, FS, SH, v, pg)
     if page_file(P, pg) != file_backed:  # a store would dirty the line on every access
         set_page_file(P, pg, file_backed)
     f = P[pg, P_FRAME]

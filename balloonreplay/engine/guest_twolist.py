@@ -1,8 +1,9 @@
 """Guest two-list (Linux-style): inactive list A, active list B.
 
-New pages enter the inactive head unreferenced; a hit on an unreferenced inactive page
-marks it, a hit on a referenced one promotes it to the active head; an active hit moves
-it to the active head. ``balance`` ages the active tail into the inactive head while the
+New pages enter the inactive head referenced (the fault was their first reference), so
+their first hit promotes them to the active head; a page aged out of the active list
+enters the inactive head unreferenced, and a hit there marks it, a second promotes it;
+an active hit moves it to the active head. ``balance`` ages the active tail into the inactive head while the
 active list holds more than active_percent of the resident pages; it runs after each
 promotion and before each victim choice. Victim = inactive tail."""
 
@@ -27,7 +28,7 @@ from balloonreplay.engine.state import (
 
 @inline
 def twolist_insert(P, VS, v, pg):
-    P[pg, P_FLAGS] &= ~(PF_REF | PF_ACTIVE)
+    P[pg, P_FLAGS] = (P[pg, P_FLAGS] & ~PF_ACTIVE) | PF_REF
     push_head(P, VS, v, pg, P_PREV, P_NEXT, V_AH, V_AT, V_AN)
 
 

@@ -98,6 +98,8 @@ from balloonreplay.engine.state import (
     V_NTOUCH,
     V_RESIDENT,
     V_STALL,
+    V_STALL_FIRST,
+    V_STALL_LAST,
     V_TARGET,
 )
 
@@ -371,7 +373,10 @@ def hit_run(F, FC, P, PC, VS, G, L, CNT, FS, BT, BP, BW, BK, BC, BF, v, pos, sto
     done = pos - start
     if done > 0:
         VS[v, V_NTOUCH] = ntouch
+        if VS[v, V_STALL_FIRST] < 0:  # its first access was the run's first, issued then
+            VS[v, V_STALL_FIRST] = VS[v, V_STALL]
         VS[v, V_STALL] = stall_ns
+        VS[v, V_STALL_LAST] = stall_ns
         if tail_victim:
             VS[v, V_AH] = head
             VS[v, V_AT] = tail

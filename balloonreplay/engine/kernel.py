@@ -82,6 +82,8 @@ from balloonreplay.engine.state import (
     V_SCAN_RATE,
     V_SHARED,
     V_STALL,
+    V_STALL_FIRST,
+    V_STALL_LAST,
     V_SWAPPED,
     V_TARGET,
     V_TOUCHED,
@@ -215,6 +217,8 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, BT, BP, BW, BK, BC, BF
                         break
                     prefetch_page(P, BP, pos, stop)
                     prefetch_victim(F, FC, P, PC, VS, v, tail_victim, VS[v, V_AT], track)
+                    if VS[v, V_STALL_FIRST] < 0:
+                        VS[v, V_STALL_FIRST] = VS[v, V_STALL]
                     if not access(
                         F,
                         FC,
@@ -239,6 +243,7 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, BT, BP, BW, BK, BC, BF
                         G[G_BLOCKED_Q] = 1
                         break
                     VS[v, V_LAST_T] = BT[pos]
+                    VS[v, V_STALL_LAST] = VS[v, V_STALL]
                     VS[v, V_DONE_ACC] += 1
                     G[G_DONE_Q] += 1
                     pos += 1

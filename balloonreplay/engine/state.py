@@ -125,7 +125,7 @@ V_SCAN_RATE = 21
 V_BAL_CREDIT = 22
 V_SCAN_CREDIT = 23
 V_SCAN_CURSOR = 24
-V_STALL = 25  # S_v: stall and blocked ns so far
+V_STALL = 25  # stall and blocked ns so far
 V_POS = 26  # next unconsumed row of the VM's buffer segment
 V_END = 27
 V_INPUT_DONE = 28
@@ -134,7 +134,11 @@ V_DONE_ACC = 30  # accesses completed so far
 V_TOUCHED = 31  # frames touched in the last full epoch (gauge)
 V_NTOUCH = 32  # frames touched so far in this epoch (whose access bit was set)
 V_ALLOW = 33  # 1: the VM may make the full host swap on demand (policy's allow_host_swap)
-VM_FIELDS = 34
+# V_STALL when the VM first issued an access (-1: not yet) and when its latest access
+# completed: its slowdown counts the stall between the two.
+V_STALL_FIRST = 34
+V_STALL_LAST = 35
+VM_FIELDS = 36
 
 # globals
 G_HOST_PAGES = 0
@@ -327,6 +331,7 @@ def allocate(config: ReplayConfig, pages_per_vm: list[int], skip_idle: bool = Tr
         VS[:, col] = NIL
     VS[:, V_SCAN_RATE] = config.scan_rate_pages_per_s
     VS[:, V_LAST_T] = -1
+    VS[:, V_STALL_FIRST] = -1
     VS[:, V_ALLOW] = 1
 
     # Each VM's free stack holds its frames from the last to the first, so that the top
