@@ -365,6 +365,23 @@ def test_esx_scan_rates_are_per_vm_within_the_host_total():
     )
 
 
+@pytest.mark.parametrize("vms", [7, 101, 150, 199, 200, 201, 400])
+def test_esx_scans_the_host_total_however_many_vms(vms):
+    """Mem.ShareScanTotal (200 pages/s) is the host's rate whatever the VM count: 7 VMs
+    get 200 (28 or 29 each), 101 VMs 200 (1 or 2 each; an integer division gave 101 in
+    all), 400 VMs 200 (0 or 1 each; it gave none). The leftover pages/s rotate, so over
+    `vms` epochs every VM scans the same (200 pages/s each epoch, shared evenly)."""
+    policy = make_policy("esx")
+    config = [10] * vms
+    rates = [policy.start(start_snapshot(config, 10 * vms)).scan_rate_pages_per_s]
+    for t in range(1, vms):
+        rates.append(policy.decide(snapshot(config, 10 * vms, t_s=t)).scan_rate_pages_per_s)
+    rates = np.array(rates)
+    assert (rates.sum(axis=1) == 200).all()
+    assert rates.min() == 200 // vms and rates.max() == -(-200 // vms)
+    assert (rates.sum(axis=0) == 200).all()  # 200 x vms pages/s over vms epochs, evenly
+
+
 # ---------------------------------------------------------------------- mom
 def run_mom_rounds(policy, config, host, host_free, used, rounds):
     """Feed one snapshot per 10 s round; the balloon reaches its target between rounds

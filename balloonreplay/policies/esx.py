@@ -31,7 +31,9 @@ targets when they allocate (``allow_host_swap`` per VM). The way
 back up has hysteresis: a state is left only when free memory reaches the threshold of the
 state above (soft -> high at 6%). Targets are recomputed every 15 s, or at once when the
 state gets worse. Page sharing scans 50 pages/s per VM within 200 pages/s for the host
-(``Mem.ShareScanVM``, ``Mem.ShareScanTotal``); the scan rates take effect when the replay
+(``Mem.ShareScanVM``, ``Mem.ShareScanTotal``): min(50 x VMs, 200) pages/s split evenly
+over the VMs, in whole pages/s, the leftover rotating over them epoch by epoch
+(:meth:`EsxPolicy.scan_rates`); the scan rates take effect when the replay
 runs with page sharing on (``sharing=True``), which a policy cannot switch on itself. Which
 pages the host swaps is the replay's host selection (``random``, as ESX does, by default).
 
@@ -111,6 +113,7 @@ class EsxPolicy(HostPolicy):
         self._realloc_timer = PeriodicTimer(self.params.realloc_period_s)
         self._state_at_realloc = HIGH
         self._balloon_targets: np.ndarray | None = None
+        self._scan_cursor = 0  # the VM whose turn it is for a leftover page/s (scan_rates)
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -162,11 +165,27 @@ class EsxPolicy(HostPolicy):
         return np.full(num_vms, self.params.sample_pages, dtype=np.int64)
 
     def scan_rates(self, num_vms: int) -> np.ndarray:
-        per_vm_rate = min(
-            self.params.share_scan_vm_pages_per_s,
-            self.params.share_scan_total_pages_per_s // max(1, num_vms),
+        """Page-sharing scan rates: the host scans min(per-VM rate x VMs, host total)
+        pages/s, split evenly over the VMs.
+
+        The engine takes whole pages/s, so when the total does not divide evenly the
+        leftover pages/s go one each to the next VMs in turn, continuing at the next
+        call (each epoch): every VM then averages total / VMs over time, and the host's
+        total is exact at every epoch, also with more VMs than pages/s (ESX scans them
+        all, each more slowly; a plain integer division gave such VMs nothing).
+        """
+        p = self.params
+        if num_vms == 0:
+            return np.zeros(0, dtype=np.int64)
+        total = min(p.share_scan_vm_pages_per_s * num_vms, p.share_scan_total_pages_per_s)
+        even = split_proportionally(
+            total, np.ones(num_vms), caps=np.full(num_vms, p.share_scan_vm_pages_per_s)
         )
-        return np.full(num_vms, per_vm_rate, dtype=np.int64)
+        # split_proportionally gives the leftover to the lowest VM indices; rotate it.
+        leftover = total % num_vms
+        rates = np.roll(even, self._scan_cursor)
+        self._scan_cursor = (self._scan_cursor + leftover) % num_vms
+        return rates.astype(np.int64)
 
     # -- working sets ------------------------------------------------------------------
 
