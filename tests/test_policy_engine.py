@@ -179,6 +179,31 @@ def test_esx_swaps_only_when_ballooning_cannot_hold_free_memory_above_2_percent(
     assert (free < 0.02 * 4500).any()
 
 
+def test_a_vm_not_allowed_to_make_the_host_swap_allocates_until_the_host_is_full():
+    """What ESX's low state does here (esx.py's docstring): the VMs above their targets
+    get allow_host_swap=False, which the engine consults only once the host is full.
+
+    VM 0 (not allowed) touches 300 pages, VM 1 (allowed) 100 pages and then hits them, on
+    250 host pages. VM 0 takes machine pages while any are free, down to 0% (ESX would
+    have stopped it at 1%), and first blocks in the epoch the host fills: holding 150."""
+
+    class LowState(HostPolicy):
+        name = "test-engine-low-state"
+
+        def start(self, snapshot):
+            return Decision(allow_host_swap=[False, True])
+
+    register_policy("test-engine-low-state", LowState)
+    table = build_trace([np.arange(300), np.arange(4000) % 100])
+    m = run(table, [300, 100], 250, "test-engine-low-state").metrics
+    vm0 = m[m["vm"] == 0].set_index("epoch")
+    full = vm0.index[vm0["host_used_pages"] == 250][0]
+    first_blocked = vm0.index[vm0["blocked_ns"] > 0][0]
+    assert first_blocked in (full, full + 1)  # blocked within the quanta after it filled
+    assert vm0.loc[full, "backed_pages"] == 150 == vm0.loc[first_blocked, "backed_pages"]
+    assert m["host_swap_out"].sum() > 0  # the emergency quantum after VM 1 ends
+
+
 def test_esx_idle_tax_gives_the_active_vm_more_memory_than_the_idle_one():
     """VM 0 keeps drawing from 220 pages; VM 1 touches 220 pages once and then only 10.
     Equal shares, 400 pages for 440 used. Raising the idle tax from 0 to 0.75 moves

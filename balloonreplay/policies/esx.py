@@ -21,14 +21,22 @@ fraction times configured memory estimates its active pages, and f is that over 
 pages it holds. Draws are with replacement (ESX watches distinct pages; the difference
 matters only for VMs of a few hundred pages).
 
-Where the model falls short of ESX: in the low state ESX stops running the VMs above their
-targets; here such a VM blocks only when it needs a machine page, and its hits still run.
-
 Reclamation (section 6.3): four free-memory states. Below 4% free the host is *soft* and
 balloons VMs toward their targets; below 2% it is *hard* and also swaps pages out itself
-(at random); below 1% it is *low*: it keeps swapping and blocks the VMs above their
-targets when they allocate (``allow_host_swap`` per VM). The way
-back up has hysteresis: a state is left only when free memory reaches the threshold of the
+(at random); below 1% it is *low*: ESX keeps swapping and blocks the execution of every VM
+above its target. The model does less in the low state: the policy forbids on-demand host
+swapping for the VMs holding more than their targets (``allow_host_swap`` per VM), and the
+engine consults that only when a frame needs a machine page and the host has none free
+(reference.py: a VM not allowed to make the host swap blocks). So between 1% and 0% free
+those VMs keep running and keep taking machine pages from what is left; once the host is
+full, such a VM blocks at an access that needs a machine page (a fault on an unbacked
+frame, a host swap-in, a COW break) until memory frees, while its hits to frames in
+memory still run; the VMs at or below their targets make the host swap for them. The
+hard state's swapping (back to the soft threshold) goes on every epoch meanwhile, and an
+engine *emergency* quantum lets the host swap for anyone (README, "What it models").
+Blocking them from 1% on, as ESX does, would need a decision the engine lacks: one that
+stops a VM's accesses (hits included) until the policy lets it run again. The way back up
+has hysteresis: a state is left only when free memory reaches the threshold of the
 state above (soft -> high at 6%). Targets are recomputed every 15 s, or at once when the
 state gets worse. Page sharing scans 50 pages/s per VM within 200 pages/s for the host
 (``Mem.ShareScanVM``, ``Mem.ShareScanTotal``): min(50 x VMs, 200) pages/s split evenly
@@ -324,8 +332,9 @@ class EsxPolicy(HostPolicy):
         self._balloon_targets = balloons
         decision = Decision(
             balloon_target_pages=balloons.copy(),
-            # Low: VMs above their targets block when they allocate; the others may still
-            # make the host swap.
+            # Low: VMs above their targets may not make the host swap, so they block when
+            # they need a machine page with the host full (not at 1% free, as ESX blocks
+            # them: see the module docstring); the others may still make it swap.
             allow_host_swap=True if self.state != LOW else held <= self.target_pages,
             scan_rate_pages_per_s=self.scan_rates(snapshot.num_vms),
         )
