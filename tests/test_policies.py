@@ -547,6 +547,49 @@ def test_xen_grows_by_the_whole_gap_at_once_and_runs_every_5_seconds():
     assert config - decision.balloon_target_pages[0] == 20_000 + 948 + 10_000 + gap
 
 
+@pytest.mark.parametrize("interval", ["0", "-5", "nan", "inf"])
+def test_xen_refuses_a_worker_interval_the_kernel_would_not_take(interval):
+    # store_selfballoon_interval refuses 0; a 0 s period used to be 1 ns here, and one
+    # decide() then ran selfballoon_process once per elapsed nanosecond.
+    with pytest.raises(ConfigError, match="selfballoon_interval_s.*must be > 0"):
+        make_policy(f"xen-selfballoon:selfballoon_interval_s={interval}")
+
+
+@pytest.mark.parametrize("key", ["selfballoon_downhysteresis", "selfballoon_uphysteresis"])
+def test_xen_refuses_a_hysteresis_of_zero_naming_it(key):
+    with pytest.raises(ConfigError, match=f"policy.{key}: .*hysteresis must be >= 1"):
+        make_policy(f"xen-selfballoon:{key}=0")
+
+
+@pytest.mark.parametrize("hysteresis", ["downhysteresis=8", "downhysteresis=3,uphysteresis=5"])
+def test_xen_many_runs_in_one_epoch_equal_the_runs_one_by_one(hysteresis):
+    """An interval of 1 ms in a 1 s epoch: 1000 runs of the worker, which decide() takes
+    at once; the result equals 1000 single steps, for a guest shrinking and one growing
+    (resident pages above its current memory)."""
+    spec = "xen-selfballoon:selfballoon_interval_s=0.001," + hysteresis.replace(
+        "up", "selfballoon_up"
+    ).replace("down", "selfballoon_down")
+    config = [100_000, 100_000]
+    policy = make_policy(spec)
+    policy.start(start_snapshot(config, 400_000))
+    snap = snapshot(config, 400_000, t_s=1, balloon=[0, 80_000], resident=[20_000, 19_000])
+    got = config - policy.decide(snap).balloon_target_pages
+    one_by_one = make_policy(spec)
+    one_by_one.start(start_snapshot(config, 400_000))
+    current = np.array([100_000, 20_000])
+    goal = one_by_one.goal_pages(snap)
+    for _ in range(1000):
+        current = one_by_one.step(current, goal)
+    assert list(got) == list(current)
+    assert got[0] < 100_000 and got[1] > 20_000  # both moved
+    # 1 ns: a billion runs in one epoch, still one quick decide (it looped per run).
+    fast = make_policy("xen-selfballoon:selfballoon_interval_s=1e-9")
+    fast.start(start_snapshot(config, 400_000))
+    settled = config - fast.decide(snap).balloon_target_pages
+    # Shrinking by (gap // 8) stops 7 pages above the goal at most; growing reaches it.
+    assert 0 <= settled[0] - goal[0] < 8 and settled[1] == goal[1]
+
+
 # ---------------------------------------------------------------------- hyper-v
 def test_hyperv_keeps_the_buffer_above_demand():
     policy = make_policy("hyperv:minimum_pages=100")

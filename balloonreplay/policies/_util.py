@@ -207,8 +207,14 @@ class PeriodicTimer:
     """
 
     def __init__(self, period_s: float):
-        self.period_ns = max(1, seconds_to_ns(period_s))
+        # Kept in seconds and converted when used: a policy builds its timers in its
+        # constructor, before check_params() has refused a period that is not a number.
+        self.period_s = period_s
         self.next_ns: int | None = None
+
+    @property
+    def period_ns(self) -> int:
+        return max(1, seconds_to_ns(self.period_s))
 
     def due(self, t_ns: int) -> int:
         if self.next_ns is None:
