@@ -699,18 +699,85 @@ def test_mrc_without_access_streams_falls_back_to_fault_rates():
 
 
 # ---------------------------------------------------------------------- free page reporting
-def test_free_page_reporting_reports_blocks_that_stayed_free_for_the_delay():
-    policy = make_policy("free-page-reporting")
-    config = [4096, 4096]
-    start = policy.start(start_snapshot(config, 8192))
-    assert list(start.balloon_target_pages) == [0, 0]
-    # VM 0: 1500 free frames throughout, dipping to 600 at 1 s; VM 1: 100 free.
-    for t, free0 in ((1, 600), (2, 1500), (3, 1500), (4, 1500)):
-        policy.decide(snapshot(config, 8192, t_s=t, free=[free0, 100]))
-    reported = [list(r) for r in policy.reported_pages]
-    # 1 s: not yet 2 s of history. 2 s: min(1500 at 0 s, 600, 1500) -> one 512-page block.
-    # 3 s: window 1..3 s still holds the dip. 4 s: 1500 for 2 s -> two blocks.
-    assert reported == [[0, 0], [512, 0], [512, 0], [1024, 0]]
+GIB_PAGES = 262_144  # 1 GiB in 4 KiB pages
+
+
+def run_reporting(spec, config, free_by_second, seconds):
+    """Feed one snapshot a second (t = 1..seconds) with the given free frames (a function
+    of t, one per VM); return the unback requests and the reported counts per second."""
+    policy = make_policy(spec)
+    policy.start(start_snapshot(config, 4 * sum(config)))
+    unbacked = []
+    for t in range(1, seconds + 1):
+        decision = policy.decide(snapshot(config, 4 * sum(config), t_s=t, free=free_by_second(t)))
+        asked = decision.unback_free_pages if decision is not None else None
+        unbacked.append([0] * len(config) if asked is None else list(asked))
+    return unbacked, [list(r) for r in policy.reported_pages]
+
+
+def test_free_page_reporting_reports_a_budget_per_2_s_pass():
+    """mm/page_reporting.c on a 1 GiB guest with 200,000 frames free throughout.
+
+    390 whole 2 MiB blocks; each pass (every 2 s from the driver's registration) may make
+    DIV_ROUND_UP(390, 32 * 16) + 1 = 2 report requests of 32 blocks: 64 blocks = 32,768
+    pages per pass, so all 390 blocks (199,680 pages) by the 7th pass, at 14 s. The
+    low-watermark gate (1286 + 32 * 512 = 17,670 free pages) is far below."""
+    unbacked, reported = run_reporting("free-page-reporting", [GIB_PAGES], lambda t: 200_000, 16)
+    per_pass = 64 * 512
+    expected = [min(390 * 512, per_pass * (t // 2)) for t in range(1, 17)]
+    assert [r[0] for r in reported] == expected
+    # The engine is asked at each pass only (an odd second has none), then never again.
+    assert [u[0] for u in unbacked] == [e if t % 2 == 0 and t <= 14 else 0
+                                        for t, e in enumerate(expected, start=1)]  # fmt: skip
+
+
+def test_free_page_reporting_takes_about_30_s_on_a_large_idle_guest():
+    """16 GiB guest, 3,000,000 frames free: 5859 blocks, budget DIV_ROUND_UP(5859, 512)
+    = 12, so 13 requests = 416 blocks per pass; 14 passes (28 s) leave 35 blocks, the
+    15th (30 s) reports them: "all pages on an idle system in about 30 seconds"."""
+    _, reported = run_reporting("free-page-reporting", [16 * GIB_PAGES], lambda t: 3_000_000, 30)
+    assert reported[27][0] == 14 * 416 * 512
+    assert reported[29][0] == 5859 * 512
+
+
+def test_free_page_reporting_needs_the_low_watermark_plus_64_mib_free():
+    """A 1 GiB guest reports only with more than its low watermark (1286 pages) + 32
+    blocks of 512 pages free: 17,670 pages (zone_watermark_ok is strict)."""
+    low = linux_watermarks_pages(GIB_PAGES)[1]
+    assert low + 32 * 512 == 17_670
+    for free, blocks in ((10_000, 0), (17_670, 0), (17_671, 34)):
+        _, reported = run_reporting(
+            "free-page-reporting", [GIB_PAGES], lambda t, free=free: free, 4
+        )
+        assert reported[-1] == [blocks * 512], free
+
+
+def test_free_page_reporting_caps_requests_per_pass_not_in_all():
+    """max_requests_per_delay=1: one request of 32 blocks (16,384 pages) per 2 s pass,
+    every pass, until all 390 blocks are reported at the 13th pass (26 s). (It used to cap
+    the absolute unback count: 16,384 pages, forever.)"""
+    _, reported = run_reporting(
+        "free-page-reporting:max_requests_per_delay=1", [GIB_PAGES], lambda t: 200_000, 30
+    )
+    assert [reported[t - 1][0] for t in (2, 4, 24, 26, 30)] == [
+        16_384, 32_768, 12 * 16_384, 390 * 512, 390 * 512
+    ]  # fmt: skip
+
+
+def test_free_page_reporting_follows_reuse_and_new_frees():
+    """The guest reuses reported frames, then frees memory again.
+
+    2 s: the first pass reports 64 blocks (32,768 pages). 3 s: free falls to 20,000, so
+    only 20,000 reported frames are left. 4 s: the pass its budget asked for finds
+    (20,000 - 20,000) / 512 = 0 blocks unreported and goes idle. 5 s: free is back at
+    200,000, a free requests a pass: at 7 s, 64 more blocks on top of the 20,000."""
+    free = {1: 200_000, 2: 200_000, 3: 20_000, 4: 20_000}
+    _, reported = run_reporting(
+        "free-page-reporting", [GIB_PAGES], lambda t: free.get(t, 200_000), 9
+    )
+    assert [r[0] for r in reported] == [
+        0, 32_768, 20_000, 20_000, 20_000, 20_000, 52_768, 52_768, 85_536
+    ]  # fmt: skip
 
 
 def test_free_page_reporting_deflates_an_admin_balloon_on_oom():
