@@ -19,6 +19,7 @@ from balloonreplay.policies import (
     Decision,
     HostPolicy,
     available_policies,
+    call_policy,
     get_policy_class,
     make_policy,
     register_policy,
@@ -778,6 +779,43 @@ def test_free_page_reporting_follows_reuse_and_new_frees():
     assert [r[0] for r in reported] == [
         0, 32_768, 20_000, 20_000, 20_000, 20_000, 52_768, 52_768, 85_536
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "setting, key",
+    [
+        ("report_order=-1", "report_order"),  # decide() raised "negative shift count"
+        ("report_order=11", "report_order"),
+        ("report_delay_s=0", "report_delay_s"),
+        ("report_delay_s=-5", "report_delay_s"),
+        ("report_delay_s=nan", "report_delay_s"),
+        ("report_delay_s=1e300", "report_delay_s"),  # beyond 64-bit nanoseconds
+        ("report_capacity_blocks=0", "report_capacity_blocks"),
+        ("max_requests_per_delay=-1", "max_requests_per_delay"),
+        ("watermark_scale_factor=0", "watermark_scale_factor"),
+        ("watermark_scale_factor=3001", "watermark_scale_factor"),
+        ("oom_deflate_pages=0", "oom_deflate_pages"),  # a division by zero on OOM
+        ("balloon_pages=-1/0", "balloon_pages"),
+    ],
+)
+def test_free_page_reporting_refuses_parameters_out_of_range_at_load(setting, key):
+    with pytest.raises(ConfigError, match=rf"policy\.{key}: policy plug-in 'free-page-rep"):
+        make_policy(f"free-page-reporting:{setting}")
+
+
+def test_free_page_reporting_takes_the_range_ends():
+    """Each bound itself is accepted, and a pass with it gives a well-formed decision."""
+    for setting in (
+        "report_order=0",
+        "report_order=10",
+        "watermark_scale_factor=1",
+        "watermark_scale_factor=3000",
+        "oom_deflate_pages=1",
+        "report_delay_s=1e-9",
+    ):
+        policy = make_policy(f"free-page-reporting:{setting}")
+        call_policy(policy, "start", start_snapshot([4096], 8192))
+        call_policy(policy, "decide", snapshot([4096], 8192, t_s=2, free=[4000]))
 
 
 def test_free_page_reporting_deflates_an_admin_balloon_on_oom():

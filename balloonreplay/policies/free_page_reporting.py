@@ -54,12 +54,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from balloonreplay.policies import Decision, HostPolicy, Snapshot
-from balloonreplay.policies._util import per_vm, seconds_to_ns
+from balloonreplay.policies._util import (
+    check_non_negative,
+    check_period,
+    check_within,
+    per_vm,
+    seconds_to_ns,
+)
 from balloonreplay.policies.host_swap import linux_watermarks_pages
 
 # page_reporting_cycle's budget: enough batches per pass for a sixteenth of the list.
 PASSES_PER_LIST = 16
 IDLE = -1  # no pass requested (PAGE_REPORTING_IDLE)
+MAX_PAGE_ORDER = 10  # x86-64's largest buddy order (4 MiB blocks)
 
 
 class FreePageReportingPolicy(HostPolicy):
@@ -100,7 +107,24 @@ class FreePageReportingPolicy(HostPolicy):
         self._last_free: np.ndarray | None = None
         self._min_free_pages: np.ndarray | None = None  # per VM, the zone's reporting gate
 
+    def check_params(self) -> None:
+        p = self.params
+        # PAGE_REPORTING_DELAY is a constant in the kernel; here it sets the time scale.
+        check_period(p, "report_delay_s", "the reporting delay")
+        # The bounds the kernel puts on what one may set; the others keep the model's
+        # arithmetic sound (a block of 2**order pages, a batch of at least one block).
+        # page_reporting_order: param_set_uint_minmax(0, MAX_PAGE_ORDER = 10 on x86-64).
+        check_within(p, "report_order", 0, MAX_PAGE_ORDER)
+        check_within(p, "report_capacity_blocks", 1, 2**32)
+        check_within(p, "max_requests_per_delay", 0, None)
+        # vm.watermark_scale_factor: proc_dointvec_minmax, 1..3000 (1..1000 in older kernels).
+        check_within(p, "watermark_scale_factor", 1, 3000)
+        # One notification must deflate something; deflate_on_oom=false turns it off.
+        check_within(p, "oom_deflate_pages", 1, None)
+        check_non_negative(p, ("balloon_pages",))
+
     def start(self, snapshot: Snapshot) -> Decision:
+        self.check_params()
         p = self.params
         config = snapshot.config_pages.astype(np.int64)
         self._balloon = np.clip(
