@@ -55,6 +55,52 @@ def test_built_in_policies_are_registered_with_documented_params(name):
     assert isinstance(described["params"], dict)
 
 
+@pytest.mark.parametrize(
+    "spec, key",
+    [
+        # Periods of 0 or less (a timer of 0 s fired at every nanosecond), or NaN.
+        ("esx:sample_period_s=0", "sample_period_s"),
+        ("esx:realloc_period_s=-1", "realloc_period_s"),
+        ("mom:policy_interval_s=0", "policy_interval_s"),
+        ("mom:monitor_interval_s=nan", "monitor_interval_s"),
+        ("hyperv:period_s=-1", "period_s"),
+        ("mrc:period_s=0", "period_s"),
+        ("xen-selfballoon:selfballoon_interval_s=1e300", "selfballoon_interval_s"),
+        # Percentages outside 0..100 (MOM's are fractions: 0..1).
+        ("esx:balloon_max_percent=-10", "balloon_max_percent"),  # negative balloon targets
+        ("hyperv:host_reserve_percent=150", "host_reserve_percent"),
+        ("mrc:min_percent=200", "min_percent"),
+        ("mrc:host_reserve_percent=-1", "host_reserve_percent"),
+        ("mrc:inflate_below_free_percent=101", "inflate_below_free_percent"),
+        ("xen-selfballoon:reserved_percent=-50", "reserved_percent"),
+        ("mom:min_guest_free_percent=20", "min_guest_free_percent"),
+        ("mom:ksm_free_percent=-0.1", "ksm_free_percent"),
+        ("mom:min_balloon_change_percent=2", "min_balloon_change_percent"),
+        # Counts that crash or are silently changed.
+        ("esx:fast_gain=0", "fast_gain"),
+        ("esx:slow_gain=1.5", "slow_gain"),
+        ("esx:share_scan_vm_pages_per_s=-1", "share_scan_vm_pages_per_s"),  # a bad decision
+        ("mom:sample_history_length=0", "sample_history_length"),  # was taken as 1
+        ("mom:ksm_npages_min=-100", "ksm_npages_min"),  # a negative scan rate
+        ("mrc:steps=0", "steps"),  # was taken as 1
+        ("mrc:reservation_pages=-5", "reservation_pages"),
+        ("xen-selfballoon:selfballoon_min_usable_mb=-1", "selfballoon_min_usable_mb"),
+        ("host-swap:watermark_scale_factor=-10", "watermark_scale_factor"),
+        ("host-swap:watermark_scale_factor=3001", "watermark_scale_factor"),
+    ],
+)
+def test_policies_refuse_parameters_out_of_range_at_load_naming_them(spec, key):
+    with pytest.raises(ConfigError, match=rf"policy\.{key}: policy plug-in '{spec.split(':')[0]}'"):
+        make_policy(spec)
+
+
+def test_esx_refuses_a_sample_larger_than_the_engine_draws_naming_the_parameter():
+    # 100-frame VMs: at most max(8 x 100, 1024) = 1024 draws (Decision.sample_pages).
+    make_policy("esx:sample_pages=1024").start(start_snapshot([100, 100], 200))
+    with pytest.raises(ConfigError, match=r"policy\.sample_pages: .*1024 for the smallest VM"):
+        make_policy("esx:sample_pages=5000").start(start_snapshot([100, 100], 200))
+
+
 def test_overrides_reach_the_params_with_their_types():
     esx = make_policy("esx:tax=0.5,sample_period_s=60,sample_pages=50")
     assert esx.params.tax == 0.5 and esx.params.sample_period_s == 60.0
@@ -552,7 +598,7 @@ def test_xen_grows_by_the_whole_gap_at_once_and_runs_every_5_seconds():
 def test_xen_refuses_a_worker_interval_the_kernel_would_not_take(interval):
     # store_selfballoon_interval refuses 0; a 0 s period used to be 1 ns here, and one
     # decide() then ran selfballoon_process once per elapsed nanosecond.
-    with pytest.raises(ConfigError, match="selfballoon_interval_s.*must be > 0"):
+    with pytest.raises(ConfigError, match="selfballoon_interval_s: .*interval must be .* > 0"):
         make_policy(f"xen-selfballoon:selfballoon_interval_s={interval}")
 
 

@@ -54,10 +54,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from balloonreplay.errors import ConfigError
-from balloonreplay.policies import Decision, HostPolicy, Snapshot
+from balloonreplay.policies import (
+    SAMPLE_DRAWS_ANY_VM,
+    SAMPLE_DRAWS_PER_FRAME,
+    Decision,
+    HostPolicy,
+    Snapshot,
+)
 from balloonreplay.policies._util import (
     PeriodicTimer,
     check_non_negative,
+    check_period,
+    check_within,
     consumed_pages,
     guest_budget_pages,
     per_vm,
@@ -143,6 +151,18 @@ class EsxPolicy(HostPolicy):
             )
         if p.sample_pages < 1:
             raise ConfigError("policy.sample_pages", "must be at least 1")
+        check_period(p, "sample_period_s", "the sampling period")
+        check_period(p, "realloc_period_s", "the reallocation period")
+        for key in ("fast_gain", "slow_gain"):
+            # A gain of 0 freezes an average; above 1 it overshoots and can leave 0..1.
+            if not 0 < getattr(p, key) <= 1:
+                raise ConfigError(
+                    f"policy.{key}",
+                    f"a moving average's gain must be within (0, 1], got {getattr(p, key)}",
+                )
+        check_within(p, "balloon_max_percent", 0.0, 100.0)
+        check_within(p, "share_scan_vm_pages_per_s", 0, None)
+        check_within(p, "share_scan_total_pages_per_s", 0, None)
         check_non_negative(p, ("shares", "reservation_pages", "limit_pages"))
 
     def _setup(self, snapshot: Snapshot) -> None:
@@ -154,6 +174,15 @@ class EsxPolicy(HostPolicy):
         self.shares = np.maximum(self.shares, 1e-9)  # zero shares: last to keep memory
         self.reservation = per_vm(p.reservation_pages, n, 0, "reservation_pages")
         self.limit = np.minimum(per_vm(p.limit_pages, n, config, "limit_pages"), config)
+        # What the engine lets a sample draw (Decision.sample_pages), checked here by name.
+        most = int(np.maximum(SAMPLE_DRAWS_PER_FRAME * config, SAMPLE_DRAWS_ANY_VM).min())
+        if p.sample_pages > most:
+            raise ConfigError(
+                "policy.sample_pages",
+                f"a sample draws at most max({SAMPLE_DRAWS_PER_FRAME} x the VM's frames, "
+                f"{SAMPLE_DRAWS_ANY_VM}) pages: {most} for the smallest VM here, got "
+                f"{p.sample_pages}",
+            )
         if np.any(self.reservation > self.limit):
             raise ConfigError("policy.reservation_pages", "a reservation exceeds its VM's limit")
         self._balloon_targets = np.zeros(n, dtype=np.int64)

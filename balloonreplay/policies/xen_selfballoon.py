@@ -16,14 +16,13 @@ report), which makes never-touched memory the first to go.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from balloonreplay.errors import ConfigError
 from balloonreplay.policies import Decision, HostPolicy, Snapshot
-from balloonreplay.policies._util import PeriodicTimer
+from balloonreplay.policies._util import PeriodicTimer, check_period, check_within
 from balloonreplay.policies.host_swap import linux_watermarks_pages
 from balloonreplay.units import PAGE_SIZE_BYTES
 
@@ -75,18 +74,17 @@ class XenSelfBalloonPolicy(HostPolicy):
 
     def check_params(self) -> None:
         p = self.params
-        if not (math.isfinite(p.selfballoon_interval_s) and p.selfballoon_interval_s > 0):
-            raise ConfigError(
-                "policy.selfballoon_interval_s",
-                f"the worker interval must be > 0 s (xen-selfballoon.c "
-                f"refuses 0), got {p.selfballoon_interval_s}",
-            )
+        # xen-selfballoon.c refuses an interval of 0 (store_selfballoon_interval).
+        check_period(p, "selfballoon_interval_s", "the worker interval")
         for key in ("selfballoon_downhysteresis", "selfballoon_uphysteresis"):
             if getattr(p, key) < 1:
                 raise ConfigError(
                     f"policy.{key}",
                     f"hysteresis must be >= 1 (xen-selfballoon.c refuses 0), got {getattr(p, key)}",
                 )
+        # The sysfs tunable is an unsigned number of MiB.
+        check_within(p, "selfballoon_min_usable_mb", 0.0, None)
+        check_within(p, "reserved_percent", 0.0, 100.0)
 
     def _setup(self, snapshot: Snapshot) -> None:
         self.check_params()
