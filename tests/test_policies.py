@@ -874,6 +874,20 @@ def test_free_page_reporting_deflates_an_admin_balloon_on_oom():
     assert list(decision.balloon_target_pages) == [1000 - 512, 0]
 
 
+def test_free_page_reporting_deflates_when_a_ballooned_guest_swaps_with_no_free_frame():
+    """The stand-in for Linux's OOM notifier (the model has no OOM path): any swap-out
+    with no free frame left at the boundary deflates, 256 pages per 256 swapped; a guest
+    that swapped but still has free frames, or has no balloon, keeps its balloon."""
+    policy = make_policy("free-page-reporting:balloon_pages=1000/1000/0")
+    config = [4096, 4096, 4096]
+    policy.start(start_snapshot(config, 3 * 4096))
+    decision = policy.decide(
+        snapshot(config, 3 * 4096, balloon=[1000, 1000, 0], free=[0, 5, 0],
+                 guest_swap_out=[1, 300, 300])
+    )  # fmt: skip
+    assert list(decision.balloon_target_pages) == [1000 - 256, 1000, 0]
+
+
 def test_esx_keeps_the_estimate_of_a_vm_without_a_sample():
     policy = make_policy(f"esx:{ESX_FAST}")
     policy.start(start_snapshot([1000, 1000], 4000))

@@ -1,4 +1,4 @@
-"""Linux virtio-balloon free page reporting, with deflate-on-OOM.
+"""Linux virtio-balloon free page reporting, with deflate-on-OOM (as a stand-in, below).
 
 Followed: Linux ``mm/page_reporting.c`` and ``drivers/virtio/virtio_balloon.c``. The
 host sets no balloon targets. Each guest reports free memory to the host in blocks of
@@ -43,8 +43,19 @@ The model (deliberate simplifications):
 - Never-touched frames are free and unbacked, like a freshly booted guest's memory:
   reporting them costs budget, as in Linux, and unbacks nothing.
 
-``VIRTIO_BALLOON_F_DEFLATE_ON_OOM``: when the guest would run out of memory it deflates
-its balloon by ``VIRTIO_BALLOON_OOM_NR_PAGES`` = 256 pages per OOM notification.
+``VIRTIO_BALLOON_F_DEFLATE_ON_OOM``: Linux registers ``virtio_balloon_oom_notify`` on the
+OOM notifier chain, which ``out_of_memory()`` calls when reclaim has failed, before the
+OOM killer chooses a victim; each call deflates the balloon by
+``VIRTIO_BALLOON_OOM_NR_PAGES`` = 256 pages, and if that freed anything the allocation is
+retried and nothing is killed. A guest that can still swap does not get there.
+
+The model has no OOM path: its guests always have swap space and there is no OOM killer,
+so the notifier would never fire. What the policy does instead: whenever a ballooned
+guest swapped pages out in the epoch and has no free frame at its end, it deflates
+ceil(swapped out / 256) x 256 pages (one notification per 256 pages it had to swap out).
+That is "deflate when the guest swaps for want of memory", which fires earlier and more
+often than Linux's (whose reclaim would have succeeded by swapping); it matters only with
+an administrator's balloon (``balloon_pages``), since the policy sets no other.
 """
 
 from __future__ import annotations
@@ -91,7 +102,9 @@ class FreePageReportingPolicy(HostPolicy):
         max_requests_per_delay: int = 0
         # The guest's vm.watermark_scale_factor, for its low watermark: default 10 (0.1%).
         watermark_scale_factor: int = 10
-        # VIRTIO_BALLOON_F_DEFLATE_ON_OOM, with VIRTIO_BALLOON_OOM_NR_PAGES = 256.
+        # VIRTIO_BALLOON_F_DEFLATE_ON_OOM, with VIRTIO_BALLOON_OOM_NR_PAGES = 256: here a
+        # ballooned guest swapping with no free frame deflates (the model has no OOM path;
+        # see the module docstring).
         deflate_on_oom: bool = True
         oom_deflate_pages: int = 256
         # A balloon the administrator set (e.g. ``virsh setmem``), per VM, in pages; None = 0.
@@ -197,9 +210,9 @@ class FreePageReportingPolicy(HostPolicy):
             decision.unback_free_pages = unback
             changed = True
         if self.params.deflate_on_oom and self._balloon.any():
-            # The OOM notifier fires when reclaim fails; with swap the guest rarely
-            # fails outright, so a ballooned guest swapping out with no free frame left
-            # stands in for it: one notification per 256 pages it had to swap out.
+            # Linux's notifier runs only on the OOM path, which the model's guests never
+            # reach (unbounded swap, no OOM killer): a ballooned guest swapping out with
+            # no free frame left stands in for it, one notification per 256 pages.
             under_oom = (snapshot.guest_swap_out > 0) & (snapshot.free_pages == 0)
             notifications = np.ceil(snapshot.guest_swap_out / self.params.oom_deflate_pages)
             deflate = np.where(under_oom, notifications * self.params.oom_deflate_pages, 0)

@@ -10,8 +10,11 @@ and moves its current memory toward it: up by the whole gap (``selfballoon_uphys
 that is a piecewise-linear function of its memory (ending in a ~3% slope) unless
 ``selfballoon_min_usable_mb`` is set. No host involvement: the host only sees balloons.
 
-Committed_AS is not in the snapshot; the guest's resident pages stand in for it (see the
-report), which makes never-touched memory the first to go.
+Committed_AS (memory the guest's processes have been promised, touched or not) is not in
+the snapshot: a trace records accesses, not allocations. The guest's resident pages
+(frames holding a page) stand in for it. That goal is lower than the kernel's for a guest
+that allocated memory it has not touched yet, and makes never-touched memory the first
+to go.
 """
 
 from __future__ import annotations
