@@ -15,8 +15,9 @@ on an idle system in about 30 seconds" (page_reporting_cycle). A list whose budg
 out requests the next pass, again 2 s later. A zone is skipped unless its free memory is
 above its low watermark plus ``PAGE_REPORTING_CAPACITY << page_reporting_order`` pages
 (64 MiB; page_reporting_process_zone, zone_watermark_ok); the reporter then goes idle
-until the next free requests a pass. Reported pages stay on the free lists behind the
-unreported ones, so the allocator reuses them last.
+until the next free requests a pass. A pass moves the unreported pages to the head of
+their free list, ahead of the reported ones, so the allocator tends to reuse reported
+pages last.
 
 The model (deliberate simplifications):
 
@@ -93,6 +94,8 @@ class FreePageReportingPolicy(HostPolicy):
         # and between passes while blocks are left.
         report_delay_s: float = 2.0
         # page_reporting_order = pageblock_order: 9 on x86-64 with 4 KiB pages (2 MiB).
+        # The gate (low watermark + 32 blocks) makes a guest below about 64 MiB report
+        # nothing: a scaled-down guest needs smaller blocks (the gate shrinks with them).
         report_order: int = 9
         # PAGE_REPORTING_CAPACITY = 32 blocks per report request (batch).
         report_capacity_blocks: int = 32
