@@ -19,6 +19,7 @@ from balloonreplay.policies import (
     Decision,
     HostPolicy,
     available_policies,
+    call_policy,
     get_policy_class,
     make_policy,
     register_policy,
@@ -52,6 +53,52 @@ def test_built_in_policies_are_registered_with_documented_params(name):
     described = policy.describe()
     assert described["name"] == name
     assert isinstance(described["params"], dict)
+
+
+@pytest.mark.parametrize(
+    "spec, key",
+    [
+        # Periods of 0 or less (a timer of 0 s fired at every nanosecond), or NaN.
+        ("esx:sample_period_s=0", "sample_period_s"),
+        ("esx:realloc_period_s=-1", "realloc_period_s"),
+        ("mom:policy_interval_s=0", "policy_interval_s"),
+        ("mom:monitor_interval_s=nan", "monitor_interval_s"),
+        ("hyperv:period_s=-1", "period_s"),
+        ("mrc:period_s=0", "period_s"),
+        ("xen-selfballoon:selfballoon_interval_s=1e300", "selfballoon_interval_s"),
+        # Percentages outside 0..100 (MOM's are fractions: 0..1).
+        ("esx:balloon_max_percent=-10", "balloon_max_percent"),  # negative balloon targets
+        ("hyperv:host_reserve_percent=150", "host_reserve_percent"),
+        ("mrc:min_percent=200", "min_percent"),
+        ("mrc:host_reserve_percent=-1", "host_reserve_percent"),
+        ("mrc:inflate_below_free_percent=101", "inflate_below_free_percent"),
+        ("xen-selfballoon:reserved_percent=-50", "reserved_percent"),
+        ("mom:min_guest_free_percent=20", "min_guest_free_percent"),
+        ("mom:ksm_free_percent=-0.1", "ksm_free_percent"),
+        ("mom:min_balloon_change_percent=2", "min_balloon_change_percent"),
+        # Counts that crash or are silently changed.
+        ("esx:fast_gain=0", "fast_gain"),
+        ("esx:slow_gain=1.5", "slow_gain"),
+        ("esx:share_scan_vm_pages_per_s=-1", "share_scan_vm_pages_per_s"),  # a bad decision
+        ("mom:sample_history_length=0", "sample_history_length"),  # was taken as 1
+        ("mom:ksm_npages_min=-100", "ksm_npages_min"),  # a negative scan rate
+        ("mrc:steps=0", "steps"),  # was taken as 1
+        ("mrc:reservation_pages=-5", "reservation_pages"),
+        ("xen-selfballoon:selfballoon_min_usable_mb=-1", "selfballoon_min_usable_mb"),
+        ("host-swap:watermark_scale_factor=-10", "watermark_scale_factor"),
+        ("host-swap:watermark_scale_factor=3001", "watermark_scale_factor"),
+    ],
+)
+def test_policies_refuse_parameters_out_of_range_at_load_naming_them(spec, key):
+    with pytest.raises(ConfigError, match=rf"policy\.{key}: policy plug-in '{spec.split(':')[0]}'"):
+        make_policy(spec)
+
+
+def test_esx_refuses_a_sample_larger_than_the_engine_draws_naming_the_parameter():
+    # 100-frame VMs: at most max(8 x 100, 1024) = 1024 draws (Decision.sample_pages).
+    make_policy("esx:sample_pages=1024").start(start_snapshot([100, 100], 200))
+    with pytest.raises(ConfigError, match=r"policy\.sample_pages: .*1024 for the smallest VM"):
+        make_policy("esx:sample_pages=5000").start(start_snapshot([100, 100], 200))
 
 
 def test_overrides_reach_the_params_with_their_types():
@@ -365,6 +412,23 @@ def test_esx_scan_rates_are_per_vm_within_the_host_total():
     )
 
 
+@pytest.mark.parametrize("vms", [7, 101, 150, 199, 200, 201, 400])
+def test_esx_scans_the_host_total_however_many_vms(vms):
+    """Mem.ShareScanTotal (200 pages/s) is the host's rate whatever the VM count: 7 VMs
+    get 200 (28 or 29 each), 101 VMs 200 (1 or 2 each; an integer division gave 101 in
+    all), 400 VMs 200 (0 or 1 each; it gave none). The leftover pages/s rotate, so over
+    `vms` epochs every VM scans the same (200 pages/s each epoch, shared evenly)."""
+    policy = make_policy("esx")
+    config = [10] * vms
+    rates = [policy.start(start_snapshot(config, 10 * vms)).scan_rate_pages_per_s]
+    for t in range(1, vms):
+        rates.append(policy.decide(snapshot(config, 10 * vms, t_s=t)).scan_rate_pages_per_s)
+    rates = np.array(rates)
+    assert (rates.sum(axis=1) == 200).all()
+    assert rates.min() == 200 // vms and rates.max() == -(-200 // vms)
+    assert (rates.sum(axis=0) == 200).all()  # 200 x vms pages/s over vms epochs, evenly
+
+
 # ---------------------------------------------------------------------- mom
 def run_mom_rounds(policy, config, host, host_free, used, rounds):
     """Feed one snapshot per 10 s round; the balloon reaches its target between rounds
@@ -530,6 +594,49 @@ def test_xen_grows_by_the_whole_gap_at_once_and_runs_every_5_seconds():
     assert config - decision.balloon_target_pages[0] == 20_000 + 948 + 10_000 + gap
 
 
+@pytest.mark.parametrize("interval", ["0", "-5", "nan", "inf"])
+def test_xen_refuses_a_worker_interval_the_kernel_would_not_take(interval):
+    # store_selfballoon_interval refuses 0; a 0 s period used to be 1 ns here, and one
+    # decide() then ran selfballoon_process once per elapsed nanosecond.
+    with pytest.raises(ConfigError, match="selfballoon_interval_s: .*interval must be .* > 0"):
+        make_policy(f"xen-selfballoon:selfballoon_interval_s={interval}")
+
+
+@pytest.mark.parametrize("key", ["selfballoon_downhysteresis", "selfballoon_uphysteresis"])
+def test_xen_refuses_a_hysteresis_of_zero_naming_it(key):
+    with pytest.raises(ConfigError, match=f"policy.{key}: .*hysteresis must be >= 1"):
+        make_policy(f"xen-selfballoon:{key}=0")
+
+
+@pytest.mark.parametrize("hysteresis", ["downhysteresis=8", "downhysteresis=3,uphysteresis=5"])
+def test_xen_many_runs_in_one_epoch_equal_the_runs_one_by_one(hysteresis):
+    """An interval of 1 ms in a 1 s epoch: 1000 runs of the worker, which decide() takes
+    at once; the result equals 1000 single steps, for a guest shrinking and one growing
+    (resident pages above its current memory)."""
+    spec = "xen-selfballoon:selfballoon_interval_s=0.001," + hysteresis.replace(
+        "up", "selfballoon_up"
+    ).replace("down", "selfballoon_down")
+    config = [100_000, 100_000]
+    policy = make_policy(spec)
+    policy.start(start_snapshot(config, 400_000))
+    snap = snapshot(config, 400_000, t_s=1, balloon=[0, 80_000], resident=[20_000, 19_000])
+    got = config - policy.decide(snap).balloon_target_pages
+    one_by_one = make_policy(spec)
+    one_by_one.start(start_snapshot(config, 400_000))
+    current = np.array([100_000, 20_000])
+    goal = one_by_one.goal_pages(snap)
+    for _ in range(1000):
+        current = one_by_one.step(current, goal)
+    assert list(got) == list(current)
+    assert got[0] < 100_000 and got[1] > 20_000  # both moved
+    # 1 ns: a billion runs in one epoch, still one quick decide (it looped per run).
+    fast = make_policy("xen-selfballoon:selfballoon_interval_s=1e-9")
+    fast.start(start_snapshot(config, 400_000))
+    settled = config - fast.decide(snap).balloon_target_pages
+    # Shrinking by (gap // 8) stops 7 pages above the goal at most; growing reaches it.
+    assert 0 <= settled[0] - goal[0] < 8 and settled[1] == goal[1]
+
+
 # ---------------------------------------------------------------------- hyper-v
 def test_hyperv_keeps_the_buffer_above_demand():
     policy = make_policy("hyperv:minimum_pages=100")
@@ -639,18 +746,122 @@ def test_mrc_without_access_streams_falls_back_to_fault_rates():
 
 
 # ---------------------------------------------------------------------- free page reporting
-def test_free_page_reporting_reports_blocks_that_stayed_free_for_the_delay():
-    policy = make_policy("free-page-reporting")
-    config = [4096, 4096]
-    start = policy.start(start_snapshot(config, 8192))
-    assert list(start.balloon_target_pages) == [0, 0]
-    # VM 0: 1500 free frames throughout, dipping to 600 at 1 s; VM 1: 100 free.
-    for t, free0 in ((1, 600), (2, 1500), (3, 1500), (4, 1500)):
-        policy.decide(snapshot(config, 8192, t_s=t, free=[free0, 100]))
-    reported = [list(r) for r in policy.reported_pages]
-    # 1 s: not yet 2 s of history. 2 s: min(1500 at 0 s, 600, 1500) -> one 512-page block.
-    # 3 s: window 1..3 s still holds the dip. 4 s: 1500 for 2 s -> two blocks.
-    assert reported == [[0, 0], [512, 0], [512, 0], [1024, 0]]
+GIB_PAGES = 262_144  # 1 GiB in 4 KiB pages
+
+
+def run_reporting(spec, config, free_by_second, seconds):
+    """Feed one snapshot a second (t = 1..seconds) with the given free frames (a function
+    of t, one per VM); return the unback requests and the reported counts per second."""
+    policy = make_policy(spec)
+    policy.start(start_snapshot(config, 4 * sum(config)))
+    unbacked = []
+    for t in range(1, seconds + 1):
+        decision = policy.decide(snapshot(config, 4 * sum(config), t_s=t, free=free_by_second(t)))
+        asked = decision.unback_free_pages if decision is not None else None
+        unbacked.append([0] * len(config) if asked is None else list(asked))
+    return unbacked, [list(r) for r in policy.reported_pages]
+
+
+def test_free_page_reporting_reports_a_budget_per_2_s_pass():
+    """mm/page_reporting.c on a 1 GiB guest with 200,000 frames free throughout.
+
+    390 whole 2 MiB blocks; each pass (every 2 s from the driver's registration) may make
+    DIV_ROUND_UP(390, 32 * 16) + 1 = 2 report requests of 32 blocks: 64 blocks = 32,768
+    pages per pass, so all 390 blocks (199,680 pages) by the 7th pass, at 14 s. The
+    low-watermark gate (1286 + 32 * 512 = 17,670 free pages) is far below."""
+    unbacked, reported = run_reporting("free-page-reporting", [GIB_PAGES], lambda t: 200_000, 16)
+    per_pass = 64 * 512
+    expected = [min(390 * 512, per_pass * (t // 2)) for t in range(1, 17)]
+    assert [r[0] for r in reported] == expected
+    # The engine is asked at each pass only (an odd second has none), then never again.
+    assert [u[0] for u in unbacked] == [e if t % 2 == 0 and t <= 14 else 0
+                                        for t, e in enumerate(expected, start=1)]  # fmt: skip
+
+
+def test_free_page_reporting_takes_about_30_s_on_a_large_idle_guest():
+    """16 GiB guest, 3,000,000 frames free: 5859 blocks, budget DIV_ROUND_UP(5859, 512)
+    = 12, so 13 requests = 416 blocks per pass; 14 passes (28 s) leave 35 blocks, the
+    15th (30 s) reports them: "all pages on an idle system in about 30 seconds"."""
+    _, reported = run_reporting("free-page-reporting", [16 * GIB_PAGES], lambda t: 3_000_000, 30)
+    assert reported[27][0] == 14 * 416 * 512
+    assert reported[29][0] == 5859 * 512
+
+
+def test_free_page_reporting_needs_the_low_watermark_plus_64_mib_free():
+    """A 1 GiB guest reports only with more than its low watermark (1286 pages) + 32
+    blocks of 512 pages free: 17,670 pages (zone_watermark_ok is strict)."""
+    low = linux_watermarks_pages(GIB_PAGES)[1]
+    assert low + 32 * 512 == 17_670
+    for free, blocks in ((10_000, 0), (17_670, 0), (17_671, 34)):
+        _, reported = run_reporting(
+            "free-page-reporting", [GIB_PAGES], lambda t, free=free: free, 4
+        )
+        assert reported[-1] == [blocks * 512], free
+
+
+def test_free_page_reporting_caps_requests_per_pass_not_in_all():
+    """max_requests_per_delay=1: one request of 32 blocks (16,384 pages) per 2 s pass,
+    every pass, until all 390 blocks are reported at the 13th pass (26 s). (It used to cap
+    the absolute unback count: 16,384 pages, forever.)"""
+    _, reported = run_reporting(
+        "free-page-reporting:max_requests_per_delay=1", [GIB_PAGES], lambda t: 200_000, 30
+    )
+    assert [reported[t - 1][0] for t in (2, 4, 24, 26, 30)] == [
+        16_384, 32_768, 12 * 16_384, 390 * 512, 390 * 512
+    ]  # fmt: skip
+
+
+def test_free_page_reporting_follows_reuse_and_new_frees():
+    """The guest reuses reported frames, then frees memory again.
+
+    2 s: the first pass reports 64 blocks (32,768 pages). 3 s: free falls to 20,000, so
+    only 20,000 reported frames are left. 4 s: the pass its budget asked for finds
+    (20,000 - 20,000) / 512 = 0 blocks unreported and goes idle. 5 s: free is back at
+    200,000, a free requests a pass: at 7 s, 64 more blocks on top of the 20,000."""
+    free = {1: 200_000, 2: 200_000, 3: 20_000, 4: 20_000}
+    _, reported = run_reporting(
+        "free-page-reporting", [GIB_PAGES], lambda t: free.get(t, 200_000), 9
+    )
+    assert [r[0] for r in reported] == [
+        0, 32_768, 20_000, 20_000, 20_000, 20_000, 52_768, 52_768, 85_536
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "setting, key",
+    [
+        ("report_order=-1", "report_order"),  # decide() raised "negative shift count"
+        ("report_order=11", "report_order"),
+        ("report_delay_s=0", "report_delay_s"),
+        ("report_delay_s=-5", "report_delay_s"),
+        ("report_delay_s=nan", "report_delay_s"),
+        ("report_delay_s=1e300", "report_delay_s"),  # beyond 64-bit nanoseconds
+        ("report_capacity_blocks=0", "report_capacity_blocks"),
+        ("max_requests_per_delay=-1", "max_requests_per_delay"),
+        ("watermark_scale_factor=0", "watermark_scale_factor"),
+        ("watermark_scale_factor=3001", "watermark_scale_factor"),
+        ("oom_deflate_pages=0", "oom_deflate_pages"),  # a division by zero on OOM
+        ("balloon_pages=-1/0", "balloon_pages"),
+    ],
+)
+def test_free_page_reporting_refuses_parameters_out_of_range_at_load(setting, key):
+    with pytest.raises(ConfigError, match=rf"policy\.{key}: policy plug-in 'free-page-rep"):
+        make_policy(f"free-page-reporting:{setting}")
+
+
+def test_free_page_reporting_takes_the_range_ends():
+    """Each bound itself is accepted, and a pass with it gives a well-formed decision."""
+    for setting in (
+        "report_order=0",
+        "report_order=10",
+        "watermark_scale_factor=1",
+        "watermark_scale_factor=3000",
+        "oom_deflate_pages=1",
+        "report_delay_s=1e-9",
+    ):
+        policy = make_policy(f"free-page-reporting:{setting}")
+        call_policy(policy, "start", start_snapshot([4096], 8192))
+        call_policy(policy, "decide", snapshot([4096], 8192, t_s=2, free=[4000]))
 
 
 def test_free_page_reporting_deflates_an_admin_balloon_on_oom():
@@ -661,6 +872,20 @@ def test_free_page_reporting_deflates_an_admin_balloon_on_oom():
         snapshot([4096, 4096], 8192, balloon=[1000, 0], free=[0, 0], guest_swap_out=[300, 300])
     )
     assert list(decision.balloon_target_pages) == [1000 - 512, 0]
+
+
+def test_free_page_reporting_deflates_when_a_ballooned_guest_swaps_with_no_free_frame():
+    """The stand-in for Linux's OOM notifier (the model has no OOM path): any swap-out
+    with no free frame left at the boundary deflates, 256 pages per 256 swapped; a guest
+    that swapped but still has free frames, or has no balloon, keeps its balloon."""
+    policy = make_policy("free-page-reporting:balloon_pages=1000/1000/0")
+    config = [4096, 4096, 4096]
+    policy.start(start_snapshot(config, 3 * 4096))
+    decision = policy.decide(
+        snapshot(config, 3 * 4096, balloon=[1000, 1000, 0], free=[0, 5, 0],
+                 guest_swap_out=[1, 300, 300])
+    )  # fmt: skip
+    assert list(decision.balloon_target_pages) == [1000 - 256, 1000, 0]
 
 
 def test_esx_keeps_the_estimate_of_a_vm_without_a_sample():

@@ -60,6 +60,35 @@ def check_non_negative(params, keys: Sequence[str]) -> None:
             raise ConfigError(f"policy.{key}", f"must be >= 0, got {values!r}")
 
 
+# Host times are 64-bit nanoseconds: no period may be longer (about 292 years).
+MAX_PERIOD_S = (2**63 - 1) / 1e9
+
+
+def check_period(params, key: str, what: str = "a period") -> None:
+    """Refuse a period (seconds) that is not a number > 0 that host time can hold, naming
+    the parameter: a timer with a period of 0 would fire at every nanosecond."""
+    value = getattr(params, key)
+    if not (isinstance(value, int | float) and 0 < value <= MAX_PERIOD_S):
+        raise ConfigError(
+            f"policy.{key}",
+            f"{what} must be a number of seconds > 0 (and <= 2**63 ns), got {value!r}",
+        )
+
+
+def check_within(params, key: str, low: float | None, high: float | None, why: str = "") -> None:
+    """Refuse a scalar parameter outside low..high (None: unbounded), naming it."""
+    value = getattr(params, key)
+    if (low is not None and not value >= low) or (high is not None and not value <= high):
+        bounds = (
+            f"within {low}..{high}"
+            if low is not None and high is not None
+            else f">= {low}"
+            if low is not None
+            else f"<= {high}"
+        )
+        raise ConfigError(f"policy.{key}", f"must be {bounds}{why}, got {value!r}")
+
+
 def parse_per_vm_text(text: str, key: str) -> float | list[float]:
     """A per-VM parameter given as text: ``"2000"`` (every VM) or ``"3000/1000"`` (one per
     VM; a CLI override cannot use commas, which separate k=v pairs)."""
@@ -207,8 +236,14 @@ class PeriodicTimer:
     """
 
     def __init__(self, period_s: float):
-        self.period_ns = max(1, seconds_to_ns(period_s))
+        # Kept in seconds and converted when used: a policy builds its timers in its
+        # constructor, before check_params() has refused a period that is not a number.
+        self.period_s = period_s
         self.next_ns: int | None = None
+
+    @property
+    def period_ns(self) -> int:
+        return max(1, seconds_to_ns(self.period_s))
 
     def due(self, t_ns: int) -> int:
         if self.next_ns is None:

@@ -21,17 +21,27 @@ fraction times configured memory estimates its active pages, and f is that over 
 pages it holds. Draws are with replacement (ESX watches distinct pages; the difference
 matters only for VMs of a few hundred pages).
 
-Where the model falls short of ESX: in the low state ESX stops running the VMs above their
-targets; here such a VM blocks only when it needs a machine page, and its hits still run.
-
 Reclamation (section 6.3): four free-memory states. Below 4% free the host is *soft* and
 balloons VMs toward their targets; below 2% it is *hard* and also swaps pages out itself
-(at random); below 1% it is *low*: it keeps swapping and blocks the VMs above their
-targets when they allocate (``allow_host_swap`` per VM). The way
-back up has hysteresis: a state is left only when free memory reaches the threshold of the
+(at random); below 1% it is *low*: ESX keeps swapping and blocks the execution of every VM
+above its target. The model does less in the low state: the policy forbids on-demand host
+swapping for the VMs holding more than their targets (``allow_host_swap`` per VM), and the
+engine consults that only when a frame needs a machine page and the host has none free
+(reference.py: a VM not allowed to make the host swap blocks). So between 1% and 0% free
+those VMs keep running and keep taking machine pages from what is left; once the host is
+full, such a VM blocks at an access that needs a machine page (a fault on an unbacked
+frame, a host swap-in, a COW break) until memory frees, while its hits to frames in
+memory still run; the VMs at or below their targets make the host swap for them. The
+hard state's swapping (back to the soft threshold) goes on every epoch meanwhile, and an
+engine *emergency* quantum lets the host swap for anyone (README, "What it models").
+Blocking them from 1% on, as ESX does, would need a decision the engine lacks: one that
+stops a VM's accesses (hits included) until the policy lets it run again. The way back up
+has hysteresis: a state is left only when free memory reaches the threshold of the
 state above (soft -> high at 6%). Targets are recomputed every 15 s, or at once when the
 state gets worse. Page sharing scans 50 pages/s per VM within 200 pages/s for the host
-(``Mem.ShareScanVM``, ``Mem.ShareScanTotal``); the scan rates take effect when the replay
+(``Mem.ShareScanVM``, ``Mem.ShareScanTotal``): min(50 x VMs, 200) pages/s split evenly
+over the VMs, in whole pages/s, the leftover rotating over them epoch by epoch
+(:meth:`EsxPolicy.scan_rates`); the scan rates take effect when the replay
 runs with page sharing on (``sharing=True``), which a policy cannot switch on itself. Which
 pages the host swaps is the replay's host selection (``random``, as ESX does, by default).
 
@@ -44,10 +54,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from balloonreplay.errors import ConfigError
-from balloonreplay.policies import Decision, HostPolicy, Snapshot
+from balloonreplay.policies import (
+    SAMPLE_DRAWS_ANY_VM,
+    SAMPLE_DRAWS_PER_FRAME,
+    Decision,
+    HostPolicy,
+    Snapshot,
+)
 from balloonreplay.policies._util import (
     PeriodicTimer,
     check_non_negative,
+    check_period,
+    check_within,
     consumed_pages,
     guest_budget_pages,
     per_vm,
@@ -111,6 +129,7 @@ class EsxPolicy(HostPolicy):
         self._realloc_timer = PeriodicTimer(self.params.realloc_period_s)
         self._state_at_realloc = HIGH
         self._balloon_targets: np.ndarray | None = None
+        self._scan_cursor = 0  # the VM whose turn it is for a leftover page/s (scan_rates)
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -132,6 +151,18 @@ class EsxPolicy(HostPolicy):
             )
         if p.sample_pages < 1:
             raise ConfigError("policy.sample_pages", "must be at least 1")
+        check_period(p, "sample_period_s", "the sampling period")
+        check_period(p, "realloc_period_s", "the reallocation period")
+        for key in ("fast_gain", "slow_gain"):
+            # A gain of 0 freezes an average; above 1 it overshoots and can leave 0..1.
+            if not 0 < getattr(p, key) <= 1:
+                raise ConfigError(
+                    f"policy.{key}",
+                    f"a moving average's gain must be within (0, 1], got {getattr(p, key)}",
+                )
+        check_within(p, "balloon_max_percent", 0.0, 100.0)
+        check_within(p, "share_scan_vm_pages_per_s", 0, None)
+        check_within(p, "share_scan_total_pages_per_s", 0, None)
         check_non_negative(p, ("shares", "reservation_pages", "limit_pages"))
 
     def _setup(self, snapshot: Snapshot) -> None:
@@ -143,6 +174,15 @@ class EsxPolicy(HostPolicy):
         self.shares = np.maximum(self.shares, 1e-9)  # zero shares: last to keep memory
         self.reservation = per_vm(p.reservation_pages, n, 0, "reservation_pages")
         self.limit = np.minimum(per_vm(p.limit_pages, n, config, "limit_pages"), config)
+        # What the engine lets a sample draw (Decision.sample_pages), checked here by name.
+        most = int(np.maximum(SAMPLE_DRAWS_PER_FRAME * config, SAMPLE_DRAWS_ANY_VM).min())
+        if p.sample_pages > most:
+            raise ConfigError(
+                "policy.sample_pages",
+                f"a sample draws at most max({SAMPLE_DRAWS_PER_FRAME} x the VM's frames, "
+                f"{SAMPLE_DRAWS_ANY_VM}) pages: {most} for the smallest VM here, got "
+                f"{p.sample_pages}",
+            )
         if np.any(self.reservation > self.limit):
             raise ConfigError("policy.reservation_pages", "a reservation exceeds its VM's limit")
         self._balloon_targets = np.zeros(n, dtype=np.int64)
@@ -162,11 +202,27 @@ class EsxPolicy(HostPolicy):
         return np.full(num_vms, self.params.sample_pages, dtype=np.int64)
 
     def scan_rates(self, num_vms: int) -> np.ndarray:
-        per_vm_rate = min(
-            self.params.share_scan_vm_pages_per_s,
-            self.params.share_scan_total_pages_per_s // max(1, num_vms),
+        """Page-sharing scan rates: the host scans min(per-VM rate x VMs, host total)
+        pages/s, split evenly over the VMs.
+
+        The engine takes whole pages/s, so when the total does not divide evenly the
+        leftover pages/s go one each to the next VMs in turn, continuing at the next
+        call (each epoch): every VM then averages total / VMs over time, and the host's
+        total is exact at every epoch, also with more VMs than pages/s (ESX scans them
+        all, each more slowly; a plain integer division gave such VMs nothing).
+        """
+        p = self.params
+        if num_vms == 0:
+            return np.zeros(0, dtype=np.int64)
+        total = min(p.share_scan_vm_pages_per_s * num_vms, p.share_scan_total_pages_per_s)
+        even = split_proportionally(
+            total, np.ones(num_vms), caps=np.full(num_vms, p.share_scan_vm_pages_per_s)
         )
-        return np.full(num_vms, per_vm_rate, dtype=np.int64)
+        # split_proportionally gives the leftover to the lowest VM indices; rotate it.
+        leftover = total % num_vms
+        rates = np.roll(even, self._scan_cursor)
+        self._scan_cursor = (self._scan_cursor + leftover) % num_vms
+        return rates.astype(np.int64)
 
     # -- working sets ------------------------------------------------------------------
 
@@ -305,8 +361,9 @@ class EsxPolicy(HostPolicy):
         self._balloon_targets = balloons
         decision = Decision(
             balloon_target_pages=balloons.copy(),
-            # Low: VMs above their targets block when they allocate; the others may still
-            # make the host swap.
+            # Low: VMs above their targets may not make the host swap, so they block when
+            # they need a machine page with the host full (not at 1% free, as ESX blocks
+            # them: see the module docstring); the others may still make it swap.
             allow_host_swap=True if self.state != LOW else held <= self.target_pages,
             scan_rate_pages_per_s=self.scan_rates(snapshot.num_vms),
         )

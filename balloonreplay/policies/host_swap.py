@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from balloonreplay.policies import Decision, HostPolicy, Snapshot
-from balloonreplay.policies._util import split_proportionally
+from balloonreplay.policies._util import check_within, split_proportionally
 from balloonreplay.units import PAGE_SIZE_BYTES
 
 
@@ -50,7 +50,12 @@ class HostSwapPolicy(HostPolicy):
         # vm.watermark_scale_factor, in 1/10000 of memory: Linux default 10 (0.1%).
         watermark_scale_factor: int = 10
 
+    def check_params(self) -> None:
+        # The sysctl's range: proc_dointvec_minmax, 1..3000 (1..1000 in older kernels).
+        check_within(self.params, "watermark_scale_factor", 1, 3000)
+
     def start(self, snapshot: Snapshot) -> Decision:
+        self.check_params()
         return Decision(
             balloon_target_pages=np.zeros(snapshot.num_vms, dtype=np.int64),
             allow_host_swap=True,

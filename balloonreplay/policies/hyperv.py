@@ -27,6 +27,8 @@ from balloonreplay.policies import Decision, HostPolicy, Snapshot
 from balloonreplay.policies._util import (
     PeriodicTimer,
     check_non_negative,
+    check_period,
+    check_within,
     given_values,
     guest_budget_pages,
     per_vm,
@@ -77,6 +79,8 @@ class HyperVPolicy(HostPolicy):
             if np.any((weight < 0) | (weight > 10000)):
                 raise ConfigError("policy.weight", "Hyper-V memory weights are within 0..10000")
         check_non_negative(p, ("startup_pages", "minimum_pages", "maximum_pages"))
+        check_period(p, "period_s", "the balancer period")
+        check_within(p, "host_reserve_percent", 0.0, 100.0)
 
     def _setup(self, snapshot: Snapshot) -> None:
         self.check_params()

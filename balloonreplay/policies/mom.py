@@ -33,7 +33,14 @@ import numpy as np
 
 from balloonreplay.errors import ConfigError
 from balloonreplay.policies import Decision, HostPolicy, Snapshot
-from balloonreplay.policies._util import PeriodicTimer, per_vm, split_proportionally
+from balloonreplay.policies._util import (
+    PeriodicTimer,
+    check_non_negative,
+    check_period,
+    check_within,
+    per_vm,
+    split_proportionally,
+)
 from balloonreplay.units import PAGE_SIZE_BYTES
 
 KIB_PER_PAGE = PAGE_SIZE_BYTES // 1024
@@ -103,6 +110,19 @@ class MomPolicy(HostPolicy):
             raise ConfigError("policy.max_balloon_change_percent", "must be within (0, 1)")
         if not p.ksm_npages_min <= p.ksm_npages_max:
             raise ConfigError("policy.ksm_npages_min", "must not exceed ksm_npages_max")
+        # MOM's "percent" constants are fractions of memory (0.20 = 20%).
+        check_within(p, "min_guest_free_percent", 0.0, 1.0, " (a fraction of memory)")
+        check_within(p, "min_balloon_change_percent", 0.0, 1.0, " (a fraction of memory)")
+        check_within(p, "ksm_free_percent", 0.0, 1.0, " (a fraction of memory)")
+        check_period(p, "policy_interval_s", "the policy interval")
+        check_period(p, "monitor_interval_s", "the monitor interval")
+        check_within(p, "sample_history_length", 1, None)
+        # A negative pages_to_scan would be a negative scan rate, which the engine refuses.
+        check_within(p, "ksm_npages_min", 0, None)
+        check_within(p, "ksm_initial_pages_to_scan", 0, None)
+        check_within(p, "ksm_sleep_ms_baseline", 0, None)
+        check_within(p, "ksm_initial_sleep_ms", 0, None)
+        check_non_negative(p, ("guaranteed_pages",))
 
     def start(self, snapshot: Snapshot) -> Decision:
         self.check_params()

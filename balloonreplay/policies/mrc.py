@@ -32,6 +32,9 @@ from balloonreplay.mrc import _VmCurve
 from balloonreplay.policies import Decision, HostPolicy, Snapshot
 from balloonreplay.policies._util import (
     PeriodicTimer,
+    check_non_negative,
+    check_period,
+    check_within,
     guest_budget_pages,
     per_vm,
     round_preserving_sum,
@@ -193,8 +196,15 @@ class MrcPolicy(HostPolicy):
         self._targets: np.ndarray | None = None
 
     def check_params(self) -> None:
-        if not 0 < self.params.decay <= 1:
-            raise ConfigError("policy.decay", f"must be within (0, 1], got {self.params.decay}")
+        p = self.params
+        if not 0 < p.decay <= 1:
+            raise ConfigError("policy.decay", f"must be within (0, 1], got {p.decay}")
+        check_period(p, "period_s", "the rebalancing period")
+        check_within(p, "min_percent", 0.0, 100.0)
+        check_within(p, "host_reserve_percent", 0.0, 100.0)
+        check_within(p, "inflate_below_free_percent", 0.0, 100.0)
+        check_within(p, "steps", 1, None)
+        check_non_negative(p, ("reservation_pages",))
 
     def start(self, snapshot: Snapshot) -> Decision:
         self.check_params()

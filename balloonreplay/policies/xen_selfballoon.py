@@ -10,8 +10,11 @@ and moves its current memory toward it: up by the whole gap (``selfballoon_uphys
 that is a piecewise-linear function of its memory (ending in a ~3% slope) unless
 ``selfballoon_min_usable_mb`` is set. No host involvement: the host only sees balloons.
 
-Committed_AS is not in the snapshot; the guest's resident pages stand in for it (see the
-report), which makes never-touched memory the first to go.
+Committed_AS (memory the guest's processes have been promised, touched or not) is not in
+the snapshot: a trace records accesses, not allocations. The guest's resident pages
+(frames holding a page) stand in for it. That goal is lower than the kernel's for a guest
+that allocated memory it has not touched yet, and makes never-touched memory the first
+to go.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 
 from balloonreplay.errors import ConfigError
 from balloonreplay.policies import Decision, HostPolicy, Snapshot
-from balloonreplay.policies._util import PeriodicTimer
+from balloonreplay.policies._util import PeriodicTimer, check_period, check_within
 from balloonreplay.policies.host_swap import linux_watermarks_pages
 from balloonreplay.units import PAGE_SIZE_BYTES
 
@@ -50,7 +53,11 @@ class XenSelfBalloonPolicy(HostPolicy):
 
     @dataclass
     class Params:
-        # xen-selfballoon.c defaults (sysfs tunables of the same names).
+        # xen-selfballoon.c defaults (sysfs tunables of the same names). The kernel takes
+        # the interval in whole seconds and refuses 0 (store_selfballoon_interval: -EINVAL);
+        # here it must be > 0, and a fraction of a second is allowed so that a test or a
+        # study can shrink time with its trace (as `selfballoon_min_usable_mb` allows a
+        # fraction of a MiB for small guests).
         selfballoon_interval_s: float = 5.0
         selfballoon_downhysteresis: int = 8
         selfballoon_uphysteresis: int = 1
@@ -70,8 +77,17 @@ class XenSelfBalloonPolicy(HostPolicy):
 
     def check_params(self) -> None:
         p = self.params
-        if p.selfballoon_downhysteresis < 1 or p.selfballoon_uphysteresis < 1:
-            raise ConfigError("policy.selfballoon_downhysteresis", "hysteresis must be >= 1")
+        # xen-selfballoon.c refuses an interval of 0 (store_selfballoon_interval).
+        check_period(p, "selfballoon_interval_s", "the worker interval")
+        for key in ("selfballoon_downhysteresis", "selfballoon_uphysteresis"):
+            if getattr(p, key) < 1:
+                raise ConfigError(
+                    f"policy.{key}",
+                    f"hysteresis must be >= 1 (xen-selfballoon.c refuses 0), got {getattr(p, key)}",
+                )
+        # The sysfs tunable is an unsigned number of MiB.
+        check_within(p, "selfballoon_min_usable_mb", 0.0, None)
+        check_within(p, "reserved_percent", 0.0, 100.0)
 
     def _setup(self, snapshot: Snapshot) -> None:
         self.check_params()
@@ -113,6 +129,36 @@ class XenSelfBalloonPolicy(HostPolicy):
         target[up] = current[up] + (goal[up] - current[up]) // p.selfballoon_uphysteresis
         return np.maximum(target, self.floor)
 
+    def steps(self, current: np.ndarray, goal: np.ndarray, runs: int) -> np.ndarray:
+        """`runs` runs of selfballoon_process toward a fixed goal, the same as calling
+        :meth:`step` `runs` times, at a cost that does not grow with `runs`.
+
+        After one run the target is at or above the floor, and the floor stays out of
+        the way: a run moves the target monotonically toward the goal, so taking the
+        floor once at the end gives what taking it every run gives. Each run takes
+        gap // hysteresis off the gap to the goal; while that quotient stays the same the
+        runs are taken all at once, so an interval far shorter than the epoch costs no
+        more than a few hundred loop turns (per guest, however many runs are due).
+        """
+        if runs <= 0:
+            return current
+        current = self.step(current, goal)
+        p = self.params
+        out = current.copy()
+        for vm, (now, aim) in enumerate(zip(current.tolist(), goal.tolist(), strict=True)):
+            hysteresis = p.selfballoon_downhysteresis if now > aim else p.selfballoon_uphysteresis
+            gap, left = abs(now - aim), runs - 1
+            while left > 0:
+                quotient = gap // hysteresis
+                if quotient == 0:
+                    break  # a fixed point: the kernel's integer step no longer moves it
+                # Runs that take off this same quotient: while the gap stays >= q * h.
+                same = min(left, (gap - quotient * hysteresis) // quotient + 1)
+                gap -= same * quotient
+                left -= same
+            out[vm] = aim + gap if now > aim else aim - gap
+        return np.maximum(out, self.floor)
+
     def decide(self, snapshot: Snapshot) -> Decision | None:
         if self.current_pages is None:
             self._setup(snapshot)
@@ -123,8 +169,8 @@ class XenSelfBalloonPolicy(HostPolicy):
         # The guest reads its current memory (totalram_pages) each time.
         current = config - snapshot.balloon_pages.astype(np.int64)
         goal = self.goal_pages(snapshot)
-        for _ in range(steps):  # an epoch longer than the interval holds several runs
-            current = self.step(current, goal)
+        # An epoch longer than the interval holds several runs, all toward this goal.
+        current = self.steps(current, goal, steps)
         current = np.minimum(current, config)
         self.current_pages = current
         return Decision(balloon_target_pages=np.clip(config - current, 0, config - 1))
