@@ -44,7 +44,11 @@ BUILTIN_POLICY_SPECS = {
     "xen-selfballoon": "xen-selfballoon:selfballoon_interval_s=0.000001,floor=false",
     "hyperv": "hyperv:period_s=0.000001,minimum_pages=1",
     "mrc": "mrc:period_s=0.000001",
-    "free-page-reporting": "free-page-reporting:report_delay_s=0.000002",
+    # Blocks of one page, a batch of one and no watermark, so tiny guests report.
+    "free-page-reporting": (
+        "free-page-reporting:report_delay_s=0.000002,report_order=0,"
+        "report_capacity_blocks=1,low_watermark_pages=0"
+    ),
 }
 
 

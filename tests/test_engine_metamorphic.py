@@ -608,7 +608,10 @@ STRETCHED_POLICY_SPECS = {
     ),
     "hyperv": lambda p, k: f"hyperv:period_s={p * k}e-6,minimum_pages=1",
     "mrc": lambda p, k: f"mrc:period_s={p * k}e-6",
-    "free-page-reporting": lambda p, k: f"free-page-reporting:report_delay_s={p * k}e-6",
+    "free-page-reporting": lambda p, k: (
+        f"free-page-reporting:report_delay_s={p * k}e-6,report_order=0,"
+        "report_capacity_blocks=1,low_watermark_pages=0"
+    ),
 }
 
 

@@ -799,6 +799,21 @@ def test_free_page_reporting_needs_the_low_watermark_plus_64_mib_free():
         assert reported[-1] == [blocks * 512], free
 
 
+def test_free_page_reporting_takes_a_low_watermark_of_its_own():
+    """A 4 MiB guest (1024 pages, Linux's low watermark 80 pages) with 4 KiB blocks: the
+    gate is 80 + 32 = 112 free pages, so 100 free report nothing; with
+    low_watermark_pages=0 the gate is 32 and the first pass (2 s) reports its budget, two
+    requests of 32 blocks: 64 pages."""
+    assert linux_watermarks_pages(1024)[1] == 80
+    for spec, pages in (("", 0), (",low_watermark_pages=0", 64)):
+        _, reported = run_reporting(
+            f"free-page-reporting:report_order=0{spec}", [1024], lambda t: 100, 2
+        )
+        assert reported[-1] == [pages], spec
+    with pytest.raises(ConfigError, match=r"policy\.low_watermark_pages"):
+        make_policy("free-page-reporting:low_watermark_pages=-1")
+
+
 def test_free_page_reporting_caps_requests_per_pass_not_in_all():
     """max_requests_per_delay=1: one request of 32 blocks (16,384 pages) per 2 s pass,
     every pass, until all 390 blocks are reported at the 13th pass (26 s). (It used to cap

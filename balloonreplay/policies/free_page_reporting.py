@@ -28,7 +28,9 @@ The model (deliberate simplifications):
   more (a +1 batch per list) or less (higher-order blocks count fewer in nr_free).
 - The low watermark is Linux's for the guest's configured memory, as ``host-swap``
   derives the host's (:func:`~balloonreplay.policies.host_swap.linux_watermarks_pages`:
-  one zone, min_free_kbytes from the memory size, ``watermark_scale_factor``).
+  one zone, min_free_kbytes from the memory size, ``watermark_scale_factor``), unless
+  ``low_watermark_pages`` gives it (min_free_kbytes never goes below 128 KiB, which a
+  study of scaled-down guests may want to scale with them).
 - The policy sees the guests only at epoch boundaries. A pass due between two boundaries
   runs at the next one, on the free memory seen there; several passes due in one epoch
   run there one after another. A guest whose free frames grew since the last boundary,
@@ -105,6 +107,9 @@ class FreePageReportingPolicy(HostPolicy):
         max_requests_per_delay: int = 0
         # The guest's vm.watermark_scale_factor, for its low watermark: default 10 (0.1%).
         watermark_scale_factor: int = 10
+        # The guest's low watermark in pages; None = Linux's for its configured memory
+        # (min_free_kbytes is at least 128 KiB, so a scaled-down study may want its own).
+        low_watermark_pages: int | None = None
         # VIRTIO_BALLOON_F_DEFLATE_ON_OOM, with VIRTIO_BALLOON_OOM_NR_PAGES = 256: here a
         # ballooned guest swapping with no free frame deflates (the model has no OOM path;
         # see the module docstring).
@@ -135,6 +140,8 @@ class FreePageReportingPolicy(HostPolicy):
         check_within(p, "max_requests_per_delay", 0, None)
         # vm.watermark_scale_factor: proc_dointvec_minmax, 1..3000 (1..1000 in older kernels).
         check_within(p, "watermark_scale_factor", 1, 3000)
+        if p.low_watermark_pages is not None:
+            check_within(p, "low_watermark_pages", 0, None)
         # One notification must deflate something; deflate_on_oom=false turns it off.
         check_within(p, "oom_deflate_pages", 1, None)
         check_non_negative(p, ("balloon_pages",))
@@ -150,10 +157,13 @@ class FreePageReportingPolicy(HostPolicy):
         self._last_free = snapshot.free_pages.astype(np.int64)
         # page_reporting_register requests the first pass: it runs one delay later.
         self._next_pass_ns = np.full(snapshot.num_vms, int(snapshot.t_ns) + self._delay_ns())
-        low = np.array(
-            [linux_watermarks_pages(int(c), p.watermark_scale_factor)[1] for c in config],
-            dtype=np.int64,
-        )
+        if p.low_watermark_pages is not None:
+            low = np.full(snapshot.num_vms, p.low_watermark_pages, dtype=np.int64)
+        else:
+            low = np.array(
+                [linux_watermarks_pages(int(c), p.watermark_scale_factor)[1] for c in config],
+                dtype=np.int64,
+            )
         self._min_free_pages = low + (p.report_capacity_blocks << p.report_order)
         return Decision(balloon_target_pages=self._balloon.copy(), allow_host_swap=True)
 
