@@ -152,7 +152,8 @@ def _progress(total: int | None, desc: str, unit: str, quiet: bool):
     type=click.IntRange(min=1, max=MAX_PAGE_SIZE_BYTES),
     default=None,
     callback=lambda ctx, param, value: _power_of_two(value),
-    help="page size in bytes to record (a power of two)",
+    help="page size in bytes (a power of two): the one a reader of addresses cuts pages at "
+    "(its option page_size_bytes), else the one the page ids are recorded with",
 )
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 @reports_errors

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import TEST_DATA
 
 from balloonreplay.cli import main
 from balloonreplay.traces.formats.oracle_general import RECORD
@@ -272,3 +273,35 @@ def test_ingest_vm_mem_given_empty_is_no_vm_mem(tmp_path):
     result = run("ingest", tmp_path / "raw.parquet", "-o", empty, "--vm-mem", "", "-q")
     assert result.exit_code == 0, result.output
     assert open_trace(empty).metadata.config_pages == open_trace(plain).metadata.config_pages
+
+
+def test_page_size_is_the_one_the_reader_cuts_addresses_at(tmp_path):
+    # Found by an audit: --page-size 8192 relabelled the footer while lackey still cut its
+    # addresses into 4 KiB pages, so a replay's 64KiB was 8 pages over 16 distinct ones.
+    source = TEST_DATA / "touch_pages.lackey"
+    by_option, by_flag = tmp_path / "opt.parquet", tmp_path / "flag.parquet"
+    assert (
+        run("ingest", source, "-o", by_option, "--opt", "page_size_bytes=8192", "-q").exit_code == 0
+    )
+    assert run("ingest", source, "-o", by_flag, "--page-size", "8192", "-q").exit_code == 0
+    option_meta, flag_meta = open_trace(by_option).metadata, open_trace(by_flag).metadata
+    assert flag_meta.page_size_bytes == option_meta.page_size_bytes == 8192
+    assert flag_meta.pages_per_vm == option_meta.pages_per_vm == [9]  # 16 of 4 KiB
+    assert flag_meta.parameters["reader_options"]["page_size_bytes"] == 8192
+    conflict = tmp_path / "conflict.parquet"
+    args = ("--opt", "page_size_bytes=8192", "--page-size", "4096", "-q")
+    result = run("ingest", source, "-o", conflict, *args)
+    assert result.exit_code == 1
+    assert "--page-size: 4096 contradicts the reader option page_size_bytes=8192" in result.output
+    assert not conflict.exists()
+    # Agreeing is no conflict; a source of page ids (Parquet) is only labelled.
+    assert (
+        run("ingest", source, "-o", conflict, *args[:2], "--page-size", "8192", "-q").exit_code == 0
+    )
+    small_trace(tmp_path / "raw.parquet")
+    plain, labelled = tmp_path / "plain.parquet", tmp_path / "labelled.parquet"
+    assert run("ingest", tmp_path / "raw.parquet", "-o", plain, "-q").exit_code == 0
+    args = ("ingest", tmp_path / "raw.parquet", "-o", labelled, "--page-size", "8192", "-q")
+    assert run(*args).exit_code == 0
+    assert open_trace(labelled).metadata.page_size_bytes == 8192
+    assert open_trace(labelled).metadata.pages_per_vm == open_trace(plain).metadata.pages_per_vm

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from balloonreplay.errors import ConfigError, TraceError
-from balloonreplay.traces.formats import TraceFormat, get_format, sniff_format
+from balloonreplay.traces.formats import TraceFormat, check_options, get_format, sniff_format
 from balloonreplay.traces.io import TraceWriter, looked_for
 from balloonreplay.traces.remap import LruFilter, PageRemapper, rows_by_vm
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch
@@ -216,6 +216,38 @@ def vm_mem_pages(vm_mem: str | Iterable[str | int] | int, page_size_bytes: int |
     return pages
 
 
+def _reader_options(
+    fmt: TraceFormat, options: Mapping[str, Any] | Iterable[str] | None, page_size_bytes: int | None
+) -> Any:
+    """The reader's options, with the trace's page size (``--page-size``) as its option
+    ``page_size_bytes`` when it has one: a reader that cuts addresses into pages must cut
+    them at the size the footer records, or a replay's sizes in pages would be off by the
+    ratio. The two given and different is refused (ConfigError ``page_size_bytes``)."""
+    reader_options = fmt.make_options(options)
+    has_option = any(f.name == "page_size_bytes" for f in dataclasses.fields(reader_options))
+    if page_size_bytes is None or not has_option:
+        return reader_options
+    given = reader_options.page_size_bytes
+    if _names_option(options, "page_size_bytes") and given != page_size_bytes:
+        raise ConfigError(
+            "page_size_bytes",
+            f"{page_size_bytes} contradicts the reader option page_size_bytes={given}; "
+            "give one of them (the reader cuts pages at the size the trace records)",
+        )
+    reader_options = dataclasses.replace(reader_options, page_size_bytes=page_size_bytes)
+    check_options(reader_options, f"format {fmt.name!r}")
+    return reader_options
+
+
+def _names_option(options: Mapping[str, Any] | Iterable[str] | None, name: str) -> bool:
+    """Whether `options` (a mapping, or ``key=value`` strings) sets option `name`, spelled
+    as parse_options takes it (``page-size-bytes`` too)."""
+    if options is None:
+        return False
+    keys = options.keys() if isinstance(options, Mapping) else (o.split("=", 1)[0] for o in options)
+    return any(str(key).strip().replace("-", "_") == name for key in keys)
+
+
 def ingest(
     source_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -228,6 +260,8 @@ def ingest(
     progress=None,
 ) -> TraceMetadata:
     """Read `source_path` with a format plug-in (named, or sniffed) into a canonical trace.
+    A ``page_size_bytes`` override is the page size a reader that computes pages from
+    addresses cuts them at (its option of that name); a source of page ids is labelled.
     ``vm_mem``: each VM's configured memory to record (``"2MiB,1MiB"``, or a list; one size
     is every VM's), converted to pages of the trace's own page size: the override's, else
     what the source and the reader's options say (an 8 KiB-page reader halves the pages).
@@ -236,7 +270,9 @@ def ingest(
     if not os.path.exists(source_path):
         raise TraceError(source_path, None, "file not found" + looked_for(source_path))
     fmt: TraceFormat = get_format(format_name) if format_name else sniff_format(source_path)
-    reader_options = fmt.make_options(options)
+    reader_options = _reader_options(
+        fmt, options, (metadata_overrides or {}).get("page_size_bytes")
+    )
     metadata = fmt.read_metadata(source_path, reader_options)
     if progress is not None:
         total = fmt.count_accesses(source_path, reader_options)
