@@ -163,7 +163,10 @@ def write_canonical(
             dense=True,
             pages_per_vm=stats["pages_per_vm"],
             accesses=stats["accesses_out"],
-            lru_filter_pages=lru_filter_pages,
+            # Filtering a filtered trace again keeps it exact only from the larger K.
+            lru_filter_pages=max(
+                (k for k in (metadata.lru_filter_pages, lru_filter_pages) if k), default=None
+            ),
         )
     return writer.metadata
 
