@@ -143,3 +143,24 @@ def test_writer_rejects_pages_that_do_not_fit_48_bits(tmp_path):
     with pytest.raises(TraceError, match="below 2\\*\\*48"):
         ORACLE.write([batch], out)
     assert not out.exists()
+
+
+def test_a_next_access_beyond_the_files_records_is_refused(tmp_path):
+    # Found by an audit: 240,000 bytes of CSV text passed as 10,000 records of garbage,
+    # their next_access_vtime all far in the future.
+    text = tmp_path / "text.oracleGeneral.bin"
+    text.write_bytes((shared_data_dir() / "cloudPhysicsIO.csv").read_bytes()[:240_000])
+    with pytest.raises(
+        TraceError, match=r"byte offset 16: .*\.\.10000, at own vtime 1, got \d{12}"
+    ):
+        read(text)
+    records = np.zeros(4, RECORD)
+    records["obj_id"] = [1, 2, 1, 2]
+    records["next_access_vtime"] = [3, 4, -1, 5]  # the last record points past the end
+    path = tmp_path / "past_end.oracleGeneral"
+    records.tofile(path)
+    with pytest.raises(TraceError, match=f"byte offset {3 * 24 + 16}: .*last record.*got 5"):
+        read(path)
+    records["next_access_vtime"] = [3, 4, -1, (1 << 63) - 1]  # libCacheSim's other "never"
+    records.tofile(path)
+    assert read(path).num_rows == 4
