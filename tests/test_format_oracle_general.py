@@ -10,6 +10,7 @@ from oracles import lru_misses
 from balloonreplay.errors import BalloonreplayError, TraceError
 from balloonreplay.traces.formats import get_format
 from balloonreplay.traces.formats.oracle_general import RECORD
+from balloonreplay.traces.io import write_trace
 from balloonreplay.traces.schema import make_batch
 
 ORACLE = get_format("oracle-general")
@@ -100,12 +101,26 @@ def test_libcachesim_reads_the_written_file(tmp_path):
         assert miss_ratio == pytest.approx(lru_misses(obj_ids, cache_pages) / len(obj_ids))
 
 
-def test_sniff_needs_the_name_and_whole_records(tmp_path):
+def test_sniff_goes_by_the_name_so_a_truncated_file_gets_the_readers_error(tmp_path):
+    # Found by an audit: a cut *.oracleGeneral.bin was "could not recognise the format"
+    # when sniffed, while -f oracle-general named the byte offset where it is cut.
+    from balloonreplay.traces.formats import sniff_format
+
     assert ORACLE.sniff(CLOUDPHYSICS)
     odd = tmp_path / "x.oracleGeneral.bin"
     odd.write_bytes(b"\0" * 25)
-    assert not ORACLE.sniff(odd)
+    assert sniff_format(odd).name == "oracle-general"
+    with pytest.raises(TraceError, match="byte offset 24: expected a whole 24-byte record"):
+        read(odd)
     assert not ORACLE.sniff(tmp_path / "")
+    unnamed = tmp_path / "x.bin"
+    unnamed.write_bytes(CLOUDPHYSICS.read_bytes()[:240])
+    assert not ORACLE.sniff(unnamed)
+    # A canonical trace named for the format it came from is still Parquet.
+    canonical = tmp_path / "w.oracleGeneral.parquet"
+    write_trace([make_batch(0, [0, 1], [5, 6], [False, True])], canonical)
+    assert not ORACLE.sniff(canonical)
+    assert sniff_format(canonical).name == "parquet"
 
 
 def test_truncated_file(tmp_path):

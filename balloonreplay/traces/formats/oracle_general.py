@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 
 from balloonreplay.errors import TraceError
 from balloonreplay.traces.formats import ROW_COUNT, VM_INDEX, Bounds, TraceFormat, option
+from balloonreplay.traces.formats.parquet import PARQUET_MAGIC
 from balloonreplay.traces.io import atomic_path
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
@@ -86,12 +87,14 @@ class OracleGeneralFormat(TraceFormat):
 
     def sniff(self, path: str | os.PathLike) -> bool:
         # The format has no magic number; libCacheSim names its files *.oracleGeneral[.bin].
+        # The name alone decides, so that a truncated file gets the reader's own error
+        # (the byte offset where it is cut) rather than "could not recognise the format";
+        # but a canonical trace may be named so too (w.oracleGeneral.parquet).
         name = os.path.basename(os.fspath(path)).lower()
-        return (
-            "oraclegeneral" in name
-            and os.path.isfile(path)
-            and os.path.getsize(path) % RECORD.itemsize == 0
-        )
+        if "oraclegeneral" not in name or not os.path.isfile(path):
+            return False
+        with open(path, "rb") as fh:
+            return fh.read(len(PARQUET_MAGIC)) != PARQUET_MAGIC
 
     def read_metadata(self, path, options: OracleGeneralOptions) -> TraceMetadata:
         return TraceMetadata(source=self.name, parameters=dataclasses.asdict(options))
