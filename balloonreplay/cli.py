@@ -42,10 +42,16 @@ def _as_option(exc: BalloonreplayError) -> str | None:
     context = click.get_current_context(silent=True)
     if context is None or not isinstance(exc, ConfigError):
         return None
+    name = _OPTION_OF_KEY.get(exc.key, exc.key)
     for param in context.command.params:
-        if isinstance(param, click.Option) and param.name == exc.key:
+        if isinstance(param, click.Option) and param.name == name:
             return f"{max(param.opts, key=len)}: {exc.detail}"
     return None
+
+
+# Config keys whose command-line option has another name (the config's engine options
+# are ReplayConfig's fields; --overhead is named as a size, not in pages).
+_OPTION_OF_KEY = {"overhead_pages": "overhead"}
 
 
 def _terminate(signum, frame):

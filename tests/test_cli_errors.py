@@ -83,6 +83,22 @@ def test_ingest_refuses_a_vm_smaller_than_the_traces_page(tmp_path, extra, messa
     assert no_files_but(tmp_path, "raw.parquet")
 
 
+def test_ingest_refuses_a_vm_mem_beyond_the_engines_page_counts(tmp_path):
+    # Found by an audit: the size passed the parser and the footer's check said "expected
+    # a list of pages >= 1", which it was.
+    raw_trace(tmp_path / "raw.parquet")
+    out = tmp_path / "t.parquet"
+    result = run(
+        "ingest", tmp_path / "raw.parquet", "-o", out, "--vm-mem", "99999999999999999999TiB"
+    )
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: --vm-mem: expected a size below 2**63 pages (of 4096 bytes), "
+        "got '99999999999999999999TiB'\n"
+    )
+    assert no_files_but(tmp_path, "raw.parquet")
+
+
 def test_ingest_converts_vm_mem_with_the_page_size_the_reader_gives(tmp_path):
     # Found by a workflow audit: with a reader's page_size_bytes=8192 (what the workflow's
     # ingest passes) the sizes were converted in 4 KiB pages, doubling every VM's memory.
@@ -211,6 +227,13 @@ def test_overhead_sizes_are_in_the_trace_pages_and_one_is_every_vm(tmp_path):
         (["--epoch", "inf"], "epoch: expected a duration like 1s"),
         (["--epoch", "nan"], "epoch: expected a duration like 1s"),
         (["--scan-rate", str(10**20)], "is not in the range 0<=x<=1000000000"),
+        # Found by an audit: 2**63 pages or more were an OverflowError in the engine.
+        (["--vm-mem", "99999999999999999999TiB"], "error: --vm-mem: expected a size below 2**63"),
+        (["--host-mem", "99999999999999999999TiB"], "error: --host-mem: expected a size below"),
+        (["--overhead", "9" * 400 + "TiB"], "error: --overhead: expected a size below 2**63"),
+        (["--vm-mem", f"{2**62}p"], "error: --vm-mem: the VMs' memory must be below 2**63 pages"),
+        (["--overhead", f"{2**62}p"], "error: --overhead: the VMs' overhead must be below 2**63"),
+        (["--overhead", f"{2**62 - 1}p"], "error: --host-mem: host memory (by default the VMs'"),
     ],
 )
 def test_replay_options_out_of_their_domain_are_clear_errors(trace, args, message):

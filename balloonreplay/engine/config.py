@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from balloonreplay.errors import ConfigError
 from balloonreplay.latencies import Latencies
+from balloonreplay.units import MAX_SIZE_PAGES
 
 GUEST_POLICIES = ("lru", "clock", "fifo", "twolist")
 HOST_SELECTIONS = ("random", "lru-sampled")
@@ -61,6 +62,18 @@ class ReplayConfig:
     def validate(self) -> None:
         if not self.config_pages:
             raise ConfigError("vms", "at least one VM is needed")
+        # The engine holds these sums in int64; beyond, numpy raises OverflowError.
+        for key, what, pages in (
+            ("vm_mem", "the VMs' memory", self.config_pages),
+            ("overhead_pages", "the VMs' overhead", self.overhead_pages),
+            (
+                "host_mem",
+                "host memory (by default the VMs' memory and overhead)",
+                [self.host_pages],
+            ),
+        ):
+            if sum(pages) > MAX_SIZE_PAGES:
+                raise ConfigError(key, f"{what} must be below 2**63 pages, got {sum(pages)}")
         if any(c < 1 for c in self.config_pages):
             raise ConfigError("vm_mem", f"every VM needs at least 1 page, got {self.config_pages}")
         if len(self.overhead_pages) != len(self.config_pages):
