@@ -155,3 +155,13 @@ def test_hexadecimal_numbers_are_read_and_a_bad_value_is_named_on_its_own_line(t
     path = write_text(tmp_path, "addr,write\n" + rows + "12z,1\n")
     with pytest.raises(TraceError, match=r"line 32: column 'addr': expected a whole number"):
         read(path)
+
+
+def test_a_bad_content_after_a_hexadecimal_one_is_named_on_its_own_line(tmp_path):
+    # Found by an audit: the cast took 0x10 but the search for the bad row did not, so
+    # 'zz' on line 3 was blamed on line 2.
+    path = write_text(tmp_path, "t_ns,page,write,content\n1,1,0,0x10\n2,2,0,zz\n")
+    with pytest.raises(TraceError, match=r"line 3: column 'content': .* got 'zz'"):
+        read(path)
+    path = write_text(tmp_path, "t_ns,page,write,content\n1,1,0,0x10\n2,2,0,\n")
+    assert read(path)["content"].to_pylist() == [16, None]

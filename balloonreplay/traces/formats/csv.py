@@ -273,11 +273,16 @@ def _convert(
         try:
             content = pc.cast(text, pa.uint64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # The cast's rule (0x numbers too), so the line named is the one it refused.
             index = _first_bad(
                 text.to_pylist(),
-                lambda v: v is None or (bool(_DECIMAL.fullmatch(v)) and int(v) <= UINT64_MAX),
+                lambda v: v is None or ((n := _whole_number(v)) is not None and n <= UINT64_MAX),
             )
-            fail("content", index, f"empty or a whole number in 0..{UINT64_MAX}")
+            fail(
+                "content",
+                index,
+                f"empty or a whole number in 0..{UINT64_MAX} (decimal, or hexadecimal after 0x)",
+            )
     file_backed = (
         flags("file_backed", _TRUE_WORDS, _FALSE_WORDS) if "file_backed" in columns else None
     )
