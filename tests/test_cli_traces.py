@@ -305,3 +305,25 @@ def test_page_size_is_the_one_the_reader_cuts_addresses_at(tmp_path):
     assert run(*args).exit_code == 0
     assert open_trace(labelled).metadata.page_size_bytes == 8192
     assert open_trace(labelled).metadata.pages_per_vm == open_trace(plain).metadata.pages_per_vm
+
+
+@pytest.mark.parametrize("format_name", [None, "csv", "oracle-general", "parquet", "lackey"])
+def test_a_directory_is_refused_as_the_source_of_a_file_format(tmp_path, format_name):
+    # Found by an audit: oracle-general took the directory's size for a file's ("byte
+    # offset 4080 ... truncated"), csv blamed its plug-in for an IsADirectoryError, and
+    # sniffing warned that the parquet plug-in failed.
+    source = tmp_path / "somedir"
+    source.mkdir()
+    out = tmp_path / "t.parquet"
+    args = ["ingest", source, "-o", out, "-q"] + (["-f", format_name] if format_name else [])
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 1
+    expected = (
+        f"expected a file, got a directory (format {format_name!r} reads one file; formats "
+        "that read a directory: drmemtrace)"
+        if format_name
+        else "expected a trace file, or a directory in a format that reads one (drmemtrace)"
+    )
+    assert result.stderr.startswith(f"error: {source}: {expected}"), result.stderr
+    assert len(result.stderr.splitlines()) == 1  # no warning about a plug-in's sniff
+    assert not out.exists()

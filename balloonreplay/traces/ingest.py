@@ -17,7 +17,13 @@ import numpy as np
 import pyarrow as pa
 
 from balloonreplay.errors import ConfigError, TraceError
-from balloonreplay.traces.formats import TraceFormat, check_options, get_format, sniff_format
+from balloonreplay.traces.formats import (
+    TraceFormat,
+    check_options,
+    directory_formats,
+    get_format,
+    sniff_format,
+)
 from balloonreplay.traces.io import TraceWriter, looked_for
 from balloonreplay.traces.remap import LruFilter, PageRemapper, rows_by_vm
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch
@@ -273,6 +279,15 @@ def ingest(
     if not os.path.exists(source_path):
         raise TraceError(source_path, None, "file not found" + looked_for(source_path))
     fmt: TraceFormat = get_format(format_name) if format_name else sniff_format(source_path)
+    if os.path.isdir(source_path) and not fmt.reads_directory:
+        # Else each reader fails in its own way: a size of 4096 bytes "truncated", an
+        # IsADirectoryError blamed on the plug-in.
+        raise TraceError(
+            source_path,
+            None,
+            f"expected a file, got a directory (format {fmt.name!r} reads one file; "
+            f"formats that read a directory: {directory_formats()})",
+        )
     reader_options = _reader_options(
         fmt, options, (metadata_overrides or {}).get("page_size_bytes")
     )

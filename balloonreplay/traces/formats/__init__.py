@@ -7,6 +7,8 @@ A format is a class registered in the entry-point group ``balloonreplay.trace_fo
 - ``Options``: a dataclass of reader options with documented defaults; users overlay
   them as ``key=value`` strings (CLI ``--opt``) or a mapping (config);
 - ``sniff(path) -> bool`` (optional): whether a file looks like this format;
+- ``reads_directory`` (default False): the source is a directory (drmemtrace), not a
+  file; ingest refuses a directory for every other format, and sniffs one only with these;
 - ``read(path, options) -> Iterator[pyarrow.RecordBatch]``: canonical batches (see
   ``balloonreplay.traces.schema``), streamed, with raw (not yet dense) page numbers;
 - ``write(batches, path, options)`` (optional).
@@ -50,6 +52,7 @@ class TraceFormat:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    reads_directory: ClassVar[bool] = False
 
     def sniff(self, path: str | os.PathLike) -> bool:
         return False
@@ -353,12 +356,15 @@ def sniff_format(path: str | os.PathLike) -> TraceFormat:
             open(path, "rb").close()
         except OSError as exc:
             raise TraceError(path, None, f"cannot read file ({exc})") from None
+    is_directory = os.path.isdir(path)
     for name in available_formats():
         try:
             fmt = get_format(name)
         except BalloonreplayError as exc:
             warnings.warn(str(exc), stacklevel=2)
             continue
+        if is_directory and not fmt.reads_directory:
+            continue  # a file format's sniff has nothing to look at
         try:
             if fmt.sniff(path):
                 return fmt
@@ -369,4 +375,23 @@ def sniff_format(path: str | os.PathLike) -> TraceFormat:
                 f"{type(exc).__name__}: {exc}",
                 stacklevel=2,
             )
+    if is_directory:
+        raise TraceError(
+            path,
+            None,
+            "expected a trace file, or a directory in a format that reads one "
+            f"({directory_formats()}), got a directory none of them recognises",
+        )
     raise TraceError(path, None, "could not recognise the format; name it with --format")
+
+
+def directory_formats() -> str:
+    """The installed formats that read a directory, for an error about one ("none")."""
+    names = []
+    for name in available_formats():
+        try:
+            if get_format(name).reads_directory:
+                names.append(name)
+        except BalloonreplayError:
+            continue  # `balloonreplay formats` and sniffing report a broken plug-in
+    return ", ".join(names) or "none"

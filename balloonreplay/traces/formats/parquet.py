@@ -30,6 +30,8 @@ class ParquetFormat(TraceFormat):
     Options = ParquetOptions
 
     def sniff(self, path: str | os.PathLike) -> bool:
+        if not os.path.isfile(path):
+            return False
         with open(path, "rb") as fh:
             return fh.read(4) == PARQUET_MAGIC
 
