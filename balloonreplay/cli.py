@@ -40,8 +40,8 @@ def _as_option(exc: BalloonreplayError) -> str | None:
     from balloonreplay.errors import ConfigError
 
     context = click.get_current_context(silent=True)
-    if context is None or not isinstance(exc, ConfigError):
-        return None
+    if context is None or not isinstance(exc, ConfigError) or exc.source is not None:
+        return None  # (an error in a file names the file and the key in it)
     name = _OPTION_OF_KEY.get(exc.key, exc.key)
     for param in context.command.params:
         if isinstance(param, click.Option) and param.name == name:

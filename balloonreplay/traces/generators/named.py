@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from balloonreplay.errors import ConfigError
-from balloonreplay.traces.generators.spec import WorkloadSpec, load_spec
+from balloonreplay.traces.generators.spec import WorkloadSpec, load_spec, yaml_problem
 from balloonreplay.traces.generators.workload import check_seed
 from balloonreplay.traces.io import looked_for
 
@@ -35,40 +35,51 @@ class NamedWorkload:
 
 
 def load_named_workload(config_path: str | os.PathLike, name: str) -> NamedWorkload:
+    """The workload `name` of the config at `config_path`; errors name the config file and
+    the key in it (``config.yaml: workloads.x.generate.seed: ...``)."""
     try:
         config = yaml.safe_load(Path(config_path).read_text())
     except FileNotFoundError:
-        raise ConfigError(str(config_path), "config not found" + looked_for(config_path)) from None
+        raise ConfigError("", "config not found" + looked_for(config_path), config_path) from None
     except OSError as exc:
-        raise ConfigError(str(config_path), f"cannot read config ({exc.strerror})") from None
+        raise ConfigError("", f"cannot read config ({exc.strerror})", config_path) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(str(config_path), f"expected a YAML mapping ({exc})") from None
+        raise ConfigError(
+            "", f"expected a YAML mapping ({yaml_problem(exc)})", config_path
+        ) from None
     workloads = (config or {}).get("workloads") if isinstance(config, dict) else None
     if not isinstance(workloads, dict):
-        raise ConfigError("workloads", f"{config_path} has no workloads mapping")
+        raise ConfigError("workloads", "missing (a mapping of workload names)", config_path)
     if name not in workloads:
         raise ConfigError(
-            f"workloads.{name}", f"no such workload (configured: {', '.join(workloads)})"
+            f"workloads.{name}",
+            f"no such workload (configured: {', '.join(workloads)})",
+            config_path,
         )
     entry = workloads[name]
     if not isinstance(entry, dict) or not isinstance(entry.get("generate"), dict):
         raise ConfigError(
             f"workloads.{name}.generate",
             "missing: this workload is not generated (ingest it with `balloonreplay ingest`)",
+            config_path,
         )
     generate = entry["generate"]
     if "spec" not in generate:
-        raise ConfigError(f"workloads.{name}.generate.spec", "missing (a workload spec file)")
+        raise ConfigError(
+            f"workloads.{name}.generate.spec", "missing (a workload spec file)", config_path
+        )
     spec = load_spec(generate["spec"])
     spec = WorkloadSpec(name, spec.vms, spec.images, spec.raw)
     seed = generate.get("seed", 0)
     try:
         check_seed(seed)
     except ConfigError as exc:
-        raise ConfigError(f"workloads.{name}.generate.seed", str(exc).split(": ", 2)[-1]) from None
+        raise ConfigError(f"workloads.{name}.generate.seed", exc.detail, config_path) from None
     lru = generate.get("lru_filter_pages")
     if lru is not None and (isinstance(lru, bool) or not isinstance(lru, int) or lru < 1):
         raise ConfigError(
-            f"workloads.{name}.generate.lru_filter_pages", f"expected an integer >= 1, got {lru!r}"
+            f"workloads.{name}.generate.lru_filter_pages",
+            f"expected an integer >= 1, got {lru!r}",
+            config_path,
         )
     return NamedWorkload(spec, seed, lru)
