@@ -5,12 +5,14 @@ A generated workload is configured as::
     workloads:
       zipf4:
         generate:
-          spec: config/workloads/zipf4.yaml   # relative to the working directory
+          spec: config/workloads/zipf4.yaml   # relative to the repository root
           seed: 1
           lru_filter_pages: 256               # optional
 
 The workflow validates the whole config against workflow/schemas/config.schema.yaml;
-this module checks only what ``balloonreplay generate --config`` needs.
+this module checks only what ``balloonreplay generate --config`` needs. Paths are read as
+the workflow reads them, relative to the repository root: the directory above the config
+holding the Snakefile (``config_check.config_repo_root``), from any working directory.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from balloonreplay.config_check import config_repo_root, not_found, repo_path
 from balloonreplay.errors import ConfigError
 from balloonreplay.traces.generators.spec import WorkloadSpec, load_spec, yaml_problem
 from balloonreplay.traces.generators.workload import check_seed
@@ -68,7 +71,16 @@ def load_named_workload(config_path: str | os.PathLike, name: str) -> NamedWorkl
         raise ConfigError(
             f"workloads.{name}.generate.spec", "missing (a workload spec file)", config_path
         )
-    spec = load_spec(generate["spec"])
+    # As the workflow reads the config (config_check): relative to the repository root.
+    repo_root = config_repo_root(config_path)
+    spec_path = repo_path(str(generate["spec"]), repo_root)
+    if not os.path.exists(spec_path):
+        raise ConfigError(
+            f"workloads.{name}.generate.spec",
+            not_found(str(generate["spec"]), repo_root),
+            config_path,
+        )
+    spec = load_spec(spec_path)
     spec = WorkloadSpec(name, spec.vms, spec.images, spec.raw)
     seed = generate.get("seed", 0)
     try:
