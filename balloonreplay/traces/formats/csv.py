@@ -89,7 +89,9 @@ class CsvOptions:
 
 class CsvFormat(TraceFormat):
     name = "csv"
-    description = "CSV with a header: [vm,] [t_ns,] page|addr, write|op [, content] [, file_backed]"
+    description = (
+        "CSV with a header: [vm,] [t_ns,] page|addr, write|op [, content] [, file_backed] [, free]"
+    )
     Options = CsvOptions
 
     def sniff(self, path: str | os.PathLike) -> bool:

@@ -25,7 +25,7 @@ class ParquetOptions:
 class ParquetFormat(TraceFormat):
     name = "parquet"
     description = (
-        "canonical trace: Parquet with columns vm, t_ns, page, write[, content, file_backed]"
+        "canonical trace: Parquet with columns vm, t_ns, page, write[, content, file_backed, free]"
     )
     Options = ParquetOptions
 
