@@ -249,10 +249,14 @@ class _Counter:
         self.bar.refresh()
 
 
-# Names that promise another format than the canonical trace's Parquet, which ingest and
-# generate write whatever the name (out.csv would be Parquet in disguise). Other names,
-# dotted ones among them (zipf_alpha0.9), are taken as they are.
-OTHER_FORMAT_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".bin", ".gz", ".zst", ".xz")
+# Names that promise another format than the Parquet that ingest and generate (traces),
+# mrc, replay and summarize (tables) write whatever the name (out.csv would be Parquet in
+# disguise, as would curves.png). Other names, dotted ones among them (zipf_alpha0.9),
+# are taken as they are.
+OTHER_FORMAT_SUFFIXES = (
+    *(".csv", ".tsv", ".txt", ".json", ".bin", ".gz", ".zst", ".xz"),
+    *(".png", ".pdf", ".svg"),
+)
 
 
 def _names_another_format(output: str) -> str | None:
@@ -271,11 +275,35 @@ def _names_another_format(output: str) -> str | None:
 
 
 def _check_canonical_name(output: str) -> None:
-    if _names_another_format(output) is not None:
+    _check_parquet_name(
+        output,
+        "a canonical trace, which is Parquet",
+        " (`balloonreplay export` writes it in another format)",
+    )
+
+
+def _check_parquet_name(output: str | None, what: str, hint: str = "", option: str = "-o") -> None:
+    """Refuse a name that promises another format than the Parquet a command writes (the
+    rule ingest and generate apply to traces, and mrc, replay and summarize to tables)."""
+    if output is not None and _names_another_format(output) is not None:
         raise click.BadParameter(
-            f"{output!r}: this command writes a canonical trace, which is Parquet; name it "
-            f"*.parquet (`balloonreplay export` writes it in another format)",
-            param_hint="-o",
+            f"{output!r}: this command writes {what}; name it *.parquet{hint}",
+            param_hint=option,
+        )
+
+
+def _check_distinct_outputs(
+    first: str, second: str | None, first_option: str, second_option: str
+) -> None:
+    """Refuse two outputs of one command at one path, the second of which would replace the
+    first (check_output_path compares an output with the inputs, and only existing files)."""
+    from pathlib import Path
+
+    from balloonreplay.errors import OutputError
+
+    if second is not None and Path(first).resolve() == Path(second).resolve():
+        raise OutputError(
+            second, f"{second_option} names the same file as {first_option}, which it would replace"
         )
 
 
@@ -486,10 +514,12 @@ def mrc_command(trace, output, plot_path, quiet):
     from balloonreplay.traces.io import check_output_path, open_trace
 
     check_output_path(output, trace)
+    _check_parquet_name(output, "its curves as Parquet")
     if plot_path:
         from balloonreplay.plots import check_figure_path
 
         check_output_path(plot_path, trace, output)
+        _check_distinct_outputs(output, plot_path, "-o", "--plot")
         check_figure_path(plot_path)
     opened = open_trace(trace)
     with _progress(opened.num_rows, "mrc", "acc", quiet) as bar:
@@ -588,6 +618,7 @@ def replay_command(
 
     from balloonreplay.replay import parse_duration_ns, replay, summary_json, summary_line
 
+    _check_parquet_name(output, "its metrics as Parquet")
     options = {}
     if scan_rate is not None:
         options["scan_rate_pages_per_s"] = scan_rate
@@ -668,6 +699,9 @@ def summarize_command(runs, run_lists, output, consolidation_path, slo_settings)
     for path in (output, consolidation_path):
         if path is not None:
             check_output_path(path, *runs)
+    _check_parquet_name(output, "its summary as Parquet")
+    _check_parquet_name(consolidation_path, "its ratios as Parquet", option="--consolidation")
+    _check_distinct_outputs(output, consolidation_path, "-o", "--consolidation")
     records = [read_metrics_metadata(p).get("run", {}) for p in runs]
     slo = _parse_slo(slo_settings, {run.get("experiment") for run in records})
     summary = summarize_study(runs, slo, records)

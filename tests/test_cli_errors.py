@@ -258,6 +258,48 @@ def test_summarize_names_an_input_that_is_not_a_metrics_file(tmp_path, trace, ba
     assert not (tmp_path / "s.parquet").exists()
 
 
+def test_two_outputs_of_one_command_at_one_path_are_refused(tmp_path, trace):
+    # Found by an audit: mrc -o X --plot X wrote the curves, then the PNG over them.
+    same = tmp_path / "curves"  # a Parquet name, and a figure's (PNG without a suffix)
+    result = run("mrc", trace, "-o", same, "--plot", same, "-q")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: {same}: cannot write output: --plot names the same file as -o, which it "
+        "would replace\n"
+    )
+    same = tmp_path / "same.parquet"
+    args = ("summarize", trace, "-o", same, "--consolidation", tmp_path / "." / "same.parquet")
+    result = run(*args)
+    assert result.exit_code == 1
+    assert "--consolidation names the same file as -o" in result.output
+    assert no_files_but(tmp_path, "raw.parquet", "t.parquet")
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "name", "what"),
+    [
+        ("mrc", "-o", "x.csv", "its curves as Parquet"),
+        ("mrc", "-o", "x.png", "its curves as Parquet"),
+        ("replay", "-o", "x.csv", "its metrics as Parquet"),
+        ("summarize", "-o", "x.csv", "its summary as Parquet"),
+        ("summarize", "--consolidation", "x.csv", "its ratios as Parquet"),
+        ("ingest", "-o", "x.pdf", "a canonical trace, which is Parquet"),
+    ],
+)
+def test_a_table_named_for_another_format_is_refused_as_ingest_refuses_a_trace(
+    tmp_path, trace, command, option, name, what
+):
+    # Found by an audit: mrc and replay wrote Parquet under -o x.csv, which ingest and
+    # generate refuse.
+    args = [command, trace, "-q"] if command != "summarize" else [command, trace]
+    if option != "-o":
+        args += ["-o", tmp_path / "s.parquet"]
+    result = run(*args, option, tmp_path / name)
+    assert result.exit_code == 2
+    assert f"this command writes {what}; name it *.parquet" in result.output
+    assert no_files_but(tmp_path, "raw.parquet", "t.parquet")
+
+
 def test_a_workload_spec_that_is_not_utf8_is_a_clear_error(tmp_path, trace):
     result = run("generate", trace, "--seed", "1", "-o", tmp_path / "g.parquet", "-q")
     assert result.exit_code == 1
