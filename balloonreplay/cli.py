@@ -177,6 +177,7 @@ def ingest_command(
     # --vm-mem is checked and converted to pages by ingest() alone (vm_mem_pages), before it
     # reads an access, once the trace's page size is known (--page-size, else the source's
     # and the reader's).
+    stats: dict = {}
     with _progress(None, "ingest", "acc", quiet) as bar:
         # Counted here: a disabled bar (no terminal) counts nothing.
         read = _Counter(bar)
@@ -189,6 +190,7 @@ def ingest_command(
             metadata_overrides=overrides,
             vm_mem=vm_mem or None,  # --vm-mem "" is no --vm-mem
             progress=read,
+            stats=stats,
         )
     if not quiet:
         kept = (
@@ -197,10 +199,18 @@ def ingest_command(
             else ""
         )
         click.echo(
-            f"{output}: {meta.accesses} accesses{kept}, {len(meta.pages_per_vm)} VMs, "
+            f"{output}: {_accesses_and_frees(stats)}{kept}, {len(meta.pages_per_vm)} VMs, "
             f"{sum(meta.pages_per_vm)} distinct pages",
             err=True,
         )
+
+
+def _accesses_and_frees(stats: dict) -> str:
+    """``75384 accesses and 384 frees`` from write_canonical's stats (its rows are both;
+    a free is no access)."""
+    frees = stats["frees"]
+    text = f"{stats['accesses_out'] - frees} accesses"
+    return text + (f" and {frees} frees" if frees else "")
 
 
 def _parse_slo(settings: tuple[str, ...], experiments: set) -> dict[str, float]:
@@ -369,6 +379,7 @@ def generate_command(
         spec = named.spec
         seed = named.seed if seed is None else seed
         lru_filter_pages = lru_filter_pages or named.lru_filter_pages
+    stats: dict = {}
     with _progress(spec.accesses, f"generate {spec.name}", "acc", quiet) as bar:
         meta = generate_trace(
             spec,
@@ -377,10 +388,11 @@ def generate_command(
             chunk_accesses=chunk_accesses,
             lru_filter_pages=lru_filter_pages,
             progress=bar,
+            stats=stats,
         )
     if not quiet:
         click.echo(
-            f"{output}: {meta.accesses} accesses, {len(meta.pages_per_vm)} VMs, "
+            f"{output}: {_accesses_and_frees(stats)}, {len(meta.pages_per_vm)} VMs, "
             f"{sum(meta.pages_per_vm)} distinct pages (seed {seed})",
             err=True,
         )
@@ -433,17 +445,22 @@ def export_command(trace, output, format_name, options, quiet):
     if "page_size_bytes" in known and "page_size_bytes" not in given:
         defaults.append(f"page_size_bytes={opened.metadata.page_size_bytes}")
     writer_options = fmt.make_options([*defaults, *options])
+    frees = 0
     with _progress(opened.num_rows, f"export {name}", "acc", quiet) as bar:
         counted = _Counter(bar)
 
         def batches():
+            nonlocal frees
             for batch in opened.iter_batches():
                 yield batch
                 counted.update(batch.num_rows)
+                frees += batch.column("free").true_count
 
         fmt.write(batches(), output, writer_options)
     if not quiet:
-        click.echo(f"{output}: {counted.n} accesses as {name}", err=True)
+        written = f" and {frees} frees" if frees and fmt.writes_frees else ""
+        left_out = f" ({frees} frees left out)" if frees and not fmt.writes_frees else ""
+        click.echo(f"{output}: {counted.n - frees} accesses{written} as {name}{left_out}", err=True)
 
 
 def _format_by_name(output: str) -> str:

@@ -327,3 +327,34 @@ def test_a_directory_is_refused_as_the_source_of_a_file_format(tmp_path, format_
     assert result.stderr.startswith(f"error: {source}: {expected}"), result.stderr
     assert len(result.stderr.splitlines()) == 1  # no warning about a plug-in's sniff
     assert not out.exists()
+
+
+def test_accesses_and_frees_are_reported_apart(tmp_path):
+    # Found by an audit: ingest, generate and export counted free rows as accesses (an
+    # oracleGeneral file of 75,384 records was reported as 75,768 accesses).
+    raw = tmp_path / "frees.parquet"
+    free = np.array([False, False, True, False, True, False])
+    batch = make_batch([0, 0, 0, 1, 1, 1], np.arange(6), [0, 1, 0, 0, 1, 1], free, free=free)
+    write_trace([batch], raw, TraceMetadata(config_pages=[4, 4], source="test"))
+    trace = tmp_path / "t.parquet"
+    result = run("ingest", raw, "-o", trace)
+    assert result.stderr == f"{trace}: 4 accesses and 2 frees, 2 VMs, 4 distinct pages\n"
+    oracle, csv = tmp_path / "t.oracleGeneral.bin", tmp_path / "t.csv"
+    result = run("export", trace, "-o", oracle)
+    assert result.stderr == f"{oracle}: 4 accesses as oracle-general (2 frees left out)\n"
+    result = run("export", trace, "-o", csv)
+    assert result.stderr == f"{csv}: 4 accesses and 2 frees as csv\n"
+
+
+def test_a_trace_of_frees_alone_is_refused_as_having_no_access(tmp_path):
+    # Found by an audit: it was ingested as "2 accesses", as an empty trace is not.
+    source = tmp_path / "frees.csv"
+    source.write_text("t_ns,page,write,free\n1,1,0,1\n2,2,0,true\n")
+    out = tmp_path / "t.parquet"
+    result = run("ingest", source, "-o", out)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: {source}: expected at least one access; the trace holds only 2 free "
+        "events (free = true), which are no accesses\n"
+    )
+    assert not out.exists()

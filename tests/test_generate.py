@@ -515,3 +515,17 @@ def test_cli_config_paths_are_relative_to_the_repository_root_from_anywhere(tmp_
         f"error: {config}: workloads.w.generate.spec: file not found: "
         f"config/workloads/missing.yaml (looked for {missing})\n"
     )
+
+
+def test_cli_generate_reports_frees_apart_from_accesses(tmp_path):
+    # Found by an audit: a heap releasing by free events was reported as its rows.
+    phase = {"kind": "heap", "footprint": 100, "accesses": 1000, "release": "free"}
+    spec_path = tmp_path / "heap.yaml"
+    spec_path.write_text(yaml.safe_dump(one_vm_spec(phase)))
+    out = tmp_path / "t.parquet"
+    result = CliRunner().invoke(main, ["generate", str(spec_path), "-o", str(out), "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    free = open_trace(out).read_table()["free"].to_numpy(zero_copy_only=False)
+    assert 0 < free.sum() < len(free)
+    accesses = f"{len(free) - free.sum()} accesses and {free.sum()} frees"
+    assert result.stderr.startswith(f"{out}: {accesses}, 1 VMs, "), result.stderr

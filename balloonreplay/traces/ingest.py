@@ -66,14 +66,15 @@ def canonical_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Check, remap and filter a stream of canonical batches (raw pages in, dense out).
 
-    `stats`, if given, is filled with ``accesses_in``, ``accesses_out``, ``num_vms`` and
-    ``pages_per_vm`` when the stream is exhausted. `command` (ingest, generate) is the
-    one an error tells the user to run again otherwise.
+    `stats`, if given, is filled with ``accesses_in``, ``accesses_out`` (rows, frees
+    among them), ``frees``, ``num_vms`` and ``pages_per_vm`` when the stream is
+    exhausted. `command` (ingest, generate) is the one an error tells the user to run
+    again otherwise.
     """
     remapper = PageRemapper()
     time_check = _TimeOrderCheck(source_path)
     lru_filter = LruFilter(lru_filter_pages) if lru_filter_pages else None
-    rows_in = rows_out = 0
+    rows_in = rows_out = frees_out = 0
     max_vm = -1
     for batch in batches:
         batch = conform_batch(batch, source_path)
@@ -109,12 +110,14 @@ def canonical_batches(
             )
         rows_in += n
         rows_out += out.num_rows
+        frees_out += out.column("free").true_count  # the filter keeps none: it refuses them
         max_vm = max(max_vm, int(vm_ids.max()))
         yield out
     if stats is not None:
         stats.update(
             accesses_in=rows_in,
             accesses_out=rows_out,
+            frees=frees_out,
             num_vms=max_vm + 1,
             pages_per_vm=remapper.pages_per_vm(max_vm + 1),
         )
@@ -129,14 +132,17 @@ def write_canonical(
     source_path=None,
     progress=None,
     command: str = "ingest",
+    stats: dict | None = None,
 ) -> TraceMetadata:
     """Check, remap, filter and write `batches` to `out_path` atomically.
 
     `progress` (e.g. a tqdm bar) is advanced by the number of input accesses; `command`
-    (ingest, generate) is the one the errors name. Returns the metadata as written.
+    (ingest, generate) is the one the errors name; `stats`, if given, is filled as
+    canonical_batches fills it (the frees apart from the accesses, for a report). Returns
+    the metadata as written, whose ``accesses`` counts the rows, frees among them.
     """
     metadata.check(source_path)
-    stats: dict[str, Any] = {}
+    stats = {} if stats is None else stats
     with TraceWriter(out_path, metadata) as writer:
         for input_rows, out_batch in _with_input_counts(
             batches, source_path, lru_filter_pages, stats, command
@@ -146,6 +152,14 @@ def write_canonical(
                 progress.update(input_rows)
         if stats.get("accesses_in", 0) == 0:
             raise TraceError(source_path, None, "expected at least one access; the trace is empty")
+        if stats["frees"] == stats["accesses_out"]:
+            # Frees of pages never touched: nothing a replay could do with them.
+            raise TraceError(
+                source_path,
+                None,
+                f"expected at least one access; the trace holds only {stats['frees']} free "
+                "events (free = true), which are no accesses",
+            )
         num_vms = stats["num_vms"]
         config_pages = metadata.config_pages
         if config_pages is not None and len(config_pages) == 1:
@@ -267,6 +281,7 @@ def ingest(
     metadata_overrides: Mapping[str, Any] | None = None,
     vm_mem: str | Iterable[str | int] | None = None,
     progress=None,
+    stats: dict | None = None,
 ) -> TraceMetadata:
     """Read `source_path` with a format plug-in (named, or sniffed) into a canonical trace.
     A ``page_size_bytes`` override is the page size a reader that computes pages from
@@ -275,7 +290,8 @@ def ingest(
     is every VM's), converted to pages of the trace's own page size: the override's, else
     what the source and the reader's options say (an 8 KiB-page reader halves the pages).
     `progress` (e.g. a tqdm bar) is advanced by the accesses read, and its ``total`` set
-    when the format can count them beforehand (Parquet, oracleGeneral)."""
+    when the format can count them beforehand (Parquet, oracleGeneral); `stats`, if given,
+    is filled as write_canonical fills it."""
     if not os.path.exists(source_path):
         raise TraceError(source_path, None, "file not found" + looked_for(source_path))
     fmt: TraceFormat = get_format(format_name) if format_name else sniff_format(source_path)
@@ -315,4 +331,5 @@ def ingest(
         lru_filter_pages=lru_filter_pages,
         source_path=source_path,
         progress=progress,
+        stats=stats,
     )

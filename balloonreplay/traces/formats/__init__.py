@@ -11,7 +11,8 @@ A format is a class registered in the entry-point group ``balloonreplay.trace_fo
   file; ingest refuses a directory for every other format, and sniffs one only with these;
 - ``read(path, options) -> Iterator[pyarrow.RecordBatch]``: canonical batches (see
   ``balloonreplay.traces.schema``), streamed, with raw (not yet dense) page numbers;
-- ``write(batches, path, options)`` (optional).
+- ``write(batches, path, options)`` (optional), and ``writes_frees`` (default True):
+  False when the format has no place for a free row and write() leaves it out.
 
 Readers raise ``TraceError`` naming the file, the line or byte offset and what was
 expected; any other failure of a plug-in (loading it, a wrong shape, its read() raising
@@ -53,6 +54,7 @@ class TraceFormat:
     description: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     reads_directory: ClassVar[bool] = False
+    writes_frees: ClassVar[bool] = True
 
     def sniff(self, path: str | os.PathLike) -> bool:
         return False

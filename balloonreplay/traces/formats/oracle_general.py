@@ -84,6 +84,7 @@ class OracleGeneralFormat(TraceFormat):
     name = "oracle-general"
     description = "libCacheSim oracleGeneral binary (24-byte requests); reader and writer"
     Options = OracleGeneralOptions
+    writes_frees = False  # a free is no request
 
     def sniff(self, path: str | os.PathLike) -> bool:
         # The format has no magic number; libCacheSim names its files *.oracleGeneral[.bin].
