@@ -441,10 +441,12 @@ def export_command(trace, output, format_name, options, quiet):
     opened = open_trace(trace)
     given = {item.split("=", 1)[0].strip().replace("-", "_") for item in options}
     known = {field.name for field in dataclasses.fields(fmt.Options)}
+    if fmt.writer_options is not None:
+        known &= set(fmt.writer_options)
     defaults = []
     if "page_size_bytes" in known and "page_size_bytes" not in given:
         defaults.append(f"page_size_bytes={opened.metadata.page_size_bytes}")
-    writer_options = fmt.make_options([*defaults, *options])
+    writer_options = fmt.make_writer_options([*defaults, *options])
     frees = 0
     with _progress(opened.num_rows, f"export {name}", "acc", quiet) as bar:
         counted = _Counter(bar)
@@ -496,7 +498,8 @@ def info_command(trace, as_json, quiet):
     click.echo(f"accesses         {info.accesses}")
     if info.frees:
         click.echo(f"frees            {info.frees}")
-    click.echo(f"VMs              {len(info.vms)}")
+    idle = f" ({len(info.vms)} with rows)" if len(info.vms) != info.num_vms else ""
+    click.echo(f"VMs              {info.num_vms}{idle}")
     click.echo(f"write fraction   {info.write_fraction:.3f}")
     click.echo(f"zero pages       {info.zero_page_fraction:.3f} of touched pages")
     click.echo(f"shareable pages  {info.shareable_page_fraction:.3f} of touched pages")

@@ -227,6 +227,13 @@ def test_overhead_sizes_are_in_the_trace_pages_and_one_is_every_vm(tmp_path):
         (["--epoch", "inf"], "epoch: expected a duration like 1s"),
         (["--epoch", "nan"], "epoch: expected a duration like 1s"),
         (["--scan-rate", str(10**20)], "is not in the range 0<=x<=1000000000"),
+        # Found by an audit: 1000 read as bytes (0 pages) was not said, and --overhead's
+        # count was named overhead_pages without the VMs'.
+        (["--vm-mem", "1000"], "got [0, 0] (a size without a unit is bytes, rounded down"),
+        (
+            ["--overhead", "1MiB,2MiB,3MiB"],
+            "error: --overhead: expected one size per VM (2 VMs), got 3",
+        ),
         # Found by an audit: 2**63 pages or more were an OverflowError in the engine.
         (["--vm-mem", "99999999999999999999TiB"], "error: --vm-mem: expected a size below 2**63"),
         (["--host-mem", "99999999999999999999TiB"], "error: --host-mem: expected a size below"),

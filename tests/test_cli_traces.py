@@ -358,3 +358,37 @@ def test_a_trace_of_frees_alone_is_refused_as_having_no_access(tmp_path):
         "events (free = true), which are no accesses\n"
     )
     assert not out.exists()
+
+
+def test_info_counts_the_vms_ingest_and_replay_count(tmp_path):
+    # Found by an audit: a trace of VM 5 alone is 6 VMs to ingest and a replay (VMs 0-4
+    # with no rows), but info said "VMs 1".
+    source = tmp_path / "vm5.csv"
+    source.write_text("vm,t_ns,page,write\n5,1,1,0\n5,2,2,1\n")
+    trace = tmp_path / "t.parquet"
+    assert run("ingest", source, "-o", trace, "-q").exit_code == 0
+    assert len(open_trace(trace).metadata.pages_per_vm) == 6
+    result = run("info", trace, "-q")
+    assert "VMs              6 (1 with rows)\n" in result.output
+    assert json.loads(run("info", trace, "--json", "-q").output)["num_vms"] == 6
+
+
+@pytest.mark.parametrize(
+    ("suffix", "option", "writers"),
+    [
+        (".oracleGeneral.bin", "split_vms=true", "page_size_bytes, batch_rows"),
+        (".oracleGeneral.bin", "vm=3", "page_size_bytes, batch_rows"),
+        (".csv", "page_size_bytes=8192", "none"),
+    ],
+)
+def test_export_refuses_an_option_its_writer_does_not_take(tmp_path, suffix, option, writers):
+    # Found by an audit: reader options given to export were silently ignored.
+    small_trace(tmp_path / "raw.parquet")
+    trace = tmp_path / "t.parquet"
+    assert run("ingest", tmp_path / "raw.parquet", "-o", trace, "-q").exit_code == 0
+    out = tmp_path / f"t{suffix}"
+    result = run("export", trace, "-o", out, "--opt", option, "-q")
+    assert result.exit_code == 1
+    key = option.split("=")[0]
+    assert f"option {key!r} is not one its writer takes (the writer's: {writers})" in result.output
+    assert not out.exists()

@@ -75,9 +75,16 @@ class ReplayConfig:
             if sum(pages) > MAX_SIZE_PAGES:
                 raise ConfigError(key, f"{what} must be below 2**63 pages, got {sum(pages)}")
         if any(c < 1 for c in self.config_pages):
-            raise ConfigError("vm_mem", f"every VM needs at least 1 page, got {self.config_pages}")
+            raise ConfigError(
+                "vm_mem",
+                f"every VM needs at least 1 page, got {self.config_pages} (a size without a "
+                "unit is bytes, rounded down to whole pages: 1000p is 1000 pages)",
+            )
         if len(self.overhead_pages) != len(self.config_pages):
-            raise ConfigError("overhead_pages", "need one value per VM")
+            raise ConfigError(
+                "overhead_pages",
+                f"expected one size per VM ({self.num_vms} VMs), got {len(self.overhead_pages)}",
+            )
         if any(o < 0 for o in self.overhead_pages):
             raise ConfigError("overhead_pages", "must be >= 0")
         if self.host_pages <= sum(self.overhead_pages):

@@ -11,8 +11,10 @@ A format is a class registered in the entry-point group ``balloonreplay.trace_fo
   file; ingest refuses a directory for every other format, and sniffs one only with these;
 - ``read(path, options) -> Iterator[pyarrow.RecordBatch]``: canonical batches (see
   ``balloonreplay.traces.schema``), streamed, with raw (not yet dense) page numbers;
-- ``write(batches, path, options)`` (optional), and ``writes_frees`` (default True):
-  False when the format has no place for a free row and write() leaves it out.
+- ``write(batches, path, options)`` (optional); ``writer_options`` (default None: all of
+  them), the names of the options write() reads, so that export refuses the others as a
+  reader refuses an unknown option; and ``writes_frees`` (default True): False when the
+  format has no place for a free row and write() leaves it out.
 
 Readers raise ``TraceError`` naming the file, the line or byte offset and what was
 expected; any other failure of a plug-in (loading it, a wrong shape, its read() raising
@@ -55,6 +57,7 @@ class TraceFormat:
     Options: ClassVar[type] = NoOptions
     reads_directory: ClassVar[bool] = False
     writes_frees: ClassVar[bool] = True
+    writer_options: ClassVar[tuple[str, ...] | None] = None
 
     def sniff(self, path: str | os.PathLike) -> bool:
         return False
@@ -82,6 +85,21 @@ class TraceFormat:
 
     def make_options(self, overrides: Mapping[str, Any] | Iterable[str] | None = None) -> Any:
         return parse_options(self.Options, overrides, context=f"format {self.name!r}")
+
+    def make_writer_options(self, overrides: Iterable[str] = ()) -> Any:
+        """Options for write() from ``key=value`` strings, refusing one the writer does not
+        read (``split_vms`` is the oracle-general reader's): ignored, it would look taken."""
+        overrides = list(overrides)
+        if self.writer_options is not None:
+            for item in overrides:
+                key = item.split("=", 1)[0].strip().replace("-", "_")
+                if "=" in item and key not in self.writer_options:
+                    known = ", ".join(self.writer_options) or "none"
+                    raise BalloonreplayError(
+                        f"format {self.name!r}: option {key!r} is not one its writer takes "
+                        f"(the writer's: {known})"
+                    )
+        return self.make_options(overrides)
 
 
 def _coerce(value: Any, default: Any, annotation: Any, key: str, context: str) -> Any:

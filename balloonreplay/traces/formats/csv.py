@@ -93,6 +93,7 @@ class CsvFormat(TraceFormat):
         "CSV with a header: [vm,] [t_ns,] page|addr, write|op [, content] [, file_backed] [, free]"
     )
     Options = CsvOptions
+    writer_options = ()  # the writer writes every column as it is
 
     def sniff(self, path: str | os.PathLike) -> bool:
         if not os.path.isfile(path):

@@ -85,6 +85,7 @@ class OracleGeneralFormat(TraceFormat):
     description = "libCacheSim oracleGeneral binary (24-byte requests); reader and writer"
     Options = OracleGeneralOptions
     writes_frees = False  # a free is no request
+    writer_options = ("page_size_bytes", "batch_rows")
 
     def sniff(self, path: str | os.PathLike) -> bool:
         # The format has no magic number; libCacheSim names its files *.oracleGeneral[.bin].
