@@ -40,12 +40,18 @@ def _as_option(exc: BalloonreplayError) -> str | None:
     from balloonreplay.errors import ConfigError
 
     context = click.get_current_context(silent=True)
-    if context is None or not isinstance(exc, ConfigError):
-        return None
+    if context is None or not isinstance(exc, ConfigError) or exc.source is not None:
+        return None  # (an error in a file names the file and the key in it)
+    name = _OPTION_OF_KEY.get(exc.key, exc.key)
     for param in context.command.params:
-        if isinstance(param, click.Option) and param.name == exc.key:
+        if isinstance(param, click.Option) and param.name == name:
             return f"{max(param.opts, key=len)}: {exc.detail}"
     return None
+
+
+# Config keys whose command-line option has another name (the config's engine options
+# are ReplayConfig's fields; --overhead is named as a size, not in pages).
+_OPTION_OF_KEY = {"overhead_pages": "overhead"}
 
 
 def _terminate(signum, frame):
@@ -152,7 +158,8 @@ def _progress(total: int | None, desc: str, unit: str, quiet: bool):
     type=click.IntRange(min=1, max=MAX_PAGE_SIZE_BYTES),
     default=None,
     callback=lambda ctx, param, value: _power_of_two(value),
-    help="page size in bytes to record (a power of two)",
+    help="page size in bytes (a power of two): the one a reader of addresses cuts pages at "
+    "(its option page_size_bytes), else the one the page ids are recorded with",
 )
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 @reports_errors
@@ -170,6 +177,7 @@ def ingest_command(
     # --vm-mem is checked and converted to pages by ingest() alone (vm_mem_pages), before it
     # reads an access, once the trace's page size is known (--page-size, else the source's
     # and the reader's).
+    stats: dict = {}
     with _progress(None, "ingest", "acc", quiet) as bar:
         # Counted here: a disabled bar (no terminal) counts nothing.
         read = _Counter(bar)
@@ -182,6 +190,7 @@ def ingest_command(
             metadata_overrides=overrides,
             vm_mem=vm_mem or None,  # --vm-mem "" is no --vm-mem
             progress=read,
+            stats=stats,
         )
     if not quiet:
         kept = (
@@ -190,10 +199,18 @@ def ingest_command(
             else ""
         )
         click.echo(
-            f"{output}: {meta.accesses} accesses{kept}, {len(meta.pages_per_vm)} VMs, "
+            f"{output}: {_accesses_and_frees(stats)}{kept}, {len(meta.pages_per_vm)} VMs, "
             f"{sum(meta.pages_per_vm)} distinct pages",
             err=True,
         )
+
+
+def _accesses_and_frees(stats: dict) -> str:
+    """``75384 accesses and 384 frees`` from write_canonical's stats (its rows are both;
+    a free is no access)."""
+    frees = stats["frees"]
+    text = f"{stats['accesses_out'] - frees} accesses"
+    return text + (f" and {frees} frees" if frees else "")
 
 
 def _parse_slo(settings: tuple[str, ...], experiments: set) -> dict[str, float]:
@@ -242,10 +259,14 @@ class _Counter:
         self.bar.refresh()
 
 
-# Names that promise another format than the canonical trace's Parquet, which ingest and
-# generate write whatever the name (out.csv would be Parquet in disguise). Other names,
-# dotted ones among them (zipf_alpha0.9), are taken as they are.
-OTHER_FORMAT_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".bin", ".gz", ".zst", ".xz")
+# Names that promise another format than the Parquet that ingest and generate (traces),
+# mrc, replay and summarize (tables) write whatever the name (out.csv would be Parquet in
+# disguise, as would curves.png). Other names, dotted ones among them (zipf_alpha0.9),
+# are taken as they are.
+OTHER_FORMAT_SUFFIXES = (
+    *(".csv", ".tsv", ".txt", ".json", ".bin", ".gz", ".zst", ".xz"),
+    *(".png", ".pdf", ".svg"),
+)
 
 
 def _names_another_format(output: str) -> str | None:
@@ -264,11 +285,35 @@ def _names_another_format(output: str) -> str | None:
 
 
 def _check_canonical_name(output: str) -> None:
-    if _names_another_format(output) is not None:
+    _check_parquet_name(
+        output,
+        "a canonical trace, which is Parquet",
+        " (`balloonreplay export` writes it in another format)",
+    )
+
+
+def _check_parquet_name(output: str | None, what: str, hint: str = "", option: str = "-o") -> None:
+    """Refuse a name that promises another format than the Parquet a command writes (the
+    rule ingest and generate apply to traces, and mrc, replay and summarize to tables)."""
+    if output is not None and _names_another_format(output) is not None:
         raise click.BadParameter(
-            f"{output!r}: this command writes a canonical trace, which is Parquet; name it "
-            f"*.parquet (`balloonreplay export` writes it in another format)",
-            param_hint="-o",
+            f"{output!r}: this command writes {what}; name it *.parquet{hint}",
+            param_hint=option,
+        )
+
+
+def _check_distinct_outputs(
+    first: str, second: str | None, first_option: str, second_option: str
+) -> None:
+    """Refuse two outputs of one command at one path, the second of which would replace the
+    first (check_output_path compares an output with the inputs, and only existing files)."""
+    from pathlib import Path
+
+    from balloonreplay.errors import OutputError
+
+    if second is not None and Path(first).resolve() == Path(second).resolve():
+        raise OutputError(
+            second, f"{second_option} names the same file as {first_option}, which it would replace"
         )
 
 
@@ -334,6 +379,7 @@ def generate_command(
         spec = named.spec
         seed = named.seed if seed is None else seed
         lru_filter_pages = lru_filter_pages or named.lru_filter_pages
+    stats: dict = {}
     with _progress(spec.accesses, f"generate {spec.name}", "acc", quiet) as bar:
         meta = generate_trace(
             spec,
@@ -342,10 +388,11 @@ def generate_command(
             chunk_accesses=chunk_accesses,
             lru_filter_pages=lru_filter_pages,
             progress=bar,
+            stats=stats,
         )
     if not quiet:
         click.echo(
-            f"{output}: {meta.accesses} accesses, {len(meta.pages_per_vm)} VMs, "
+            f"{output}: {_accesses_and_frees(stats)}, {len(meta.pages_per_vm)} VMs, "
             f"{sum(meta.pages_per_vm)} distinct pages (seed {seed})",
             err=True,
         )
@@ -394,21 +441,28 @@ def export_command(trace, output, format_name, options, quiet):
     opened = open_trace(trace)
     given = {item.split("=", 1)[0].strip().replace("-", "_") for item in options}
     known = {field.name for field in dataclasses.fields(fmt.Options)}
+    if fmt.writer_options is not None:
+        known &= set(fmt.writer_options)
     defaults = []
     if "page_size_bytes" in known and "page_size_bytes" not in given:
         defaults.append(f"page_size_bytes={opened.metadata.page_size_bytes}")
-    writer_options = fmt.make_options([*defaults, *options])
+    writer_options = fmt.make_writer_options([*defaults, *options])
+    frees = 0
     with _progress(opened.num_rows, f"export {name}", "acc", quiet) as bar:
         counted = _Counter(bar)
 
         def batches():
+            nonlocal frees
             for batch in opened.iter_batches():
                 yield batch
                 counted.update(batch.num_rows)
+                frees += batch.column("free").true_count
 
         fmt.write(batches(), output, writer_options)
     if not quiet:
-        click.echo(f"{output}: {counted.n} accesses as {name}", err=True)
+        written = f" and {frees} frees" if frees and fmt.writes_frees else ""
+        left_out = f" ({frees} frees left out)" if frees and not fmt.writes_frees else ""
+        click.echo(f"{output}: {counted.n - frees} accesses{written} as {name}{left_out}", err=True)
 
 
 def _format_by_name(output: str) -> str:
@@ -444,7 +498,8 @@ def info_command(trace, as_json, quiet):
     click.echo(f"accesses         {info.accesses}")
     if info.frees:
         click.echo(f"frees            {info.frees}")
-    click.echo(f"VMs              {len(info.vms)}")
+    idle = f" ({len(info.vms)} with rows)" if len(info.vms) != info.num_vms else ""
+    click.echo(f"VMs              {info.num_vms}{idle}")
     click.echo(f"write fraction   {info.write_fraction:.3f}")
     click.echo(f"zero pages       {info.zero_page_fraction:.3f} of touched pages")
     click.echo(f"shareable pages  {info.shareable_page_fraction:.3f} of touched pages")
@@ -479,10 +534,12 @@ def mrc_command(trace, output, plot_path, quiet):
     from balloonreplay.traces.io import check_output_path, open_trace
 
     check_output_path(output, trace)
+    _check_parquet_name(output, "its curves as Parquet")
     if plot_path:
         from balloonreplay.plots import check_figure_path
 
         check_output_path(plot_path, trace, output)
+        _check_distinct_outputs(output, plot_path, "-o", "--plot")
         check_figure_path(plot_path)
     opened = open_trace(trace)
     with _progress(opened.num_rows, "mrc", "acc", quiet) as bar:
@@ -581,6 +638,7 @@ def replay_command(
 
     from balloonreplay.replay import parse_duration_ns, replay, summary_json, summary_line
 
+    _check_parquet_name(output, "its metrics as Parquet")
     options = {}
     if scan_rate is not None:
         options["scan_rate_pages_per_s"] = scan_rate
@@ -661,6 +719,9 @@ def summarize_command(runs, run_lists, output, consolidation_path, slo_settings)
     for path in (output, consolidation_path):
         if path is not None:
             check_output_path(path, *runs)
+    _check_parquet_name(output, "its summary as Parquet")
+    _check_parquet_name(consolidation_path, "its ratios as Parquet", option="--consolidation")
+    _check_distinct_outputs(output, consolidation_path, "-o", "--consolidation")
     records = [read_metrics_metadata(p).get("run", {}) for p in runs]
     slo = _parse_slo(slo_settings, {run.get("experiment") for run in records})
     summary = summarize_study(runs, slo, records)

@@ -102,14 +102,29 @@ def check_values(config: Mapping[str, Any], repo_root, workdir=None) -> None:
     _check_figures(config.get("figures") or {}, experiments)
 
 
-def _repo_path(path: str, repo_root) -> str:
+def repo_path(path: str, repo_root) -> str:
+    """A path of the config as the workflow reads it: relative to the repository root."""
     return path if os.path.isabs(path) else os.path.join(repo_root, path)
 
 
-def _not_found(path: str, repo_root) -> str:
+def config_repo_root(config_path: str | os.PathLike) -> str:
+    """The repository root a config outside the workflow (``generate --config``) takes its
+    paths from: the nearest directory above the config holding a Snakefile, which the
+    workflow's own root is (its basedir); the working directory for a config in none."""
+    directory = os.path.dirname(os.path.abspath(config_path))
+    while True:
+        if os.path.isfile(os.path.join(directory, "Snakefile")):
+            return directory
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return os.getcwd()
+        directory = parent
+
+
+def not_found(path: str, repo_root) -> str:
     from balloonreplay.traces.io import looked_for
 
-    return f"file not found: {path}{looked_for(path, _repo_path(path, repo_root))}"
+    return f"file not found: {path}{looked_for(path, repo_path(path, repo_root))}"
 
 
 def _check_size(key: str, text: str) -> None:
@@ -129,7 +144,7 @@ def _source_records_memory(workload: str, ingest: Mapping[str, Any], repo_root, 
     the config is checked at every Snakemake start, for every experiment replaying it."""
     from balloonreplay.traces.formats import get_format
 
-    path = _repo_path(ingest["path"], repo_root)
+    path = repo_path(ingest["path"], repo_root)
     options = dict(ingest.get("options") or {})
     key = (ingest["format"], os.path.realpath(path), yaml.safe_dump(options, sort_keys=True))
     if key not in recorded:
@@ -149,13 +164,13 @@ def _check_workload(name: str, workload: Mapping[str, Any], repo_root, workdir=N
     prefix = f"workloads.{name}"
     if "generate" in workload:
         try:
-            load_spec(_repo_path(workload["generate"]["spec"], repo_root))
+            load_spec(repo_path(workload["generate"]["spec"], repo_root))
         except BalloonreplayError as exc:
             raise ConfigError(f"{prefix}.generate.spec", str(exc)) from None
     if "ingest" in workload:
         ingest = workload["ingest"]
-        if not os.path.exists(_repo_path(ingest["path"], repo_root)):
-            raise ConfigError(f"{prefix}.ingest.path", _not_found(ingest["path"], repo_root))
+        if not os.path.exists(repo_path(ingest["path"], repo_root)):
+            raise ConfigError(f"{prefix}.ingest.path", not_found(ingest["path"], repo_root))
         try:
             fmt = get_format(ingest["format"])
         except BalloonreplayError as exc:
@@ -177,8 +192,8 @@ def _check_workload(name: str, workload: Mapping[str, Any], repo_root, workdir=N
         _check_size(f"{prefix}.capture.vm_mem", capture["vm_mem"])
         _check_program(name, capture["program"], workdir)
         stdin = capture.get("stdin")
-        if stdin and not os.path.exists(_repo_path(stdin, repo_root)):
-            raise ConfigError(f"{prefix}.capture.stdin", _not_found(stdin, repo_root))
+        if stdin and not os.path.exists(repo_path(stdin, repo_root)):
+            raise ConfigError(f"{prefix}.capture.stdin", not_found(stdin, repo_root))
 
 
 def _check_program(name: str, program: str, workdir) -> None:

@@ -9,19 +9,24 @@ class BalloonreplayError(Exception):
     """Base class for errors the CLI reports as one clear line and a non-zero exit."""
 
 
-class ConfigError(BalloonreplayError):
-    """An invalid configuration value; `key` names the offending setting."""
-
-    def __init__(self, key: str, message: str):
-        self.key = key
-        self.detail = message
-        super().__init__(f"config: {key}: {message}")
-
-
 def one_line(text: str) -> str:
     """``text`` with its line breaks escaped: a value quoted from a file (or by pyarrow)
     may hold one, which would split the CLI's one-line error or warning."""
     return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+class ConfigError(BalloonreplayError):
+    """An invalid configuration value; `key` names the offending setting, `source` the file
+    it is in (a workload spec, a config given on the command line), when there is one:
+    ``spec.yaml: vm_types.web.memory: ...``; otherwise ``config: key: ...``. An empty key
+    is an error about the whole file."""
+
+    def __init__(self, key: str, message: str, source: str | os.PathLike | None = None):
+        self.key = key
+        self.detail = message
+        self.source = None if source is None else os.fspath(source)
+        where = [self.source or "config"] + ([key] if key else [])
+        super().__init__(one_line(": ".join(where) + f": {message}"))
 
 
 class TraceError(BalloonreplayError):

@@ -7,6 +7,9 @@ import re
 PAGE_SIZE_BYTES = 4096  # x86 base page
 PAGE_SIZE_EXPECTED = "a power of two (bytes: 4096, 8192, ...)"
 MAX_PAGE_SIZE_BYTES = 1 << 30  # 1 GiB, x86's largest: what a reader or ingest accepts
+# The engine counts pages in int64: a size beyond would overflow it (OverflowError deep in
+# a replay) rather than be refused as the user wrote it.
+MAX_SIZE_PAGES = (1 << 63) - 1
 
 _UNITS = {
     "": 1,
@@ -48,13 +51,14 @@ def is_page_count(text: str | int) -> bool:
 
 
 def parse_size_pages(text: str | int, page_size_bytes: int = PAGE_SIZE_BYTES) -> int:
-    """Return a size in pages. A bare integer is pages; strings take a unit or a ``p`` suffix."""
+    """Return a size in pages. A bare integer is pages; strings take a unit or a ``p`` suffix.
+    A size of more than MAX_SIZE_PAGES pages is a ValueError."""
     if isinstance(text, bool):
         raise ValueError(f"expected a memory size, got {text!r}")
     if isinstance(text, int):
         if text < 0:
             raise ValueError(f"memory size must not be negative, got {text}")
-        return text
+        return _within_engine(text, text, page_size_bytes)
     match = _SIZE_RE.match(str(text))
     if not match:
         raise ValueError(f"expected a memory size like 512MiB, 2GiB or 1000p (pages), got {text!r}")
@@ -63,11 +67,23 @@ def parse_size_pages(text: str | int, page_size_bytes: int = PAGE_SIZE_BYTES) ->
     if unit in _PAGE_UNITS:
         if "." in number:
             raise ValueError(f"a page count must be a whole number, got {text!r}")
-        return int(number)
+        return _within_engine(int(number), text, page_size_bytes)
     if unit not in _UNITS:
         raise ValueError(f"unknown size unit {unit!r} in {text!r} (use B, KiB, MiB, GiB, TiB or p)")
     size_bytes = float(number) * _UNITS[unit]
-    return int(size_bytes // page_size_bytes)
+    # Compared as a float first: a few hundred digits make it infinite, which int() refuses.
+    if not size_bytes // page_size_bytes <= MAX_SIZE_PAGES:
+        return _within_engine(MAX_SIZE_PAGES + 1, text, page_size_bytes)
+    return _within_engine(int(size_bytes // page_size_bytes), text, page_size_bytes)
+
+
+def _within_engine(pages: int, text: str | int, page_size_bytes: int) -> int:
+    if pages > MAX_SIZE_PAGES:
+        shown = str(text) if len(str(text)) <= 40 else str(text)[:40] + "..."
+        raise ValueError(
+            f"expected a size below 2**63 pages (of {page_size_bytes} bytes), got {shown!r}"
+        )
+    return pages
 
 
 def size_parts(value) -> list:

@@ -83,6 +83,22 @@ def test_ingest_refuses_a_vm_smaller_than_the_traces_page(tmp_path, extra, messa
     assert no_files_but(tmp_path, "raw.parquet")
 
 
+def test_ingest_refuses_a_vm_mem_beyond_the_engines_page_counts(tmp_path):
+    # Found by an audit: the size passed the parser and the footer's check said "expected
+    # a list of pages >= 1", which it was.
+    raw_trace(tmp_path / "raw.parquet")
+    out = tmp_path / "t.parquet"
+    result = run(
+        "ingest", tmp_path / "raw.parquet", "-o", out, "--vm-mem", "99999999999999999999TiB"
+    )
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: --vm-mem: expected a size below 2**63 pages (of 4096 bytes), "
+        "got '99999999999999999999TiB'\n"
+    )
+    assert no_files_but(tmp_path, "raw.parquet")
+
+
 def test_ingest_converts_vm_mem_with_the_page_size_the_reader_gives(tmp_path):
     # Found by a workflow audit: with a reader's page_size_bytes=8192 (what the workflow's
     # ingest passes) the sizes were converted in 4 KiB pages, doubling every VM's memory.
@@ -211,6 +227,20 @@ def test_overhead_sizes_are_in_the_trace_pages_and_one_is_every_vm(tmp_path):
         (["--epoch", "inf"], "epoch: expected a duration like 1s"),
         (["--epoch", "nan"], "epoch: expected a duration like 1s"),
         (["--scan-rate", str(10**20)], "is not in the range 0<=x<=1000000000"),
+        # Found by an audit: 1000 read as bytes (0 pages) was not said, and --overhead's
+        # count was named overhead_pages without the VMs'.
+        (["--vm-mem", "1000"], "got [0, 0] (a size without a unit is bytes, rounded down"),
+        (
+            ["--overhead", "1MiB,2MiB,3MiB"],
+            "error: --overhead: expected one size per VM (2 VMs), got 3",
+        ),
+        # Found by an audit: 2**63 pages or more were an OverflowError in the engine.
+        (["--vm-mem", "99999999999999999999TiB"], "error: --vm-mem: expected a size below 2**63"),
+        (["--host-mem", "99999999999999999999TiB"], "error: --host-mem: expected a size below"),
+        (["--overhead", "9" * 400 + "TiB"], "error: --overhead: expected a size below 2**63"),
+        (["--vm-mem", f"{2**62}p"], "error: --vm-mem: the VMs' memory must be below 2**63 pages"),
+        (["--overhead", f"{2**62}p"], "error: --overhead: the VMs' overhead must be below 2**63"),
+        (["--overhead", f"{2**62 - 1}p"], "error: --host-mem: host memory (by default the VMs'"),
     ],
 )
 def test_replay_options_out_of_their_domain_are_clear_errors(trace, args, message):
@@ -233,6 +263,48 @@ def test_summarize_names_an_input_that_is_not_a_metrics_file(tmp_path, trace, ba
     assert result.exit_code == 1
     assert result.output.startswith(f"error: {path}: {message}")
     assert not (tmp_path / "s.parquet").exists()
+
+
+def test_two_outputs_of_one_command_at_one_path_are_refused(tmp_path, trace):
+    # Found by an audit: mrc -o X --plot X wrote the curves, then the PNG over them.
+    same = tmp_path / "curves"  # a Parquet name, and a figure's (PNG without a suffix)
+    result = run("mrc", trace, "-o", same, "--plot", same, "-q")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: {same}: cannot write output: --plot names the same file as -o, which it "
+        "would replace\n"
+    )
+    same = tmp_path / "same.parquet"
+    args = ("summarize", trace, "-o", same, "--consolidation", tmp_path / "." / "same.parquet")
+    result = run(*args)
+    assert result.exit_code == 1
+    assert "--consolidation names the same file as -o" in result.output
+    assert no_files_but(tmp_path, "raw.parquet", "t.parquet")
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "name", "what"),
+    [
+        ("mrc", "-o", "x.csv", "its curves as Parquet"),
+        ("mrc", "-o", "x.png", "its curves as Parquet"),
+        ("replay", "-o", "x.csv", "its metrics as Parquet"),
+        ("summarize", "-o", "x.csv", "its summary as Parquet"),
+        ("summarize", "--consolidation", "x.csv", "its ratios as Parquet"),
+        ("ingest", "-o", "x.pdf", "a canonical trace, which is Parquet"),
+    ],
+)
+def test_a_table_named_for_another_format_is_refused_as_ingest_refuses_a_trace(
+    tmp_path, trace, command, option, name, what
+):
+    # Found by an audit: mrc and replay wrote Parquet under -o x.csv, which ingest and
+    # generate refuse.
+    args = [command, trace, "-q"] if command != "summarize" else [command, trace]
+    if option != "-o":
+        args += ["-o", tmp_path / "s.parquet"]
+    result = run(*args, option, tmp_path / name)
+    assert result.exit_code == 2
+    assert f"this command writes {what}; name it *.parquet" in result.output
+    assert no_files_but(tmp_path, "raw.parquet", "t.parquet")
 
 
 def test_a_workload_spec_that_is_not_utf8_is_a_clear_error(tmp_path, trace):

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import TEST_DATA
 
 from balloonreplay.cli import main
 from balloonreplay.traces.formats.oracle_general import RECORD
@@ -272,3 +273,122 @@ def test_ingest_vm_mem_given_empty_is_no_vm_mem(tmp_path):
     result = run("ingest", tmp_path / "raw.parquet", "-o", empty, "--vm-mem", "", "-q")
     assert result.exit_code == 0, result.output
     assert open_trace(empty).metadata.config_pages == open_trace(plain).metadata.config_pages
+
+
+def test_page_size_is_the_one_the_reader_cuts_addresses_at(tmp_path):
+    # Found by an audit: --page-size 8192 relabelled the footer while lackey still cut its
+    # addresses into 4 KiB pages, so a replay's 64KiB was 8 pages over 16 distinct ones.
+    source = TEST_DATA / "touch_pages.lackey"
+    by_option, by_flag = tmp_path / "opt.parquet", tmp_path / "flag.parquet"
+    assert (
+        run("ingest", source, "-o", by_option, "--opt", "page_size_bytes=8192", "-q").exit_code == 0
+    )
+    assert run("ingest", source, "-o", by_flag, "--page-size", "8192", "-q").exit_code == 0
+    option_meta, flag_meta = open_trace(by_option).metadata, open_trace(by_flag).metadata
+    assert flag_meta.page_size_bytes == option_meta.page_size_bytes == 8192
+    assert flag_meta.pages_per_vm == option_meta.pages_per_vm == [9]  # 16 of 4 KiB
+    assert flag_meta.parameters["reader_options"]["page_size_bytes"] == 8192
+    conflict = tmp_path / "conflict.parquet"
+    args = ("--opt", "page_size_bytes=8192", "--page-size", "4096", "-q")
+    result = run("ingest", source, "-o", conflict, *args)
+    assert result.exit_code == 1
+    assert "--page-size: 4096 contradicts the reader option page_size_bytes=8192" in result.output
+    assert not conflict.exists()
+    # Agreeing is no conflict; a source of page ids (Parquet) is only labelled.
+    assert (
+        run("ingest", source, "-o", conflict, *args[:2], "--page-size", "8192", "-q").exit_code == 0
+    )
+    small_trace(tmp_path / "raw.parquet")
+    plain, labelled = tmp_path / "plain.parquet", tmp_path / "labelled.parquet"
+    assert run("ingest", tmp_path / "raw.parquet", "-o", plain, "-q").exit_code == 0
+    args = ("ingest", tmp_path / "raw.parquet", "-o", labelled, "--page-size", "8192", "-q")
+    assert run(*args).exit_code == 0
+    assert open_trace(labelled).metadata.page_size_bytes == 8192
+    assert open_trace(labelled).metadata.pages_per_vm == open_trace(plain).metadata.pages_per_vm
+
+
+@pytest.mark.parametrize("format_name", [None, "csv", "oracle-general", "parquet", "lackey"])
+def test_a_directory_is_refused_as_the_source_of_a_file_format(tmp_path, format_name):
+    # Found by an audit: oracle-general took the directory's size for a file's ("byte
+    # offset 4080 ... truncated"), csv blamed its plug-in for an IsADirectoryError, and
+    # sniffing warned that the parquet plug-in failed.
+    source = tmp_path / "somedir"
+    source.mkdir()
+    out = tmp_path / "t.parquet"
+    args = ["ingest", source, "-o", out, "-q"] + (["-f", format_name] if format_name else [])
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 1
+    expected = (
+        f"expected a file, got a directory (format {format_name!r} reads one file; formats "
+        "that read a directory: drmemtrace)"
+        if format_name
+        else "expected a trace file, or a directory in a format that reads one (drmemtrace)"
+    )
+    assert result.stderr.startswith(f"error: {source}: {expected}"), result.stderr
+    assert len(result.stderr.splitlines()) == 1  # no warning about a plug-in's sniff
+    assert not out.exists()
+
+
+def test_accesses_and_frees_are_reported_apart(tmp_path):
+    # Found by an audit: ingest, generate and export counted free rows as accesses (an
+    # oracleGeneral file of 75,384 records was reported as 75,768 accesses).
+    raw = tmp_path / "frees.parquet"
+    free = np.array([False, False, True, False, True, False])
+    batch = make_batch([0, 0, 0, 1, 1, 1], np.arange(6), [0, 1, 0, 0, 1, 1], free, free=free)
+    write_trace([batch], raw, TraceMetadata(config_pages=[4, 4], source="test"))
+    trace = tmp_path / "t.parquet"
+    result = run("ingest", raw, "-o", trace)
+    assert result.stderr == f"{trace}: 4 accesses and 2 frees, 2 VMs, 4 distinct pages\n"
+    oracle, csv = tmp_path / "t.oracleGeneral.bin", tmp_path / "t.csv"
+    result = run("export", trace, "-o", oracle)
+    assert result.stderr == f"{oracle}: 4 accesses as oracle-general (2 frees left out)\n"
+    result = run("export", trace, "-o", csv)
+    assert result.stderr == f"{csv}: 4 accesses and 2 frees as csv\n"
+
+
+def test_a_trace_of_frees_alone_is_refused_as_having_no_access(tmp_path):
+    # Found by an audit: it was ingested as "2 accesses", as an empty trace is not.
+    source = tmp_path / "frees.csv"
+    source.write_text("t_ns,page,write,free\n1,1,0,1\n2,2,0,true\n")
+    out = tmp_path / "t.parquet"
+    result = run("ingest", source, "-o", out)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: {source}: expected at least one access; the trace holds only 2 free "
+        "events (free = true), which are no accesses\n"
+    )
+    assert not out.exists()
+
+
+def test_info_counts_the_vms_ingest_and_replay_count(tmp_path):
+    # Found by an audit: a trace of VM 5 alone is 6 VMs to ingest and a replay (VMs 0-4
+    # with no rows), but info said "VMs 1".
+    source = tmp_path / "vm5.csv"
+    source.write_text("vm,t_ns,page,write\n5,1,1,0\n5,2,2,1\n")
+    trace = tmp_path / "t.parquet"
+    assert run("ingest", source, "-o", trace, "-q").exit_code == 0
+    assert len(open_trace(trace).metadata.pages_per_vm) == 6
+    result = run("info", trace, "-q")
+    assert "VMs              6 (1 with rows)\n" in result.output
+    assert json.loads(run("info", trace, "--json", "-q").output)["num_vms"] == 6
+
+
+@pytest.mark.parametrize(
+    ("suffix", "option", "writers"),
+    [
+        (".oracleGeneral.bin", "split_vms=true", "page_size_bytes, batch_rows"),
+        (".oracleGeneral.bin", "vm=3", "page_size_bytes, batch_rows"),
+        (".csv", "page_size_bytes=8192", "none"),
+    ],
+)
+def test_export_refuses_an_option_its_writer_does_not_take(tmp_path, suffix, option, writers):
+    # Found by an audit: reader options given to export were silently ignored.
+    small_trace(tmp_path / "raw.parquet")
+    trace = tmp_path / "t.parquet"
+    assert run("ingest", tmp_path / "raw.parquet", "-o", trace, "-q").exit_code == 0
+    out = tmp_path / f"t{suffix}"
+    result = run("export", trace, "-o", out, "--opt", option, "-q")
+    assert result.exit_code == 1
+    key = option.split("=")[0]
+    assert f"option {key!r} is not one its writer takes (the writer's: {writers})" in result.output
+    assert not out.exists()

@@ -95,7 +95,7 @@ def test_round_trip(tmp_path):
         ("page,write\n1,0\n2,yes\n", "line 3", "column 'write'"),
         ("page,op\n1,R\n2,X\n", "line 3", "column 'op'"),
         ("page,write\n1,0\n-2,1\n", "line 3", "column 'page': expected a whole number"),
-        ("page,write\n1,0\n\n2,1\n3\n", "line 4", "expected 2 comma-separated columns"),
+        ("page,write\n1,0\n\n2,1\n3\n", "line 5", "expected 2 comma-separated columns"),
         ("page,write\n1,0\n2", "line 3", "expected 2 comma-separated columns"),  # truncated
         ("vm,page,write\n70000,1,0\n", "line 2", "column 'vm'"),
         ("page,write\n99999999999999999999999,0\n", "line 2", "column 'page'"),
@@ -155,3 +155,31 @@ def test_hexadecimal_numbers_are_read_and_a_bad_value_is_named_on_its_own_line(t
     path = write_text(tmp_path, "addr,write\n" + rows + "12z,1\n")
     with pytest.raises(TraceError, match=r"line 32: column 'addr': expected a whole number"):
         read(path)
+
+
+def test_a_bad_content_after_a_hexadecimal_one_is_named_on_its_own_line(tmp_path):
+    # Found by an audit: the cast took 0x10 but the search for the bad row did not, so
+    # 'zz' on line 3 was blamed on line 2.
+    path = write_text(tmp_path, "t_ns,page,write,content\n1,1,0,0x10\n2,2,0,zz\n")
+    with pytest.raises(TraceError, match=r"line 3: column 'content': .* got 'zz'"):
+        read(path)
+    path = write_text(tmp_path, "t_ns,page,write,content\n1,1,0,0x10\n2,2,0,\n")
+    assert read(path)["content"].to_pylist() == [16, None]
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("block_size_bytes", [64, 1 << 20])
+def test_a_line_number_counts_the_empty_lines_before_it(
+    tmp_path, end, block_size_bytes, monkeypatch
+):
+    # Found by an audit: each empty line made the numbers after it one short (pyarrow
+    # skips them); 'zz' on line 5 was said to be on line 4.
+    import balloonreplay.traces.formats.csv as csv_format
+
+    monkeypatch.setattr(csv_format, "_LINE_SCAN_BYTES", 7)  # CR LF cut between chunks too
+    lines = ["t_ns,page,write"] + ["1,10,0", "", "2,11,1", "", "", "3,12,0"] * 5
+    for bad, where in (("4,zz,1", "column 'page'"), ("4,13", "expected 3 comma-separated")):
+        path = tmp_path / "t.csv"
+        path.write_bytes(end.join([*lines, bad, "5,14,0", ""]).encode())
+        with pytest.raises(TraceError, match=f"line {len(lines) + 1}: {where}"):
+            read(path, block_size_bytes=block_size_bytes)

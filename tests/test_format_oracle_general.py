@@ -10,6 +10,7 @@ from oracles import lru_misses
 from balloonreplay.errors import BalloonreplayError, TraceError
 from balloonreplay.traces.formats import get_format
 from balloonreplay.traces.formats.oracle_general import RECORD
+from balloonreplay.traces.io import write_trace
 from balloonreplay.traces.schema import make_batch
 
 ORACLE = get_format("oracle-general")
@@ -100,12 +101,26 @@ def test_libcachesim_reads_the_written_file(tmp_path):
         assert miss_ratio == pytest.approx(lru_misses(obj_ids, cache_pages) / len(obj_ids))
 
 
-def test_sniff_needs_the_name_and_whole_records(tmp_path):
+def test_sniff_goes_by_the_name_so_a_truncated_file_gets_the_readers_error(tmp_path):
+    # Found by an audit: a cut *.oracleGeneral.bin was "could not recognise the format"
+    # when sniffed, while -f oracle-general named the byte offset where it is cut.
+    from balloonreplay.traces.formats import sniff_format
+
     assert ORACLE.sniff(CLOUDPHYSICS)
     odd = tmp_path / "x.oracleGeneral.bin"
     odd.write_bytes(b"\0" * 25)
-    assert not ORACLE.sniff(odd)
+    assert sniff_format(odd).name == "oracle-general"
+    with pytest.raises(TraceError, match="byte offset 24: expected a whole 24-byte record"):
+        read(odd)
     assert not ORACLE.sniff(tmp_path / "")
+    unnamed = tmp_path / "x.bin"
+    unnamed.write_bytes(CLOUDPHYSICS.read_bytes()[:240])
+    assert not ORACLE.sniff(unnamed)
+    # A canonical trace named for the format it came from is still Parquet.
+    canonical = tmp_path / "w.oracleGeneral.parquet"
+    write_trace([make_batch(0, [0, 1], [5, 6], [False, True])], canonical)
+    assert not ORACLE.sniff(canonical)
+    assert sniff_format(canonical).name == "parquet"
 
 
 def test_truncated_file(tmp_path):
@@ -143,3 +158,24 @@ def test_writer_rejects_pages_that_do_not_fit_48_bits(tmp_path):
     with pytest.raises(TraceError, match="below 2\\*\\*48"):
         ORACLE.write([batch], out)
     assert not out.exists()
+
+
+def test_a_next_access_beyond_the_files_records_is_refused(tmp_path):
+    # Found by an audit: 240,000 bytes of CSV text passed as 10,000 records of garbage,
+    # their next_access_vtime all far in the future.
+    text = tmp_path / "text.oracleGeneral.bin"
+    text.write_bytes((shared_data_dir() / "cloudPhysicsIO.csv").read_bytes()[:240_000])
+    with pytest.raises(
+        TraceError, match=r"byte offset 16: .*\.\.10000, at own vtime 1, got \d{12}"
+    ):
+        read(text)
+    records = np.zeros(4, RECORD)
+    records["obj_id"] = [1, 2, 1, 2]
+    records["next_access_vtime"] = [3, 4, -1, 5]  # the last record points past the end
+    path = tmp_path / "past_end.oracleGeneral"
+    records.tofile(path)
+    with pytest.raises(TraceError, match=f"byte offset {3 * 24 + 16}: .*last record.*got 5"):
+        read(path)
+    records["next_access_vtime"] = [3, 4, -1, (1 << 63) - 1]  # libCacheSim's other "never"
+    records.tofile(path)
+    assert read(path).num_rows == 4

@@ -193,3 +193,18 @@ def test_cloudphysics_encodings_agree():
     assert len(pages) == len(csv_lbn) == len(txt_ids) == 113_872
     np.testing.assert_array_equal(pages, csv_lbn)
     np.testing.assert_array_equal(pages, txt_ids)
+
+
+def test_the_csv_and_parquet_descriptions_name_every_column_they_read():
+    # Found by an audit: `free` was read by both but missing from their descriptions and
+    # from the README's table of formats.
+    from balloonreplay.traces.formats.csv import KNOWN_COLUMNS
+
+    readme = (TEST_DATA.parents[1] / "README.md").read_text()
+    csv_row = next(line for line in readme.splitlines() if line.startswith("| `csv` |"))
+    for fmt, columns in (("csv", KNOWN_COLUMNS), ("parquet", CANONICAL_SCHEMA.names)):
+        description = get_format(fmt).description
+        for column in columns:
+            assert re.search(rf"\b{column}\b", description), (fmt, column)
+            if fmt == "csv":
+                assert re.search(rf"\b{column}\b", csv_row), column

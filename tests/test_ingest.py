@@ -245,3 +245,22 @@ def test_ingest_takes_one_page_count_for_every_vm(tmp_path):
 
     meta = ingest(TEST_DATA / "touch_pages.parquet", tmp_path / "t.parquet", vm_mem=1024)
     assert meta.config_pages == [1024] * len(meta.pages_per_vm)
+
+
+@pytest.mark.parametrize("first_k, second_k", [(64, 8), (8, 64), (16, None)])
+def test_filtering_a_filtered_trace_again_records_the_larger_k(tmp_path, first_k, second_k):
+    # Found by an audit: K=64 then K=8 recorded 8, though the trace is exact only from 64.
+    rng = np.random.default_rng(1)
+    n = 3000
+    write_trace(
+        [make_batch(0, np.arange(n), rng.integers(0, 200, n), np.zeros(n, bool))],
+        tmp_path / "raw.parquet",
+    )
+    once, twice = tmp_path / "once.parquet", tmp_path / "twice.parquet"
+    ingest(tmp_path / "raw.parquet", once, lru_filter_pages=first_k)
+    meta = ingest(once, twice, lru_filter_pages=second_k)
+    assert (
+        meta.lru_filter_pages
+        == open_trace(twice).metadata.lru_filter_pages
+        == max(first_k, second_k or 0)
+    )

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oracles import lru_misses
 
+from balloonreplay.errors import TraceError
 from balloonreplay.mrc import miss_ratio_curves
 from balloonreplay.traces.ingest import write_canonical
 from balloonreplay.traces.schema import TraceMetadata, make_batch
@@ -151,10 +152,12 @@ def test_a_free_leaves_a_hole_and_its_next_access_is_a_first_touch(
     # Found by an audit: mrc counted frees as accesses and never restarted a first touch
     # after one (A B A free(A) A: 3 and 2 misses at 1 and 2 pages instead of 4 and 3).
     tmp_path = tmp_path_factory.mktemp("mrcfree")
-    curve = miss_ratio_curves(write_with_frees(tmp_path, rows, batch_rows))
     accesses = sum(not free for _, free in rows)
-    if not accesses:
+    if not accesses:  # refused as having no access, as an empty trace is
+        with pytest.raises(TraceError, match="holds only .* free events"):
+            write_with_frees(tmp_path, rows, batch_rows)
         return
+    curve = miss_ratio_curves(write_with_frees(tmp_path, rows, batch_rows))
     curve = curve.set_index("size_pages")
     for size in curve.index:
         assert curve.loc[size, "misses"] == lru_misses_with_frees(rows, size), size

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from balloonreplay.errors import ConfigError
 from balloonreplay.latencies import Latencies
+from balloonreplay.units import MAX_SIZE_PAGES
 
 GUEST_POLICIES = ("lru", "clock", "fifo", "twolist")
 HOST_SELECTIONS = ("random", "lru-sampled")
@@ -61,10 +62,29 @@ class ReplayConfig:
     def validate(self) -> None:
         if not self.config_pages:
             raise ConfigError("vms", "at least one VM is needed")
+        # The engine holds these sums in int64; beyond, numpy raises OverflowError.
+        for key, what, pages in (
+            ("vm_mem", "the VMs' memory", self.config_pages),
+            ("overhead_pages", "the VMs' overhead", self.overhead_pages),
+            (
+                "host_mem",
+                "host memory (by default the VMs' memory and overhead)",
+                [self.host_pages],
+            ),
+        ):
+            if sum(pages) > MAX_SIZE_PAGES:
+                raise ConfigError(key, f"{what} must be below 2**63 pages, got {sum(pages)}")
         if any(c < 1 for c in self.config_pages):
-            raise ConfigError("vm_mem", f"every VM needs at least 1 page, got {self.config_pages}")
+            raise ConfigError(
+                "vm_mem",
+                f"every VM needs at least 1 page, got {self.config_pages} (a size without a "
+                "unit is bytes, rounded down to whole pages: 1000p is 1000 pages)",
+            )
         if len(self.overhead_pages) != len(self.config_pages):
-            raise ConfigError("overhead_pages", "need one value per VM")
+            raise ConfigError(
+                "overhead_pages",
+                f"expected one size per VM ({self.num_vms} VMs), got {len(self.overhead_pages)}",
+            )
         if any(o < 0 for o in self.overhead_pages):
             raise ConfigError("overhead_pages", "must be >= 0")
         if self.host_pages <= sum(self.overhead_pages):

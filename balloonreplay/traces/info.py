@@ -44,6 +44,9 @@ class TraceInfo:
     shareable_page_fraction: float
     metadata: TraceMetadata
     frees: int = 0  # free rows: no accesses (the file's rows are accesses + frees)
+    # VMs 0..num_vms-1, as ingest and a replay count them: one with no row is a VM too
+    # (vms lists those with rows).
+    num_vms: int = 0
 
     @property
     def duration_ns(self) -> int:
@@ -146,4 +149,5 @@ def trace_info(path: str | os.PathLike, progress=None) -> TraceInfo:
         shareable_page_fraction=shareable_pages / total_pages,
         metadata=trace.metadata,
         frees=sum(t.frees for t in tallies.values()),
+        num_vms=max(trace.metadata.num_vms or 0, max(tallies) + 1),
     )

@@ -17,7 +17,13 @@ import numpy as np
 import pyarrow as pa
 
 from balloonreplay.errors import ConfigError, TraceError
-from balloonreplay.traces.formats import TraceFormat, get_format, sniff_format
+from balloonreplay.traces.formats import (
+    TraceFormat,
+    check_options,
+    directory_formats,
+    get_format,
+    sniff_format,
+)
 from balloonreplay.traces.io import TraceWriter, looked_for
 from balloonreplay.traces.remap import LruFilter, PageRemapper, rows_by_vm
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch
@@ -60,14 +66,15 @@ def canonical_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Check, remap and filter a stream of canonical batches (raw pages in, dense out).
 
-    `stats`, if given, is filled with ``accesses_in``, ``accesses_out``, ``num_vms`` and
-    ``pages_per_vm`` when the stream is exhausted. `command` (ingest, generate) is the
-    one an error tells the user to run again otherwise.
+    `stats`, if given, is filled with ``accesses_in``, ``accesses_out`` (rows, frees
+    among them), ``frees``, ``num_vms`` and ``pages_per_vm`` when the stream is
+    exhausted. `command` (ingest, generate) is the one an error tells the user to run
+    again otherwise.
     """
     remapper = PageRemapper()
     time_check = _TimeOrderCheck(source_path)
     lru_filter = LruFilter(lru_filter_pages) if lru_filter_pages else None
-    rows_in = rows_out = 0
+    rows_in = rows_out = frees_out = 0
     max_vm = -1
     for batch in batches:
         batch = conform_batch(batch, source_path)
@@ -103,12 +110,14 @@ def canonical_batches(
             )
         rows_in += n
         rows_out += out.num_rows
+        frees_out += out.column("free").true_count  # the filter keeps none: it refuses them
         max_vm = max(max_vm, int(vm_ids.max()))
         yield out
     if stats is not None:
         stats.update(
             accesses_in=rows_in,
             accesses_out=rows_out,
+            frees=frees_out,
             num_vms=max_vm + 1,
             pages_per_vm=remapper.pages_per_vm(max_vm + 1),
         )
@@ -123,14 +132,17 @@ def write_canonical(
     source_path=None,
     progress=None,
     command: str = "ingest",
+    stats: dict | None = None,
 ) -> TraceMetadata:
     """Check, remap, filter and write `batches` to `out_path` atomically.
 
     `progress` (e.g. a tqdm bar) is advanced by the number of input accesses; `command`
-    (ingest, generate) is the one the errors name. Returns the metadata as written.
+    (ingest, generate) is the one the errors name; `stats`, if given, is filled as
+    canonical_batches fills it (the frees apart from the accesses, for a report). Returns
+    the metadata as written, whose ``accesses`` counts the rows, frees among them.
     """
     metadata.check(source_path)
-    stats: dict[str, Any] = {}
+    stats = {} if stats is None else stats
     with TraceWriter(out_path, metadata) as writer:
         for input_rows, out_batch in _with_input_counts(
             batches, source_path, lru_filter_pages, stats, command
@@ -140,6 +152,14 @@ def write_canonical(
                 progress.update(input_rows)
         if stats.get("accesses_in", 0) == 0:
             raise TraceError(source_path, None, "expected at least one access; the trace is empty")
+        if stats["frees"] == stats["accesses_out"]:
+            # Frees of pages never touched: nothing a replay could do with them.
+            raise TraceError(
+                source_path,
+                None,
+                f"expected at least one access; the trace holds only {stats['frees']} free "
+                "events (free = true), which are no accesses",
+            )
         num_vms = stats["num_vms"]
         config_pages = metadata.config_pages
         if config_pages is not None and len(config_pages) == 1:
@@ -163,7 +183,10 @@ def write_canonical(
             dense=True,
             pages_per_vm=stats["pages_per_vm"],
             accesses=stats["accesses_out"],
-            lru_filter_pages=lru_filter_pages,
+            # Filtering a filtered trace again keeps it exact only from the larger K.
+            lru_filter_pages=max(
+                (k for k in (metadata.lru_filter_pages, lru_filter_pages) if k), default=None
+            ),
         )
     return writer.metadata
 
@@ -216,6 +239,38 @@ def vm_mem_pages(vm_mem: str | Iterable[str | int] | int, page_size_bytes: int |
     return pages
 
 
+def _reader_options(
+    fmt: TraceFormat, options: Mapping[str, Any] | Iterable[str] | None, page_size_bytes: int | None
+) -> Any:
+    """The reader's options, with the trace's page size (``--page-size``) as its option
+    ``page_size_bytes`` when it has one: a reader that cuts addresses into pages must cut
+    them at the size the footer records, or a replay's sizes in pages would be off by the
+    ratio. The two given and different is refused (ConfigError ``page_size_bytes``)."""
+    reader_options = fmt.make_options(options)
+    has_option = any(f.name == "page_size_bytes" for f in dataclasses.fields(reader_options))
+    if page_size_bytes is None or not has_option:
+        return reader_options
+    given = reader_options.page_size_bytes
+    if _names_option(options, "page_size_bytes") and given != page_size_bytes:
+        raise ConfigError(
+            "page_size_bytes",
+            f"{page_size_bytes} contradicts the reader option page_size_bytes={given}; "
+            "give one of them (the reader cuts pages at the size the trace records)",
+        )
+    reader_options = dataclasses.replace(reader_options, page_size_bytes=page_size_bytes)
+    check_options(reader_options, f"format {fmt.name!r}")
+    return reader_options
+
+
+def _names_option(options: Mapping[str, Any] | Iterable[str] | None, name: str) -> bool:
+    """Whether `options` (a mapping, or ``key=value`` strings) sets option `name`, spelled
+    as parse_options takes it (``page-size-bytes`` too)."""
+    if options is None:
+        return False
+    keys = options.keys() if isinstance(options, Mapping) else (o.split("=", 1)[0] for o in options)
+    return any(str(key).strip().replace("-", "_") == name for key in keys)
+
+
 def ingest(
     source_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -226,17 +281,32 @@ def ingest(
     metadata_overrides: Mapping[str, Any] | None = None,
     vm_mem: str | Iterable[str | int] | None = None,
     progress=None,
+    stats: dict | None = None,
 ) -> TraceMetadata:
     """Read `source_path` with a format plug-in (named, or sniffed) into a canonical trace.
+    A ``page_size_bytes`` override is the page size a reader that computes pages from
+    addresses cuts them at (its option of that name); a source of page ids is labelled.
     ``vm_mem``: each VM's configured memory to record (``"2MiB,1MiB"``, or a list; one size
     is every VM's), converted to pages of the trace's own page size: the override's, else
     what the source and the reader's options say (an 8 KiB-page reader halves the pages).
     `progress` (e.g. a tqdm bar) is advanced by the accesses read, and its ``total`` set
-    when the format can count them beforehand (Parquet, oracleGeneral)."""
+    when the format can count them beforehand (Parquet, oracleGeneral); `stats`, if given,
+    is filled as write_canonical fills it."""
     if not os.path.exists(source_path):
         raise TraceError(source_path, None, "file not found" + looked_for(source_path))
     fmt: TraceFormat = get_format(format_name) if format_name else sniff_format(source_path)
-    reader_options = fmt.make_options(options)
+    if os.path.isdir(source_path) and not fmt.reads_directory:
+        # Else each reader fails in its own way: a size of 4096 bytes "truncated", an
+        # IsADirectoryError blamed on the plug-in.
+        raise TraceError(
+            source_path,
+            None,
+            f"expected a file, got a directory (format {fmt.name!r} reads one file; "
+            f"formats that read a directory: {directory_formats()})",
+        )
+    reader_options = _reader_options(
+        fmt, options, (metadata_overrides or {}).get("page_size_bytes")
+    )
     metadata = fmt.read_metadata(source_path, reader_options)
     if progress is not None:
         total = fmt.count_accesses(source_path, reader_options)
@@ -261,4 +331,5 @@ def ingest(
         lru_filter_pages=lru_filter_pages,
         source_path=source_path,
         progress=progress,
+        stats=stats,
     )

@@ -7,9 +7,14 @@ A format is a class registered in the entry-point group ``balloonreplay.trace_fo
 - ``Options``: a dataclass of reader options with documented defaults; users overlay
   them as ``key=value`` strings (CLI ``--opt``) or a mapping (config);
 - ``sniff(path) -> bool`` (optional): whether a file looks like this format;
+- ``reads_directory`` (default False): the source is a directory (drmemtrace), not a
+  file; ingest refuses a directory for every other format, and sniffs one only with these;
 - ``read(path, options) -> Iterator[pyarrow.RecordBatch]``: canonical batches (see
   ``balloonreplay.traces.schema``), streamed, with raw (not yet dense) page numbers;
-- ``write(batches, path, options)`` (optional).
+- ``write(batches, path, options)`` (optional); ``writer_options`` (default None: all of
+  them), the names of the options write() reads, so that export refuses the others as a
+  reader refuses an unknown option; and ``writes_frees`` (default True): False when the
+  format has no place for a free row and write() leaves it out.
 
 Readers raise ``TraceError`` naming the file, the line or byte offset and what was
 expected; any other failure of a plug-in (loading it, a wrong shape, its read() raising
@@ -50,6 +55,9 @@ class TraceFormat:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    reads_directory: ClassVar[bool] = False
+    writes_frees: ClassVar[bool] = True
+    writer_options: ClassVar[tuple[str, ...] | None] = None
 
     def sniff(self, path: str | os.PathLike) -> bool:
         return False
@@ -77,6 +85,21 @@ class TraceFormat:
 
     def make_options(self, overrides: Mapping[str, Any] | Iterable[str] | None = None) -> Any:
         return parse_options(self.Options, overrides, context=f"format {self.name!r}")
+
+    def make_writer_options(self, overrides: Iterable[str] = ()) -> Any:
+        """Options for write() from ``key=value`` strings, refusing one the writer does not
+        read (``split_vms`` is the oracle-general reader's): ignored, it would look taken."""
+        overrides = list(overrides)
+        if self.writer_options is not None:
+            for item in overrides:
+                key = item.split("=", 1)[0].strip().replace("-", "_")
+                if "=" in item and key not in self.writer_options:
+                    known = ", ".join(self.writer_options) or "none"
+                    raise BalloonreplayError(
+                        f"format {self.name!r}: option {key!r} is not one its writer takes "
+                        f"(the writer's: {known})"
+                    )
+        return self.make_options(overrides)
 
 
 def _coerce(value: Any, default: Any, annotation: Any, key: str, context: str) -> Any:
@@ -353,12 +376,15 @@ def sniff_format(path: str | os.PathLike) -> TraceFormat:
             open(path, "rb").close()
         except OSError as exc:
             raise TraceError(path, None, f"cannot read file ({exc})") from None
+    is_directory = os.path.isdir(path)
     for name in available_formats():
         try:
             fmt = get_format(name)
         except BalloonreplayError as exc:
             warnings.warn(str(exc), stacklevel=2)
             continue
+        if is_directory and not fmt.reads_directory:
+            continue  # a file format's sniff has nothing to look at
         try:
             if fmt.sniff(path):
                 return fmt
@@ -369,4 +395,23 @@ def sniff_format(path: str | os.PathLike) -> TraceFormat:
                 f"{type(exc).__name__}: {exc}",
                 stacklevel=2,
             )
+    if is_directory:
+        raise TraceError(
+            path,
+            None,
+            "expected a trace file, or a directory in a format that reads one "
+            f"({directory_formats()}), got a directory none of them recognises",
+        )
     raise TraceError(path, None, "could not recognise the format; name it with --format")
+
+
+def directory_formats() -> str:
+    """The installed formats that read a directory, for an error about one ("none")."""
+    names = []
+    for name in available_formats():
+        try:
+            if get_format(name).reads_directory:
+                names.append(name)
+        except BalloonreplayError:
+            continue  # `balloonreplay formats` and sniffing report a broken plug-in
+    return ", ".join(names) or "none"

@@ -20,8 +20,8 @@ column          required meaning
 =============== ======== =====================================================================
 
 Numbers are decimal, or hexadecimal after ``0x`` (at most 16 digits, as tools print
-addresses). Errors name the line (counting the header as line 1; blank lines are
-skipped by the parser and not counted, so line numbers after a blank line are one short).
+addresses). Empty lines are skipped. Errors name the line as an editor numbers it (the
+header is line 1, empty lines count).
 
 The writer emits all seven canonical columns (``vm,t_ns,page,write,content,file_backed,free``), so a
 canonical trace round-trips through CSV unchanged.
@@ -89,8 +89,11 @@ class CsvOptions:
 
 class CsvFormat(TraceFormat):
     name = "csv"
-    description = "CSV with a header: [vm,] [t_ns,] page|addr, write|op [, content] [, file_backed]"
+    description = (
+        "CSV with a header: [vm,] [t_ns,] page|addr, write|op [, content] [, file_backed] [, free]"
+    )
     Options = CsvOptions
+    writer_options = ()  # the writer writes every column as it is
 
     def sniff(self, path: str | os.PathLike) -> bool:
         if not os.path.isfile(path):
@@ -156,19 +159,21 @@ class CsvFormat(TraceFormat):
                     f"expected every line to fit in one block of option block_size_bytes "
                     f"({options.block_size_bytes} bytes); a line is longer: raise the option",
                 ) from None
-            # pyarrow counts rows from 1 at the header, skipping blank lines.
+            # pyarrow counts rows from 1 at the header, skipping empty lines.
             found = _BAD_ROW.search(str(exc))
             if found:
                 row, expected, got, text = found.groups()
                 raise TraceError(
                     path,
-                    f"line {row}",
+                    f"line {_line_number(path, int(row))}",
                     f"expected {expected} comma-separated columns as in the header, "
                     f"got {got}: {text[:80]!r}",
                 ) from None
             row = _ANY_ROW.search(str(exc))
             raise TraceError(
-                path, f"line {row.group(1)}" if row else None, f"expected UTF-8 CSV text ({exc})"
+                path,
+                f"line {_line_number(path, int(row.group(1)))}" if row else None,
+                f"expected UTF-8 CSV text ({exc})",
             ) from None
 
     def write(self, batches: Iterable[pa.RecordBatch], path, options=None) -> None:
@@ -203,6 +208,39 @@ def _check_header(path, names: list[str]) -> None:
         fail("exactly one of the columns write and op is required")
 
 
+_LINE_SCAN_BYTES = 1 << 20
+
+
+def _line_number(path, nonempty_line: int) -> int:
+    """The line number, as an editor shows it, of the file's `nonempty_line`-th non-empty
+    line (pyarrow skips empty lines and counts the rest, so its row numbers and ours fall
+    one short after each). Counted from the raw bytes only when an error names a line, so
+    that reading pays nothing for it. Lines end at LF, CR LF or CR, as pyarrow's do."""
+    lines_before = nonempty_before = 0
+    after_line_end = True  # the file's start counts as one: an empty first line
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(_LINE_SCAN_BYTES)
+            # A CR LF cut between two chunks is one line end, not two.
+            while chunk.endswith(b"\r") and (extra := fh.read(1)):
+                chunk += extra
+            if not chunk:
+                break
+            one_end = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            ends = np.frombuffer(one_end, np.uint8) == ord("\n")
+            follows_end = np.empty_like(ends)
+            follows_end[0] = after_line_end
+            follows_end[1:] = ends[:-1]
+            nonempty_ends = np.flatnonzero(ends & ~follows_end)
+            wanted = nonempty_line - nonempty_before
+            if wanted <= len(nonempty_ends):
+                return lines_before + int(ends[: nonempty_ends[wanted - 1] + 1].sum())
+            nonempty_before += len(nonempty_ends)
+            lines_before += int(ends.sum())
+            after_line_end = bool(ends[-1])
+    return lines_before + 1  # the last line, which has no line end
+
+
 def _first_bad(values: list, is_good) -> int:
     for index, value in enumerate(values):
         if not is_good(value):
@@ -218,11 +256,12 @@ def _convert(
     columns = dict(zip(batch.schema.names, batch.columns, strict=True))
 
     def fail(column: str, index: int, expected: str):
-        # Line 1 is the header; row i of this batch is on line rows_before + i + 2.
+        # Row i of this batch is the (rows_before + i + 2)th non-empty line (the header is
+        # the first).
         value = columns[column][index].as_py()
         raise TraceError(
             path,
-            f"line {rows_before + index + 2}",
+            f"line {_line_number(path, rows_before + index + 2)}",
             f"column {column!r}: expected {expected}, got {value!r}",
         )
 
@@ -273,11 +312,16 @@ def _convert(
         try:
             content = pc.cast(text, pa.uint64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # The cast's rule (0x numbers too), so the line named is the one it refused.
             index = _first_bad(
                 text.to_pylist(),
-                lambda v: v is None or (bool(_DECIMAL.fullmatch(v)) and int(v) <= UINT64_MAX),
+                lambda v: v is None or ((n := _whole_number(v)) is not None and n <= UINT64_MAX),
             )
-            fail("content", index, f"empty or a whole number in 0..{UINT64_MAX}")
+            fail(
+                "content",
+                index,
+                f"empty or a whole number in 0..{UINT64_MAX} (decimal, or hexadecimal after 0x)",
+            )
     file_backed = (
         flags("file_backed", _TRUE_WORDS, _FALSE_WORDS) if "file_backed" in columns else None
     )

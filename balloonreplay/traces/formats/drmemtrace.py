@@ -116,6 +116,7 @@ class DrmemtraceFormat(TraceFormat):
     name = "drmemtrace"
     description = "DynamoRIO drmemtrace offline trace: a directory of per-thread *.trace.zip"
     Options = DrmemtraceOptions
+    reads_directory = True
 
     def sniff(self, path: str | os.PathLike) -> bool:
         return Path(path).is_dir() and any(Path(path).glob("*" + THREAD_FILE_SUFFIX))

@@ -9,7 +9,12 @@ A file is packed little-endian 24-byte records, one request each, no header::
 
 ``next_access_vtime`` counts requests from 1 (the first record is vtime 1): that is what
 libCacheSim's own converter writes (checked on the CloudPhysics trace in ../shared/data,
-whose every value equals the next request's 0-based index plus one).
+whose every value equals the next request's 0-based index plus one). libCacheSim's reader
+also takes INT64_MAX for never. The format has no magic number, so this field is what
+tells a file of another kind: a value other than never must be the vtime of a later
+record of the file (own vtime < value <= the file's record count), or the file is
+refused naming the byte offset. A piece cut from a longer trace, whose last requests
+point past its end, is refused too.
 
 Reading: one request becomes one load of page ``obj_id`` by VM option ``vm``; time is the
 record's sequence number (0, 1, 2, ...) unless option ``time=clock`` (then
@@ -37,6 +42,7 @@ import pyarrow.compute as pc
 
 from balloonreplay.errors import TraceError
 from balloonreplay.traces.formats import ROW_COUNT, VM_INDEX, Bounds, TraceFormat, option
+from balloonreplay.traces.formats.parquet import PARQUET_MAGIC
 from balloonreplay.traces.io import atomic_path
 from balloonreplay.traces.schema import CANONICAL_SCHEMA, TraceMetadata, conform_batch, make_batch
 from balloonreplay.units import PAGE_SIZE_BYTES
@@ -51,6 +57,7 @@ RECORD = np.dtype(
 )
 assert RECORD.itemsize == 24  # packed, no padding
 NO_NEXT_ACCESS = -1
+NEVER_AGAIN = (1 << 63) - 1  # INT64_MAX, libCacheSim's reader's other "no next access"
 VM_SHIFT = 48  # obj_id = (vm << 48) | page
 PAGE_MASK = (1 << VM_SHIFT) - 1
 NS_PER_S = 1_000_000_000
@@ -77,15 +84,19 @@ class OracleGeneralFormat(TraceFormat):
     name = "oracle-general"
     description = "libCacheSim oracleGeneral binary (24-byte requests); reader and writer"
     Options = OracleGeneralOptions
+    writes_frees = False  # a free is no request
+    writer_options = ("page_size_bytes", "batch_rows")
 
     def sniff(self, path: str | os.PathLike) -> bool:
         # The format has no magic number; libCacheSim names its files *.oracleGeneral[.bin].
+        # The name alone decides, so that a truncated file gets the reader's own error
+        # (the byte offset where it is cut) rather than "could not recognise the format";
+        # but a canonical trace may be named so too (w.oracleGeneral.parquet).
         name = os.path.basename(os.fspath(path)).lower()
-        return (
-            "oraclegeneral" in name
-            and os.path.isfile(path)
-            and os.path.getsize(path) % RECORD.itemsize == 0
-        )
+        if "oraclegeneral" not in name or not os.path.isfile(path):
+            return False
+        with open(path, "rb") as fh:
+            return fh.read(len(PARQUET_MAGIC)) != PARQUET_MAGIC
 
     def read_metadata(self, path, options: OracleGeneralOptions) -> TraceMetadata:
         return TraceMetadata(source=self.name, parameters=dataclasses.asdict(options))
@@ -111,7 +122,7 @@ class OracleGeneralFormat(TraceFormat):
                 if not raw:
                     break
                 records = np.frombuffer(raw, dtype=RECORD)
-                _check_next_access(path, records, first_vtime)
+                _check_next_access(path, records, first_vtime, whole_records)
                 yield _to_batch(records, first_vtime - 1, options)
                 first_vtime += len(records)
 
@@ -126,18 +137,27 @@ class OracleGeneralFormat(TraceFormat):
             _patch_next_access(tmp, options.batch_rows)
 
 
-def _check_next_access(path, records: np.ndarray, first_vtime: int) -> None:
-    """A next access lies in the future or is -1; anything else means a corrupt file."""
+def _check_next_access(path, records: np.ndarray, first_vtime: int, total_records: int) -> None:
+    """A next access is a later record of the file, or never; anything else (text, another
+    binary format) is no oracleGeneral file. Cheap: one comparison per record."""
     vtime = np.arange(first_vtime, first_vtime + len(records), dtype=np.int64)
     next_vtime = records["next_access_vtime"]
-    bad = np.flatnonzero((next_vtime != NO_NEXT_ACCESS) & (next_vtime <= vtime))
+    never = (next_vtime == NO_NEXT_ACCESS) | (next_vtime == NEVER_AGAIN)
+    bad = np.flatnonzero(~never & ((next_vtime <= vtime) | (next_vtime > total_records)))
     if bad.size:
         index = int(bad[0])
+        own = first_vtime + index
+        later = (
+            f"a later record's vtime, {own + 1}..{total_records}"
+            if own < total_records
+            else "nothing else in the file's last record"
+        )
         raise TraceError(
             path,
-            f"byte offset {(first_vtime - 1 + index) * RECORD.itemsize + 16}",
-            f"expected next_access_vtime -1 or greater than the record's own vtime "
-            f"{first_vtime + index}, got {int(next_vtime[index])} (not an oracleGeneral file?)",
+            f"byte offset {(own - 1) * RECORD.itemsize + 16}",
+            f"expected next_access_vtime -1 (no next access) or {later}, at own vtime {own}, "
+            f"got {int(next_vtime[index])} (not an oracleGeneral file, or a piece cut from a "
+            "longer one?)",
         )
 
 

@@ -25,11 +25,13 @@ class ParquetOptions:
 class ParquetFormat(TraceFormat):
     name = "parquet"
     description = (
-        "canonical trace: Parquet with columns vm, t_ns, page, write[, content, file_backed]"
+        "canonical trace: Parquet with columns vm, t_ns, page, write[, content, file_backed, free]"
     )
     Options = ParquetOptions
 
     def sniff(self, path: str | os.PathLike) -> bool:
+        if not os.path.isfile(path):
+            return False
         with open(path, "rb") as fh:
             return fh.read(4) == PARQUET_MAGIC
 

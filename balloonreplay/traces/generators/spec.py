@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from balloonreplay.errors import ConfigError
+from balloonreplay.errors import ConfigError, one_line
 from balloonreplay.traces.io import looked_for
 from balloonreplay.units import parse_size_pages
 
@@ -27,6 +27,7 @@ RELEASE_MODES = ("drop", "zero", "free")
 # Content ids pack (kind, VM or image, index) into 64 bits; see content.py.
 MAX_PAGE_SPACE = 1 << 46
 MAX_VMS = 1 << 16
+SHOWN_CHARS = 60  # of a bad value quoted in an error
 
 _CONTENT_KEYS = {"zero_fraction", "image_fraction", "image_pool_pages"}
 _VM_TYPE_KEYS = {"memory", "image", "mean_interaccess_ns", "repeat", "content", "phases"}
@@ -150,9 +151,16 @@ class WorkloadSpec:
 # --- small checked getters ---------------------------------------------------------------
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut to a length an error line can hold: a file that is no spec
+    (a CSV trace) loads as one string of megabytes."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
 def _mapping(value: Any, key: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise ConfigError(key, f"expected a mapping, got {type(value).__name__} {value!r}")
+        raise ConfigError(key, f"expected a mapping, got {type(value).__name__} {_shown(value)}")
     return value
 
 
@@ -176,7 +184,7 @@ def _required_mapping(value: Any, names: tuple[str, ...], key: str, unit: str = 
 
 def _int(value: Any, key: str, *, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, f"expected an integer, got {value!r}")
+        raise ConfigError(key, f"expected an integer, got {_shown(value)}")
     if value < minimum:
         raise ConfigError(key, f"expected an integer >= {minimum}, got {value}")
     return value
@@ -184,7 +192,7 @@ def _int(value: Any, key: str, *, minimum: int = 0) -> int:
 
 def _fraction(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(key, f"expected a number between 0 and 1, got {value!r}")
+        raise ConfigError(key, f"expected a number between 0 and 1, got {_shown(value)}")
     if not 0.0 <= value <= 1.0:
         raise ConfigError(key, f"expected a number between 0 and 1, got {value}")
     return float(value)
@@ -192,23 +200,26 @@ def _fraction(value: Any, key: str) -> float:
 
 def _positive_number(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(key, f"expected a positive number, got {value!r}")
+        raise ConfigError(key, f"expected a positive number, got {_shown(value)}")
     return float(value)
 
 
 def _size_pages(value: Any, key: str, *, minimum: int = 0) -> int:
+    if not isinstance(value, str | int) or len(str(value)) > SHOWN_CHARS:
+        # parse_size_pages would quote it whole
+        raise ConfigError(key, f"expected a size like 64MiB, or a page count, got {_shown(value)}")
     try:
         pages = parse_size_pages(value)
     except (ValueError, TypeError) as exc:
         raise ConfigError(key, f"{exc} (a size like 64MiB, or a page count)") from None
     if pages < minimum:
-        raise ConfigError(key, f"expected at least {minimum} page(s), got {value!r}")
+        raise ConfigError(key, f"expected at least {minimum} page(s), got {_shown(value)}")
     return pages
 
 
 def _choice(value: Any, choices: tuple[str, ...], key: str) -> str:
     if value not in choices:
-        raise ConfigError(key, f"expected one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(key, f"expected one of {', '.join(choices)}, got {_shown(value)}")
     return value
 
 
@@ -302,14 +313,16 @@ def _parse_phase(raw: Any, key: str, vm_mean_ns: float) -> Phase:
             raise ConfigError(f"{key}.alpha", "missing (the Zipf exponent, e.g. 0.9)")
         alpha = raw["alpha"]
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
-            raise ConfigError(f"{key}.alpha", f"expected a number >= 0, got {alpha!r}")
+            raise ConfigError(f"{key}.alpha", f"expected a number >= 0, got {_shown(alpha)}")
         alpha = float(alpha)
 
     file_backed = False
     if kind == "scan":
         file_backed = raw.get("file_backed", True)
         if not isinstance(file_backed, bool):
-            raise ConfigError(f"{key}.file_backed", f"expected true or false, got {file_backed!r}")
+            raise ConfigError(
+                f"{key}.file_backed", f"expected true or false, got {_shown(file_backed)}"
+            )
 
     grow_fraction, release = 0.5, "drop"
     if kind == "heap":
@@ -390,13 +403,13 @@ def _parse_vm_type(name: str, raw: Any, key: str, base_content: ContentModel) ->
     memory = _size_pages(raw["memory"], f"{key}.memory", minimum=1)
     image = raw.get("image", name)
     if not isinstance(image, str) or not image:
-        raise ConfigError(f"{key}.image", f"expected an image name, got {image!r}")
+        raise ConfigError(f"{key}.image", f"expected an image name, got {_shown(image)}")
     mean_ns = _positive_number(raw.get("mean_interaccess_ns", 100), f"{key}.mean_interaccess_ns")
     repeat = _int(raw.get("repeat", 1), f"{key}.repeat", minimum=1)
     content = _parse_content(raw.get("content"), f"{key}.content", base_content)
     phases_raw = raw["phases"]
     if not isinstance(phases_raw, list) or not phases_raw:
-        raise ConfigError(f"{key}.phases", f"expected a non-empty list, got {phases_raw!r}")
+        raise ConfigError(f"{key}.phases", f"expected a non-empty list, got {_shown(phases_raw)}")
     phases = tuple(_parse_phase(p, f"{key}.phases[{i}]", mean_ns) for i, p in enumerate(phases_raw))
     if sum(p.accesses for p in phases) == 0:
         raise ConfigError(f"{key}.phases", "expected at least one phase with accesses")
@@ -413,7 +426,7 @@ def parse_spec(raw: Any, *, name: str | None = None) -> WorkloadSpec:
     _check_keys(raw, _TOP_KEYS, "")
     workload_name = raw.get("name", name or "workload")
     if not isinstance(workload_name, str):
-        raise ConfigError("name", f"expected a string, got {workload_name!r}")
+        raise ConfigError("name", f"expected a string, got {_shown(workload_name)}")
     base_content = _parse_content(raw.get("content"), "content", ContentModel())
 
     if "vm_types" not in raw:
@@ -430,7 +443,9 @@ def parse_spec(raw: Any, *, name: str | None = None) -> WorkloadSpec:
         raise ConfigError("vms", "missing (a list of {type, count})")
     entries = raw["vms"]
     if not isinstance(entries, list) or not entries:
-        raise ConfigError("vms", f"expected a non-empty list of {{type, count}}, got {entries!r}")
+        raise ConfigError(
+            "vms", f"expected a non-empty list of {{type, count}}, got {_shown(entries)}"
+        )
     vms: list[VmInstance] = []
     used_names: set[str] = set()
     for e_index, entry in enumerate(entries):
@@ -443,18 +458,18 @@ def parse_spec(raw: Any, *, name: str | None = None) -> WorkloadSpec:
         if type_name not in vm_types:
             raise ConfigError(
                 f"{key}.type",
-                f"unknown VM type {type_name!r} (expected one of {', '.join(vm_types)})",
+                f"unknown VM type {_shown(type_name)} (expected one of {', '.join(vm_types)})",
             )
         count = _int(entry.get("count", 1), f"{key}.count", minimum=1)
         start_ns = _int(entry.get("start_ns", 0), f"{key}.start_ns")
         stagger_ns = _int(entry.get("stagger_ns", 0), f"{key}.stagger_ns")
         prefix = entry.get("name", type_name)
         if not isinstance(prefix, str) or not prefix:
-            raise ConfigError(f"{key}.name", f"expected a name prefix, got {prefix!r}")
+            raise ConfigError(f"{key}.name", f"expected a name prefix, got {_shown(prefix)}")
         for k in range(count):
             vm_name = f"{prefix}-{k}"
             if vm_name in used_names:
-                raise ConfigError(f"{key}.name", f"VM name {vm_name!r} is used twice")
+                raise ConfigError(f"{key}.name", f"VM name {_shown(vm_name)} is used twice")
             used_names.add(vm_name)
             vms.append(
                 VmInstance(len(vms), vm_name, vm_types[type_name], start_ns + k * stagger_ns)
@@ -466,25 +481,49 @@ def parse_spec(raw: Any, *, name: str | None = None) -> WorkloadSpec:
 
 
 def load_spec(path: str | os.PathLike) -> WorkloadSpec:
-    """Read a workload spec from a YAML file (``-`` reads standard input)."""
+    """Read a workload spec from a YAML file (``-`` reads standard input). Its errors name
+    the file: ``spec.yaml: vm_types.web.memory: ...``."""
     if os.fspath(path) == "-":
-        text, stem = sys.stdin.read(), "workload"
+        text, stem, source = sys.stdin.read(), "workload", "<stdin>"
     else:
-        path = Path(path)
+        path = source = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ConfigError(str(path), "workload spec not found" + looked_for(path)) from None
+            raise ConfigError("", "workload spec not found" + looked_for(path), source) from None
         except OSError as exc:
-            raise ConfigError(str(path), f"cannot read workload spec ({exc.strerror})") from None
+            raise ConfigError("", f"cannot read workload spec ({exc.strerror})", source) from None
         except UnicodeDecodeError as exc:
             raise ConfigError(
-                str(path),
-                f"expected a YAML workload spec in UTF-8, got byte {exc.object[exc.start]:#04x} at offset {exc.start}",
+                "",
+                f"expected a YAML workload spec in UTF-8, got byte {exc.object[exc.start]:#04x} "
+                f"at offset {exc.start}",
+                source,
             ) from None
         stem = path.stem
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), f"expected a YAML mapping ({exc})") from None
-    return parse_spec(raw, name=stem)
+        raise ConfigError("", f"expected a YAML mapping ({yaml_problem(exc)})", source) from None
+    if raw is None:
+        raise ConfigError(
+            "", "expected a YAML mapping (a workload spec), got an empty file", source
+        )
+    try:
+        return parse_spec(raw, name=stem)
+    except ConfigError as exc:
+        raise ConfigError(exc.key, exc.detail, source) from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line, where it is first (PyYAML's own text spans several lines,
+    quoting the file around the place)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return one_line(str(exc))
+    context = getattr(exc, "context", None)
+    return one_line(
+        f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        + (f", {context}" if context else "")
+    )

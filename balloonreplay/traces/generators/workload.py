@@ -127,12 +127,14 @@ def generate_trace(
     chunk_accesses: int = DEFAULT_CHUNK_ACCESSES,
     lru_filter_pages: int | None = None,
     progress=None,
+    stats: dict | None = None,
 ) -> TraceMetadata:
     """Generate `spec` with `seed` into a canonical Parquet trace, written atomically.
 
     The trace goes through ingest's `write_canonical` like every other source (time-order
     check, dense page remapping, optional exact LRU filter). `progress` (e.g. a tqdm bar
-    with total=spec.accesses) is advanced by generated accesses.
+    with total=spec.accesses) is advanced by generated accesses; `stats`, if given, is
+    filled as write_canonical fills it.
     """
     from balloonreplay.traces.ingest import write_canonical
 
@@ -145,4 +147,5 @@ def generate_trace(
         source_path=f"workload {spec.name!r}",
         progress=progress,
         command="generate",
+        stats=stats,
     )
