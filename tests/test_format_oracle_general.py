@@ -160,22 +160,24 @@ def test_writer_rejects_pages_that_do_not_fit_48_bits(tmp_path):
     assert not out.exists()
 
 
-def test_a_next_access_beyond_the_files_records_is_refused(tmp_path):
+def test_a_next_access_no_trace_could_have_is_refused(tmp_path):
     # Found by an audit: 240,000 bytes of CSV text passed as 10,000 records of garbage,
-    # their next_access_vtime all far in the future.
+    # their next_access_vtime all far in the future (above 10**17).
     text = tmp_path / "text.oracleGeneral.bin"
     text.write_bytes((shared_data_dir() / "cloudPhysicsIO.csv").read_bytes()[:240_000])
     with pytest.raises(
-        TraceError, match=r"byte offset 16: .*\.\.10000, at own vtime 1, got \d{12}"
+        TraceError, match=r"byte offset 16: .*2\.\.1099511627776, at own vtime 1, got \d{18}"
     ):
         read(text)
     records = np.zeros(4, RECORD)
     records["obj_id"] = [1, 2, 1, 2]
-    records["next_access_vtime"] = [3, 4, -1, 5]  # the last record points past the end
-    path = tmp_path / "past_end.oracleGeneral"
+    records["next_access_vtime"] = [3, 4, 2, -1]  # record 3's next access is before it
+    path = tmp_path / "back.oracleGeneral"
     records.tofile(path)
-    with pytest.raises(TraceError, match=f"byte offset {3 * 24 + 16}: .*last record.*got 5"):
+    with pytest.raises(TraceError, match=f"byte offset {2 * 24 + 16}: .*own vtime 3, got 2"):
         read(path)
-    records["next_access_vtime"] = [3, 4, -1, (1 << 63) - 1]  # libCacheSim's other "never"
+    # A piece cut from a longer trace points past its end; INT64_MAX is libCacheSim's
+    # other "never": both are read.
+    records["next_access_vtime"] = [3, 4, 10**9, (1 << 63) - 1]
     records.tofile(path)
     assert read(path).num_rows == 4

@@ -11,10 +11,11 @@ A file is packed little-endian 24-byte records, one request each, no header::
 libCacheSim's own converter writes (checked on the CloudPhysics trace in ../shared/data,
 whose every value equals the next request's 0-based index plus one). libCacheSim's reader
 also takes INT64_MAX for never. The format has no magic number, so this field is what
-tells a file of another kind: a value other than never must be the vtime of a later
-record of the file (own vtime < value <= the file's record count), or the file is
-refused naming the byte offset. A piece cut from a longer trace, whose last requests
-point past its end, is refused too.
+tells a file of another kind: a value other than never must be a later vtime (own vtime <
+value <= 2**40, a trillion requests, more than any published trace), or the file is
+refused naming the byte offset. Text read as records gives values above 10**17, as do
+most other binary layouts. A piece cut from a longer trace (``head -c``), whose last
+requests point past its end, is read.
 
 Reading: one request becomes one load of page ``obj_id`` by VM option ``vm``; time is the
 record's sequence number (0, 1, 2, ...) unless option ``time=clock`` (then
@@ -58,6 +59,7 @@ RECORD = np.dtype(
 assert RECORD.itemsize == 24  # packed, no padding
 NO_NEXT_ACCESS = -1
 NEVER_AGAIN = (1 << 63) - 1  # INT64_MAX, libCacheSim's reader's other "no next access"
+MAX_VTIME = 1 << 40  # beyond any real trace's length; garbage is far above it
 VM_SHIFT = 48  # obj_id = (vm << 48) | page
 PAGE_MASK = (1 << VM_SHIFT) - 1
 NS_PER_S = 1_000_000_000
@@ -122,7 +124,7 @@ class OracleGeneralFormat(TraceFormat):
                 if not raw:
                     break
                 records = np.frombuffer(raw, dtype=RECORD)
-                _check_next_access(path, records, first_vtime, whole_records)
+                _check_next_access(path, records, first_vtime)
                 yield _to_batch(records, first_vtime - 1, options)
                 first_vtime += len(records)
 
@@ -137,27 +139,23 @@ class OracleGeneralFormat(TraceFormat):
             _patch_next_access(tmp, options.batch_rows)
 
 
-def _check_next_access(path, records: np.ndarray, first_vtime: int, total_records: int) -> None:
-    """A next access is a later record of the file, or never; anything else (text, another
-    binary format) is no oracleGeneral file. Cheap: one comparison per record."""
+def _check_next_access(path, records: np.ndarray, first_vtime: int) -> None:
+    """A next access is a later vtime, or never; anything else (text, another binary
+    format) is no oracleGeneral file. Cheap: two comparisons per record. A later vtime
+    past the file's end is a piece of a longer trace, and is read."""
     vtime = np.arange(first_vtime, first_vtime + len(records), dtype=np.int64)
     next_vtime = records["next_access_vtime"]
     never = (next_vtime == NO_NEXT_ACCESS) | (next_vtime == NEVER_AGAIN)
-    bad = np.flatnonzero(~never & ((next_vtime <= vtime) | (next_vtime > total_records)))
+    bad = np.flatnonzero(~never & ((next_vtime <= vtime) | (next_vtime > MAX_VTIME)))
     if bad.size:
         index = int(bad[0])
         own = first_vtime + index
-        later = (
-            f"a later record's vtime, {own + 1}..{total_records}"
-            if own < total_records
-            else "nothing else in the file's last record"
-        )
         raise TraceError(
             path,
             f"byte offset {(own - 1) * RECORD.itemsize + 16}",
-            f"expected next_access_vtime -1 (no next access) or {later}, at own vtime {own}, "
-            f"got {int(next_vtime[index])} (not an oracleGeneral file, or a piece cut from a "
-            "longer one?)",
+            f"expected next_access_vtime -1 (no next access) or a later vtime, "
+            f"{own + 1}..{MAX_VTIME}, at own vtime {own}, got {int(next_vtime[index])} "
+            "(not an oracleGeneral file?)",
         )
 
 
