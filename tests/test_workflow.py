@@ -140,6 +140,18 @@ def check_study_outputs(root: Path, config: dict) -> None:
     summary = pd.read_parquet(root / "results" / "summary.parquet")
     assert SUMMARY_COLUMNS <= set(summary.columns)
     assert len(summary) == len(runs)
+    # slo: {baseline: none} judges every run by its absolute slowdown, also a run of no
+    # policy on the VMs' own memory (which had served as its own baseline: 1.0).
+    absolute = [
+        name
+        for name, experiment in config["experiments"].items()
+        if experiment.get("slo", {}).get("baseline") == "none"
+    ]
+    judged = summary[summary.experiment.isin(absolute) & (summary.status == "ok")]
+    assert len(judged) and set(judged.policy) >= {"none"}
+    pd.testing.assert_series_equal(
+        judged.max_relative_slowdown, judged.max_slowdown, check_names=False
+    )
     ratios = pd.read_parquet(root / "results" / "consolidation.parquet")
     assert CONSOLIDATION_COLUMNS <= set(ratios.columns)
     # static never overcommits: its ratio is host memory / VM memory, rounded down, and
