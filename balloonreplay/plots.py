@@ -166,52 +166,78 @@ def plot_swap_traffic(summary: pd.DataFrame, out_path: str | os.PathLike) -> Non
     _finish(grid.figure, out_path)
 
 
+def _by_workload(data: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The rows of each workload, in name order: a figure draws one panel per workload,
+    since averaging policies over workloads would mix VMs of different programs."""
+    return [(str(name), rows) for name, rows in data.groupby("workload", sort=True)]
+
+
 def plot_consolidation(ratios: pd.DataFrame, out_path: str | os.PathLike) -> None:
-    """Figure 2: consolidation ratio per policy (most VMs per host within the SLO)."""
+    """Figure 2: consolidation ratio per policy (most VMs per host within the SLO), one
+    panel per workload."""
     sns = _theme()
     import matplotlib.pyplot as plt
 
-    if ratios.empty:
-        return _no_data(out_path, "Consolidation ratio", "no VM-count sweep on a fixed host")
-    data = ratios.sort_values("consolidation_ratio", ascending=False)
-    slo = float(data.slo_slowdown.iloc[0])
-    fig, ax = plt.subplots(figsize=(6, 0.45 * len(data) + 1.5))
-    sns.barplot(
-        data=data,
-        y="policy_display",
-        x="consolidation_ratio",
-        hue="policy_display",
-        palette=policy_palette(data.policy_display),
-        legend=False,
-        ax=ax,
-        orient="h",
-    )
-    for i, row in enumerate(data.itertuples()):
-        # Unknown boundary: bracketed by the first failing count, or only bounded below.
-        upper = getattr(row, "upper_bound", None)
-        if row.boundary_known:
-            count = f"{row.consolidation_ratio}"
-        elif upper is not None and upper == upper:  # not NaN
-            count = f"{row.consolidation_ratio}–{int(upper)}"
-        else:
-            count = f"≥ {row.consolidation_ratio}"
-        ax.text(
-            row.consolidation_ratio,
-            i,
-            f" {count} VMs ({row.overcommit_ratio:.2f}× overcommit)",
-            va="center",
-            fontsize=8,
-        )
-    ax.set_xlabel("consolidation ratio (VMs per host)")
-    ax.set_ylabel("host policy")
-    ax.set_xlim(0, data.consolidation_ratio.max() * 1.6 + 1)
     from balloonreplay.units import format_bytes
 
-    host = format_bytes(int(data.host_mem_bytes.iloc[0]))
-    ax.set_title(
-        f"VMs per {host} host with every VM's slowdown ≤ {slo:.2f}×\n"
-        "its slowdown on a dedicated host (SLO)"
+    if ratios.empty:
+        return _no_data(out_path, "Consolidation ratio", "no VM-count sweep on a fixed host")
+    slo = float(ratios.slo_slowdown.iloc[0])
+    panels = _by_workload(ratios)
+    palette = policy_palette(ratios.policy_display)
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(6, 0.45 * len(ratios) + 1.5 + 0.5 * (len(panels) - 1)),
+        sharex=True,
+        squeeze=False,
+        gridspec_kw={"height_ratios": [len(rows) for _, rows in panels]},
     )
+    for ax, (workload, rows) in zip(axes[:, 0], panels, strict=True):
+        data = rows.sort_values("consolidation_ratio", ascending=False)
+        # One bar per row, in the rows' order: the labels below go to bar i.
+        order = list(data.policy_display)
+        sns.barplot(
+            data=data,
+            y="policy_display",
+            x="consolidation_ratio",
+            hue="policy_display",
+            order=order,
+            hue_order=order,
+            palette=palette,
+            legend=False,
+            ax=ax,
+            orient="h",
+        )
+        for i, row in enumerate(data.itertuples()):
+            # Unknown boundary: bracketed by the first failing count, or only bounded below.
+            upper = getattr(row, "upper_bound", None)
+            if row.boundary_known:
+                count = f"{row.consolidation_ratio}"
+            elif upper is not None and upper == upper:  # not NaN
+                count = f"{row.consolidation_ratio}–{int(upper)}"
+            else:
+                count = f"≥ {row.consolidation_ratio}"
+            ax.text(
+                row.consolidation_ratio,
+                i,
+                f" {count} VMs ({row.overcommit_ratio:.2f}× overcommit)",
+                va="center",
+                fontsize=8,
+            )
+        ax.set_ylabel("host policy")
+        ax.set_xlabel("")
+        if len(panels) > 1:
+            host = format_bytes(int(data.host_mem_bytes.iloc[0]))
+            ax.set_title(f"{workload} VMs on a {host} host", fontsize=9)
+    axes[-1, 0].set_xlabel("consolidation ratio (VMs per host)")
+    axes[0, 0].set_xlim(0, ratios.consolidation_ratio.max() * 1.6 + 1)
+    host = format_bytes(int(ratios.host_mem_bytes.iloc[0]))
+    where = f"per {host} host" if len(panels) == 1 else "per host"
+    fig.suptitle(
+        f"VMs {where} with every VM's slowdown ≤ {slo:.2f}×\nits slowdown on a dedicated host (SLO)"
+    )
+    fig.tight_layout()
     _finish(fig, out_path)
 
 
@@ -462,50 +488,72 @@ def plot_balloon_equivalence(
 
 
 def plot_double_paging(summary: pd.DataFrame, out_path: str | os.PathLike) -> None:
-    """Figure 6: VSwapper's double-paging pathologies per policy, at one sweep point."""
+    """Figure 6: VSwapper's double-paging pathologies per policy, at one sweep point per
+    workload (one panel each)."""
     sns = _theme()
     import matplotlib.pyplot as plt
 
     data = _ok(summary)
     if data.empty:
         return _no_data(out_path, "Double paging", "no completed runs")
-    long = data.melt(
-        id_vars=["policy_display"],
-        value_vars=list(DOUBLE_PAGING_EVENTS),
-        var_name="event",
-        value_name="events",
+    panels = _by_workload(data)
+    order = list(policy_palette(data.policy_display))
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(6.5, 3.5 * len(panels)), sharex=True, squeeze=False
     )
-    long["event"] = long.event.map(DOUBLE_PAGING_EVENTS)
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    order = list(policy_palette(long.policy_display))
-    sns.barplot(
-        data=long, x="policy_display", y="events", hue="event", order=order, ax=ax, errorbar=None
-    )
-    ax.set_xlabel("host policy")
-    # Stale reads can outnumber the others a hundredfold: a log scale keeps all three
-    # visible (symlog, so a zero count is a zero bar).
-    ax.set_yscale("symlog", linthresh=1)
-    if long.events.max() > 0:
-        ax.set_ylim(bottom=0)
-    else:
-        # Every bar is 0 (no host swapping at this point): autoscaling would make a
-        # degenerate axis up to 0.055 events; show 0..1 and say why the bars are empty.
-        ax.set_ylim(0, 1)
-        ax.text(
-            0.5,
-            0.5,
-            "no double paging at this point",
-            transform=ax.transAxes,
-            ha="center",
-            va="center",
+    for ax, (workload, rows) in zip(axes[:, 0], panels, strict=True):
+        long = rows.melt(
+            id_vars=["policy_display"],
+            value_vars=list(DOUBLE_PAGING_EVENTS),
+            var_name="event",
+            value_name="events",
         )
-    ax.set_ylabel("events (count, all VMs; log scale)")
-    ax.tick_params(axis="x", rotation=30)
-    for label in ax.get_xticklabels():
+        long["event"] = long.event.map(DOUBLE_PAGING_EVENTS)
+        sns.barplot(
+            data=long,
+            x="policy_display",
+            y="events",
+            hue="event",
+            order=order,
+            hue_order=list(DOUBLE_PAGING_EVENTS.values()),
+            ax=ax,
+            errorbar=None,
+        )
+        # Stale reads can outnumber the others a hundredfold: a log scale keeps all three
+        # visible (symlog, so a zero count is a zero bar).
+        ax.set_yscale("symlog", linthresh=1)
+        if long.events.max() > 0:
+            ax.set_ylim(bottom=0)
+        else:
+            # Every bar is 0 (no host swapping at this point): autoscaling would make a
+            # degenerate axis up to 0.055 events; show 0..1 and say why the bars are empty.
+            ax.set_ylim(0, 1)
+            ax.text(
+                0.5,
+                0.5,
+                "no double paging at this point",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+            )
+        ax.set_ylabel("events (count, all VMs; log scale)")
+        ax.set_xlabel("host policy")
+        ratio = rows.overcommit_ratio.max()
+        if len(panels) == 1:
+            ax.set_title(f"Double paging at {ratio:.2f}× overcommit")
+        else:
+            ax.set_title(f"{workload} VMs at {ratio:.2f}× overcommit", fontsize=9)
+        if ax is axes[0, 0]:
+            ax.legend(title=None, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        else:
+            ax.get_legend().remove()
+    bottom = axes[-1, 0]
+    bottom.tick_params(axis="x", rotation=30)
+    for label in bottom.get_xticklabels():
         label.set_horizontalalignment("right")
-    ratio = data.overcommit_ratio.max()
-    ax.set_title(f"Double paging at {ratio:.2f}× overcommit")
-    ax.legend(title=None, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if len(panels) > 1:
+        fig.suptitle("Double paging by host policy")
+        fig.tight_layout()
     _finish(fig, out_path)
 
 
@@ -548,9 +596,10 @@ def study_figures(
     overcommit = roles.get("overcommit")  # resolved by experiments.figure_roles
     sweep = rows(overcommit)
     if roles.get("double_paging"):
-        # Its own experiment: the most overcommitted point of it.
+        # Its own experiment: the most overcommitted point of each of its workloads.
         paging = _ok(rows(roles["double_paging"]))
-        paging = paging[paging.overcommit_ratio == paging.overcommit_ratio.max()]
+        most = paging.groupby("workload").overcommit_ratio.transform("max")
+        paging = paging[paging.overcommit_ratio == most]
     else:
         at_vms = roles.get("double_paging_vms") or (int(sweep.n_vms.max()) if len(sweep) else 0)
         paging = sweep[sweep.n_vms == at_vms]

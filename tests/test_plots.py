@@ -256,3 +256,94 @@ def test_the_double_paging_figure_draws_the_experiment_the_config_check_checked(
     data = drawn["double_paging"]
     assert set(data.experiment) == {"b-fixed"} and set(data.n_vms) == {4}
     assert len(data) == len(POLICIES)
+
+
+def two_workload_summary() -> pd.DataFrame:
+    """The synthetic sweep for two workloads whose policies fit differently: on 'w2' every
+    policy fits one VM fewer than on 'w' (static: 2 and 1)."""
+    one = synthetic_summary()
+    two = one.assign(
+        workload="w2",
+        point=one.point.str.replace("w-", "w2-"),
+        silent_swap_writes=one.silent_swap_writes + 1000,
+    )
+    two["within_slo"] = [
+        row.within_slo and row.n_vms < {"esx": 4, "mom": 3}.get(row.policy, 2)
+        for row in two.itertuples()
+    ]
+    return pd.concat([one, two], ignore_index=True)
+
+
+def bars_by_label(ax) -> dict[str, list[float]]:
+    """{tick label: bar widths} of a horizontal categorical bar plot (its figure drawn)."""
+    ax.figure.canvas.draw()
+    labels = {
+        round(float(t)): label.get_text()
+        for t, label in zip(ax.get_yticks(), ax.get_yticklabels(), strict=True)
+    }
+    out = {}
+    for patch in ax.patches:
+        centre = patch.get_y() + patch.get_height() / 2
+        out.setdefault(labels[round(centre)], []).append(patch.get_width())
+    return out
+
+
+def test_consolidation_draws_each_workload_of_the_sweep(tmp_path, monkeypatch):
+    """Two workloads: one bar per policy had averaged their ratios, and the count labels
+    of the second workload's rows were drawn below the axes."""
+    drawn = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out: drawn.update(fig=fig))
+    ratios = consolidation(two_workload_summary())
+    plots.plot_consolidation(ratios, tmp_path / "c.png")
+    axes = drawn["fig"].axes
+    assert len(axes) == 2
+    for ax, workload in zip(axes, ["w", "w2"], strict=True):
+        expected = ratios[ratios.workload == workload]
+        assert workload in ax.get_title()
+        bars = bars_by_label(ax)
+        assert bars == {
+            row.policy_display: [row.consolidation_ratio] for row in expected.itertuples()
+        }
+        low, high = sorted(ax.get_ylim())
+        assert len(ax.texts) == len(expected)
+        assert all(low <= text.get_position()[1] <= high for text in ax.texts)
+
+
+def test_double_paging_draws_each_workload_at_its_point(tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out: drawn.update(fig=fig))
+    summary = two_workload_summary()
+    at_point = summary[summary.n_vms == 2]
+    plots.plot_double_paging(at_point, tmp_path / "d.png")
+    axes = drawn["fig"].axes
+    assert len(axes) == 2
+    for ax, workload in zip(axes, ["w", "w2"], strict=True):
+        rows = at_point[(at_point.workload == workload) & (at_point.status == "ok")]
+        # One bar container per event, silent swap writes first; 'w2' has 1000 more.
+        heights = [bar.get_height() for bar in ax.containers[0]]
+        assert sorted(heights) == sorted(rows.silent_swap_writes.astype(float))
+
+
+def test_the_double_paging_experiment_is_drawn_at_each_workloads_most_overcommitted_point(
+    tmp_path, monkeypatch
+):
+    """Workload 'w2' has VMs half the size of 'w''s: the experiment's most overcommitted
+    point was only 'w''s, and 'w2' was left out of the figure."""
+    summary = two_workload_summary()
+    summary["overcommit_ratio"] = summary.overcommit_ratio.where(
+        summary.workload == "w", summary.overcommit_ratio / 2
+    )
+    summary.to_parquet(tmp_path / "summary.parquet")
+    consolidation(summary).to_parquet(tmp_path / "consolidation.parquet")
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_double_paging", lambda data, out: drawn.update(data=data))
+    plots.study_figures(
+        tmp_path / "summary.parquet",
+        tmp_path / "consolidation.parquet",
+        None,
+        {"overcommit": "exp", "double_paging": "exp"},
+        tmp_path / "figures",
+        suffixes=(".png",),
+    )
+    data = drawn["data"]
+    assert set(data.workload) == {"w", "w2"} and set(data.n_vms) == {6}
