@@ -337,33 +337,59 @@ def plot_timeline(
 
 def plot_sharing(summary: pd.DataFrame, out_path: str | os.PathLike) -> None:
     """Figure 4 (the shape of Waldspurger's Fig. 4): memory shared and saved by page
-    sharing versus the number of VMs booted from one image."""
+    sharing versus the number of VMs booted from one image; one panel per workload and
+    policy (their bars at one VM count would stack on each other)."""
     sns = _theme()
     import matplotlib.pyplot as plt
 
     data = _ok(summary).sort_values("n_vms")
     if data.empty:
         return _no_data(out_path, "Page sharing", "no sharing experiment")
-    mib = data.page_size_bytes / MIB
-    zero = data.zero_shared_pages_end * mib
-    other = (data.shared_pages_end - data.zero_shared_pages_end) * mib
-    colours = sns.color_palette("colorblind", 6)
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.bar(data.n_vms, zero, color=colours[4], label="shared: zero pages")
-    ax.bar(data.n_vms, other, bottom=zero, color=colours[5], label="shared: other pages")
-    exact = bool(data.sharing_saved_exact.all()) if "sharing_saved_exact" in data else True
-    ax.plot(
-        data.n_vms,
-        data.bytes_saved_by_sharing / MIB,
-        "o-",
-        color="black",
-        label="saved" + ("" if exact else " (lower bound)"),
+    panels = [
+        (workload, policy, rows)
+        for (workload, policy), rows in data.groupby(["workload", "policy_display"], sort=True)
+    ]
+    columns = min(len(panels), 2)
+    rows_of_panels = -(-len(panels) // columns)
+    fig, axes = plt.subplots(
+        rows_of_panels,
+        columns,
+        figsize=(5.5 * columns, 3.5 * rows_of_panels),
+        sharey=True,
+        squeeze=False,
     )
-    ax.set_xlabel("VMs booted from one image")
-    ax.set_ylabel("guest memory (MiB)")
-    ax.set_xticks(sorted(data.n_vms.unique()))
-    ax.legend(fontsize=8)
-    ax.set_title("Memory shared and saved by page sharing")
+    colours = sns.color_palette("colorblind", 6)
+    exact = bool(data.sharing_saved_exact.all()) if "sharing_saved_exact" in data else True
+    several_workloads = data.workload.nunique() > 1
+    several_policies = data.policy_display.nunique() > 1
+    for ax, (workload, policy, rows) in zip(axes.flat, panels, strict=False):
+        mib = rows.page_size_bytes / MIB
+        zero = rows.zero_shared_pages_end * mib
+        other = (rows.shared_pages_end - rows.zero_shared_pages_end) * mib
+        ax.bar(rows.n_vms, zero, color=colours[4], label="shared: zero pages")
+        ax.bar(rows.n_vms, other, bottom=zero, color=colours[5], label="shared: other pages")
+        ax.plot(
+            rows.n_vms,
+            rows.bytes_saved_by_sharing / MIB,
+            "o-",
+            color="black",
+            label="saved" + ("" if exact else " (lower bound)"),
+        )
+        ax.set_xlabel("VMs booted from one image")
+        if ax in axes[:, 0]:
+            ax.set_ylabel("guest memory (MiB)")
+        ax.set_xticks(sorted(rows.n_vms.unique()))
+        if len(panels) > 1:
+            shown = [str(workload)] * several_workloads + [str(policy)] * several_policies
+            ax.set_title(", ".join(shown), fontsize=9)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_axis_off()
+    axes[0, 0].legend(fontsize=8)
+    if len(panels) == 1:
+        axes[0, 0].set_title("Memory shared and saved by page sharing")
+    else:
+        fig.suptitle("Memory shared and saved by page sharing")
+        fig.tight_layout()
     _finish(fig, out_path)
 
 

@@ -347,3 +347,31 @@ def test_the_double_paging_experiment_is_drawn_at_each_workloads_most_overcommit
     )
     data = drawn["data"]
     assert set(data.workload) == {"w", "w2"} and set(data.n_vms) == {6}
+
+
+@pytest.mark.parametrize("series", ["policy", "workload"])
+def test_sharing_draws_each_policy_and_workload_of_its_experiment(tmp_path, monkeypatch, series):
+    """Two policies (or workloads) of the sharing experiment: their bars at one VM count
+    were drawn over each other in one panel, and their 'saved' lines joined into one."""
+    drawn = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out: drawn.update(fig=fig))
+    summary = two_workload_summary()
+    if series == "policy":
+        data = summary[(summary.workload == "w") & summary.policy.isin(["esx", "mom"])].copy()
+        data.loc[data.policy == "mom", "shared_pages_end"] *= 2
+        names = ["VMware ESX", "oVirt MOM"]
+    else:
+        data = summary[summary.policy == "esx"].copy()
+        data.loc[data.workload == "w2", "shared_pages_end"] *= 2
+        names = ["w", "w2"]
+    plots.plot_sharing(data, tmp_path / "s.png")
+    axes = [ax for ax in drawn["fig"].axes if ax.axison]
+    assert [ax.get_title() for ax in axes] == names
+    column = "policy_display" if series == "policy" else "workload"
+    for ax, name in zip(axes, names, strict=True):
+        rows = data[data[column] == name].sort_values("n_vms")
+        zero, other = ax.containers  # zero pages, other shared pages on top
+        tops = [a.get_height() + b.get_height() for a, b in zip(zero, other, strict=True)]
+        assert tops == pytest.approx(list(rows.shared_pages_end * 4096 / 2**20))
+        (saved,) = ax.lines
+        assert list(saved.get_ydata()) == pytest.approx(list(rows.bytes_saved_by_sharing / 2**20))
