@@ -67,7 +67,8 @@ def plot_miss_ratio_curves(
 
 
 # --------------------------------------------------------------------------- the study
-# Units: memory in MiB or GiB of 4 KiB pages, time in seconds, traffic in GiB.
+# Units: memory in MiB or GiB (page counts times the trace's page size), time in seconds,
+# traffic in GiB.
 MIB = 2**20
 GIB = 2**30
 # ESX free-memory states (Waldspurger, OSDI 2002): high >= 6%, soft 4%, hard 2%, low 1%.
@@ -425,6 +426,7 @@ def balloon_equivalence_table(run_paths) -> pd.DataFrame:
     (its settled balloon, or M minus its configured memory), and its settled guest faults
     per 1,000 accesses (:func:`settled_faults`)."""
     from balloonreplay.metrics import read_metrics_metadata
+    from balloonreplay.summary import run_page_size_bytes
 
     rows = []
     for path in run_paths:
@@ -435,7 +437,7 @@ def balloon_equivalence_table(run_paths) -> pd.DataFrame:
         metrics = pd.read_parquet(path)
         if metrics.empty:
             continue
-        page_bytes = int(meta.get("config", {}).get("page_size_bytes") or 4096)
+        page_bytes = run_page_size_bytes(meta)
         repeat = int((run.get("clone") or {}).get("repeat", 1))
         window = settled_faults(metrics, repeat)
         params = run.get("policy_params") or {}
@@ -609,7 +611,7 @@ def study_figures(
     of the balloon-equivalence experiment (its figure counts faults per epoch). Returns
     the files written."""
     from balloonreplay.metrics import read_metrics_metadata
-    from balloonreplay.summary import display_name
+    from balloonreplay.summary import display_name, run_page_size_bytes
 
     summary = pd.read_parquet(summary_path)
     ratios = pd.read_parquet(consolidation_path)
@@ -654,7 +656,8 @@ def study_figures(
             f"{display_name(run.get('policy', '?'), run.get('policy_name'))}: "
             f"{run.get('n_vms', '?')} VMs of {run.get('workload', '?')} on one host"
         )
-        draw["timeline"] = lambda out: plot_timeline(metrics, host_pages, out, title)
+        page_bytes = run_page_size_bytes(meta)
+        draw["timeline"] = lambda out: plot_timeline(metrics, host_pages, out, title, page_bytes)
     else:
         draw["timeline"] = lambda out: _no_data(out, "Timeline", "no run chosen (figures.timeline)")
     written = []

@@ -84,6 +84,14 @@ def display_name(policy_label: str, policy_name: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- one run
+def run_page_size_bytes(metadata: Mapping[str, Any]) -> int:
+    """The page size of a run's trace, from a metrics file's metadata (the trace's footer,
+    recorded under ``trace.metadata``; also by a refused run): every page count of the run
+    is in these pages. 4 KiB where a file records none."""
+    trace_meta = metadata.get("trace", {}).get("metadata", {})
+    return int(trace_meta.get("page_size_bytes") or PAGE_SIZE_BYTES)
+
+
 def read_run(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The metrics table and the footer metadata of one run."""
     return pq.read_table(path).to_pandas(), read_metrics_metadata(path)
@@ -127,8 +135,7 @@ def run_row(
     engine = metadata.get("summary", {})
     config = metadata.get("config", {})
     policy = metadata.get("policy", {})
-    trace_meta = metadata.get("trace", {}).get("metadata", {})
-    page_bytes = int(trace_meta.get("page_size_bytes") or PAGE_SIZE_BYTES)
+    page_bytes = run_page_size_bytes(metadata)
     status = run.get("status", STATUS_OK)
     config_pages = list(config.get("config_pages") or run.get("config_pages") or [])
     host_pages = int(config.get("host_pages") or run.get("host_pages") or 0)
@@ -453,6 +460,7 @@ __all__ = [
     "next_points",
     "pages_saved_by_sharing",
     "read_run",
+    "run_page_size_bytes",
     "run_row",
     "summarize_runs",
     "summarize_study",

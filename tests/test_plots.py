@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -375,3 +377,55 @@ def test_sharing_draws_each_policy_and_workload_of_its_experiment(tmp_path, monk
         assert tops == pytest.approx(list(rows.shared_pages_end * 4096 / 2**20))
         (saved,) = ax.lines
         assert list(saved.get_ydata()) == pytest.approx(list(rows.bytes_saved_by_sharing / 2**20))
+
+
+PAGE_16K = 16384
+
+
+def write_16k_run(path, metrics, **run) -> None:
+    """A metrics file of a trace of 16 KiB pages, its metadata as run_point writes it (the
+    page size is the trace's, under trace.metadata; the engine's config has none)."""
+    from balloonreplay.metrics import write_metrics
+
+    meta = {
+        "config": {"host_pages": 20000, "config_pages": [1000] * metrics.vm.nunique()},
+        "trace": {"metadata": {"page_size_bytes": PAGE_16K}},
+        "run": {"status": "ok", "n_vms": int(metrics.vm.nunique()), **run},
+    }
+    write_metrics(metrics, path, meta)
+
+
+def test_the_timeline_draws_the_trace_pages(tmp_path, monkeypatch):
+    """A balloon of 83 pages of 16 KiB is 1.30 MiB; in 4 KiB pages it showed as 0.32."""
+    metrics = synthetic_metrics(n_vms=1, epochs=3).assign(
+        balloon_pages=83, host_swapped_pages=10, shared_pages=0, zero_shared_pages=0
+    )
+    write_16k_run(tmp_path / "run.parquet", metrics, policy="esx", workload="w")
+    summary = synthetic_summary()
+    summary.to_parquet(tmp_path / "summary.parquet")
+    consolidation(summary).to_parquet(tmp_path / "consolidation.parquet")
+    drawn = {}
+
+    def capture(fig, out):
+        if "timeline" in os.fspath(out):
+            drawn.update({ax.get_ylabel(): ax.lines[0].get_ydata() for ax in fig.axes[1:3]})
+
+    monkeypatch.setattr(plots, "save_figure", capture)
+    plots.study_figures(
+        tmp_path / "summary.parquet",
+        tmp_path / "consolidation.parquet",
+        tmp_path / "run.parquet",
+        {},
+        tmp_path / "figures",
+        suffixes=(".png",),
+    )
+    assert max(drawn["balloon size (MiB)"]) == pytest.approx(83 * PAGE_16K / 2**20)
+    assert max(drawn["host-swapped (MiB)"]) == pytest.approx(10 * PAGE_16K / 2**20)
+
+
+def test_balloon_equivalence_counts_the_trace_pages(tmp_path):
+    metrics = balloon_metrics(balloon=[83] * 4, target=[83] * 4, faults=[1, 2, 3, 4])
+    write_16k_run(tmp_path / "run.parquet", metrics, policy="balloon", config_pages=[1000])
+    (row,) = plots.balloon_equivalence_table([tmp_path / "run.parquet"]).itertuples()
+    assert row.balloon_bytes == 83 * PAGE_16K
+    assert row.configured_bytes == 1000 * PAGE_16K
