@@ -49,3 +49,35 @@ def test_a_configfile_given_replaces_the_default_config(tmp_path, with_figures):
     assert planned == set(config["experiments"])
     traces = set(re.findall(r"output: traces/([^,\s]+)\.parquet", result.stdout))
     assert traces == set(config["workloads"])
+
+
+def test_a_workload_named_like_a_vm_point_gets_its_own_baseline(tmp_path):
+    """Workloads 'tiny' and 'tiny-n1' in an experiment without VM counts: the baseline
+    point 'tiny-n1' was read as tiny with 1 VM and replayed traces/tiny.parquet."""
+    spec = ".test/config/workloads/tiny.yaml"
+    config = {
+        "workloads": {
+            "tiny": {"generate": {"spec": spec, "seed": 7}},
+            "tiny-n1": {"generate": {"spec": spec, "seed": 8}},
+        },
+        "experiments": {
+            "single": {
+                "workloads": ["tiny", "tiny-n1"],
+                "vm_mem": "2MiB",
+                "policies": ["esx"],
+                "epoch_ns": 100_000_000,
+            }
+        },
+    }
+    configfile = tmp_path / "named.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path / "study", configfile, "--dry-run", timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    pairs = re.findall(
+        r"input: traces/([^,]+)\.parquet.*\n\s+output: results/baselines/single/(\S+)\.parquet",
+        result.stdout,
+    )
+    assert sorted((point, trace) for trace, point in pairs) == [
+        ("tiny", "tiny"),
+        ("tiny-n1", "tiny-n1"),
+    ]
