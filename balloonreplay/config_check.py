@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from balloonreplay.errors import BalloonreplayError, ConfigError
+from balloonreplay.traces.schema import TraceMetadata
 from balloonreplay.units import PAGE_SIZE_BYTES, page_shift, parse_size_pages
 
 
@@ -95,10 +96,12 @@ def check_values(config: Mapping[str, Any], repo_root, workdir=None) -> None:
     experiments = config["experiments"]
     for name, workload in workloads.items():
         _check_workload(name, workload, repo_root, workdir)
-    recorded: dict[tuple, bool] = {}  # each ingested source read once (_source_records_memory)
+    # Each ingested source's metadata read once (_source_metadata).
+    recorded: dict[tuple, TraceMetadata] = {}
     for name, experiment in experiments.items():
         _check_experiment(name, experiment, workloads)
         _check_configured_memory(name, experiment, workloads, repo_root, recorded)
+        _check_trace_vm_counts(name, experiment, workloads, repo_root, recorded)
     _check_figures(config.get("figures") or {}, experiments)
 
 
@@ -138,10 +141,13 @@ def _check_size(key: str, text: str) -> None:
         )
 
 
-def _source_records_memory(workload: str, ingest: Mapping[str, Any], repo_root, recorded) -> bool:
-    """Whether an ingest's source records each VM's configured memory: its metadata read
-    once per source (format, file and reader options) and kept in ``recorded``, since
-    the config is checked at every Snakemake start, for every experiment replaying it."""
+def _source_metadata(
+    workload: str, ingest: Mapping[str, Any], repo_root, recorded
+) -> TraceMetadata:
+    """What an ingest's source says about itself (its format's read_metadata: the VMs'
+    configured memory, their number, if it records them), read once per source (format,
+    file and reader options) and kept in ``recorded``, since the config is checked at
+    every Snakemake start, for every experiment replaying it."""
     from balloonreplay.traces.formats import get_format
 
     path = repo_path(ingest["path"], repo_root)
@@ -150,11 +156,32 @@ def _source_records_memory(workload: str, ingest: Mapping[str, Any], repo_root, 
     if key not in recorded:
         fmt = get_format(ingest["format"])
         try:
-            source = fmt.read_metadata(path, fmt.make_options(options))
+            recorded[key] = fmt.read_metadata(path, fmt.make_options(options))
         except BalloonreplayError as exc:
             raise ConfigError(f"workloads.{workload}.ingest.path", str(exc)) from None
-        recorded[key] = source.config_pages is not None
     return recorded[key]
+
+
+def _source_records_memory(workload: str, ingest: Mapping[str, Any], repo_root, recorded) -> bool:
+    """Whether an ingest's source records each VM's configured memory."""
+    return _source_metadata(workload, ingest, repo_root, recorded).config_pages is not None
+
+
+def _trace_vm_count(workload: str, settings: Mapping[str, Any], repo_root, recorded) -> int | None:
+    """The VMs of a workload's trace as far as the config tells at load, else None (then
+    only the trace's data tells: a CSV's vm column, say)."""
+    from balloonreplay.traces.generators import load_spec
+
+    if "generate" in settings:
+        # Checked by _check_workload already; a small YAML file read again.
+        return len(load_spec(_repo_path(settings["generate"]["spec"], repo_root)).vms)
+    if "capture" in settings:
+        return 1  # one program, ingested as VM 0 (workflow/scripts/capture-memtrace.sh)
+    ingest = settings["ingest"]
+    sizes = ingest.get("vm_mem") or []
+    if len(sizes) > 1:
+        return len(sizes)  # the ingest refuses a trace of any other number of VMs
+    return _source_metadata(workload, ingest, repo_root, recorded).num_vms
 
 
 def _check_workload(name: str, workload: Mapping[str, Any], repo_root, workdir=None) -> None:
@@ -216,7 +243,11 @@ def _check_program(name: str, program: str, workdir) -> None:
 
 
 def _check_configured_memory(
-    name: str, experiment: Mapping[str, Any], workloads, repo_root, recorded: dict[tuple, bool]
+    name: str,
+    experiment: Mapping[str, Any],
+    workloads,
+    repo_root,
+    recorded: dict[tuple, TraceMetadata],
 ):
     """Every VM needs a configured memory: the experiment's vm_mem, else the trace's. A
     generated or captured trace records one; an ingested one only when its ingest gives
@@ -275,18 +306,8 @@ def _check_experiment(name: str, experiment: Mapping[str, Any], workloads) -> No
     if experiment.get("vms") and "vms" in (experiment.get("sweep") or {}):
         raise ConfigError(prefix, "give `vms` or `sweep.vms`, not both")
     counts = _vm_counts(experiment)
-    for i, entry in enumerate(experiment.get("policies", ["none"])):
-        policy = _check_policy(f"{prefix}.policies[{i}]", entry)
-        for param, values in _per_vm_lists(policy.params):
-            where, what = (
-                (f"{prefix}.policies[{i}]", f"parameter {param!r}: ")
-                if isinstance(entry, str)
-                else (f"{prefix}.policies[{i}].params.{param}", "")
-            )
-            _check_per_vm_length(where, what, values, counts)
-    overhead = (experiment.get("engine") or {}).get("overhead_pages")
-    if isinstance(overhead, list | tuple) and len(overhead) > 1:  # one value: every VM's
-        _check_per_vm_length(f"{prefix}.engine.overhead_pages", "", overhead, counts)
+    for key, what, values in _per_vm_settings(name, experiment):
+        _check_per_vm_length(key, what, values, counts)
     labels = X.policy_labels(experiment)
     for i, label in enumerate(labels):
         if "/" in label:  # a policy given as text is its own label, a directory name
@@ -324,6 +345,82 @@ def _vm_counts(experiment: Mapping[str, Any]) -> tuple[list[int], bool]:
     if X.sweep_kind(experiment) == "vms":
         return sorted(experiment["sweep"]["vms"]), X.refines(experiment)
     return ([experiment["vms"]] if experiment.get("vms") else []), False
+
+
+def _per_vm_settings(
+    name: str, experiment: Mapping[str, Any], labels=None
+) -> list[tuple[str, str, list]]:
+    """Each setting of the experiment given as one value per VM, as (its key, what the
+    message calls it, its values): per-VM policy parameters (of the policies labelled
+    ``labels``; None: all, each policy checked on the way) and engine.overhead_pages."""
+    from balloonreplay import experiments as X
+
+    prefix = f"experiments.{name}"
+    found = []
+    entries = X.policy_entries(experiment)
+    for i, entry in enumerate(experiment.get("policies", ["none"])):
+        if labels is not None and entries[i]["label"] not in labels:
+            continue
+        policy = _check_policy(f"{prefix}.policies[{i}]", entry)
+        for param, values in _per_vm_lists(policy.params):
+            where, what = (
+                (f"{prefix}.policies[{i}]", f"parameter {param!r}: ")
+                if isinstance(entry, str)
+                else (f"{prefix}.policies[{i}].params.{param}", "")
+            )
+            found.append((where, what, values))
+    overhead = (experiment.get("engine") or {}).get("overhead_pages")
+    if isinstance(overhead, list | tuple) and len(overhead) > 1:  # one value: every VM's
+        found.append((f"{prefix}.engine.overhead_pages", "", list(overhead)))
+    return found
+
+
+def _check_trace_vm_counts(
+    name: str, experiment: Mapping[str, Any], workloads, repo_root, recorded
+) -> None:
+    """An experiment that sets no VM count runs each workload's trace as it is: its
+    per-VM settings must have one value per VM of every workload's trace, checked here
+    where the config tells the count (else at replay: check_run_vms)."""
+    if _vm_counts(experiment)[0]:
+        return  # checked against the configured counts (_check_experiment)
+    settings = _per_vm_settings(name, experiment)
+    if not settings:
+        return
+    for workload in experiment["workloads"]:
+        n_vms = _trace_vm_count(workload, workloads[workload], repo_root, recorded)
+        if n_vms is not None:
+            for key, what, values in settings:
+                _check_trace_vm_length(key, what, values, workload, n_vms)
+
+
+def _check_trace_vm_length(key: str, what: str, values, workload: str, n_vms: int) -> None:
+    if len(values) != n_vms:
+        raise ConfigError(
+            key,
+            f"{what}{len(values)} values (one per VM), but workload {workload!r} runs its "
+            f"trace's {n_vms} VM{'s' if n_vms != 1 else ''} (the experiment sets no vms); "
+            "give one value for every VM, or set vms",
+        )
+
+
+def check_run_vms(
+    experiments: Mapping[str, Any], run: Mapping[str, Any], trace_path: str | os.PathLike
+) -> None:
+    """At replay, once the trace exists: a run of an experiment that sets no VM count
+    against its trace's VMs, which the load could not always know (an ingested trace
+    whose data alone tells). Raises ConfigError naming the setting, as the load does."""
+    from balloonreplay.traces.io import open_trace
+
+    name = run["experiment"]
+    experiment = experiments[name]
+    if _vm_counts(experiment)[0]:
+        return  # checked at load
+    # A baseline runs no policy of the experiment, but its engine options.
+    labels = () if run.get("sweep") == "baseline" else (run["policy"],)
+    settings = _per_vm_settings(name, experiment, labels)
+    n_vms = open_trace(trace_path).metadata.num_vms if settings else None
+    for key, what, values in settings if n_vms is not None else ():
+        _check_trace_vm_length(key, what, values, run["workload"], n_vms)
 
 
 def _per_vm_lists(params) -> list[tuple[str, list]]:

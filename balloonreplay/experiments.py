@@ -17,6 +17,7 @@ from the same image, which is what page sharing exploits.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import types
 from collections.abc import Mapping
@@ -54,6 +55,35 @@ def canonical(value: Any) -> Any:
 
 def vm_point(workload: str, n_vms: int) -> str:
     return f"{workload}-n{n_vms}"
+
+
+def names_vm_counts(experiment: Mapping[str, Any]) -> bool:
+    """Whether the experiment's runs have a VM count of their own (``sweep.vms`` or
+    ``vms``): their baselines are then named by :func:`vm_point`, else by the workload."""
+    return sweep_kind(experiment) == "vms" or experiment.get("vms") is not None
+
+
+def parse_vm_point(experiment: Mapping[str, Any], point: str) -> tuple[str, int] | None:
+    """(workload, VMs) of a point named by :func:`vm_point` for one of the experiment's
+    workloads, else None. At most one workload matches, even when one's name is another's
+    followed by -nN ('w' and 'w-n1': 'w-n1-n2' is only w-n1's), since a count is digits."""
+    for workload in experiment["workloads"]:
+        match = re.fullmatch(re.escape(workload) + r"-n([0-9]+)", point)
+        if match:
+            return workload, int(match.group(1))
+    return None
+
+
+def parse_baseline_point(
+    experiment: Mapping[str, Any], point: str
+) -> tuple[str, int | None] | None:
+    """(workload, VMs or None) of a baseline point of the experiment (as
+    :func:`baseline_run` names it), else None. Which naming applies is the experiment's,
+    not the point's: a workload named 'w-n1' beside 'w' in an experiment without VM
+    counts is that workload, not w with one VM."""
+    if names_vm_counts(experiment):
+        return parse_vm_point(experiment, point)
+    return (point, None) if point in experiment["workloads"] else None
 
 
 def host_point(workload: str, n_vms: int | None, host_mem: str) -> str:

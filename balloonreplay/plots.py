@@ -67,7 +67,8 @@ def plot_miss_ratio_curves(
 
 
 # --------------------------------------------------------------------------- the study
-# Units: memory in MiB or GiB of 4 KiB pages, time in seconds, traffic in GiB.
+# Units: memory in MiB or GiB (page counts times the trace's page size), time in seconds,
+# traffic in GiB.
 MIB = 2**20
 GIB = 2**30
 # ESX free-memory states (Waldspurger, OSDI 2002): high >= 6%, soft 4%, hard 2%, low 1%.
@@ -166,52 +167,78 @@ def plot_swap_traffic(summary: pd.DataFrame, out_path: str | os.PathLike) -> Non
     _finish(grid.figure, out_path)
 
 
+def _by_workload(data: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The rows of each workload, in name order: a figure draws one panel per workload,
+    since averaging policies over workloads would mix VMs of different programs."""
+    return [(str(name), rows) for name, rows in data.groupby("workload", sort=True)]
+
+
 def plot_consolidation(ratios: pd.DataFrame, out_path: str | os.PathLike) -> None:
-    """Figure 2: consolidation ratio per policy (most VMs per host within the SLO)."""
+    """Figure 2: consolidation ratio per policy (most VMs per host within the SLO), one
+    panel per workload."""
     sns = _theme()
     import matplotlib.pyplot as plt
 
-    if ratios.empty:
-        return _no_data(out_path, "Consolidation ratio", "no VM-count sweep on a fixed host")
-    data = ratios.sort_values("consolidation_ratio", ascending=False)
-    slo = float(data.slo_slowdown.iloc[0])
-    fig, ax = plt.subplots(figsize=(6, 0.45 * len(data) + 1.5))
-    sns.barplot(
-        data=data,
-        y="policy_display",
-        x="consolidation_ratio",
-        hue="policy_display",
-        palette=policy_palette(data.policy_display),
-        legend=False,
-        ax=ax,
-        orient="h",
-    )
-    for i, row in enumerate(data.itertuples()):
-        # Unknown boundary: bracketed by the first failing count, or only bounded below.
-        upper = getattr(row, "upper_bound", None)
-        if row.boundary_known:
-            count = f"{row.consolidation_ratio}"
-        elif upper is not None and upper == upper:  # not NaN
-            count = f"{row.consolidation_ratio}–{int(upper)}"
-        else:
-            count = f"≥ {row.consolidation_ratio}"
-        ax.text(
-            row.consolidation_ratio,
-            i,
-            f" {count} VMs ({row.overcommit_ratio:.2f}× overcommit)",
-            va="center",
-            fontsize=8,
-        )
-    ax.set_xlabel("consolidation ratio (VMs per host)")
-    ax.set_ylabel("host policy")
-    ax.set_xlim(0, data.consolidation_ratio.max() * 1.6 + 1)
     from balloonreplay.units import format_bytes
 
-    host = format_bytes(int(data.host_mem_bytes.iloc[0]))
-    ax.set_title(
-        f"VMs per {host} host with every VM's slowdown ≤ {slo:.2f}×\n"
-        "its slowdown on a dedicated host (SLO)"
+    if ratios.empty:
+        return _no_data(out_path, "Consolidation ratio", "no VM-count sweep on a fixed host")
+    slo = float(ratios.slo_slowdown.iloc[0])
+    panels = _by_workload(ratios)
+    palette = policy_palette(ratios.policy_display)
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(6, 0.45 * len(ratios) + 1.5 + 0.5 * (len(panels) - 1)),
+        sharex=True,
+        squeeze=False,
+        gridspec_kw={"height_ratios": [len(rows) for _, rows in panels]},
     )
+    for ax, (workload, rows) in zip(axes[:, 0], panels, strict=True):
+        data = rows.sort_values("consolidation_ratio", ascending=False)
+        # One bar per row, in the rows' order: the labels below go to bar i.
+        order = list(data.policy_display)
+        sns.barplot(
+            data=data,
+            y="policy_display",
+            x="consolidation_ratio",
+            hue="policy_display",
+            order=order,
+            hue_order=order,
+            palette=palette,
+            legend=False,
+            ax=ax,
+            orient="h",
+        )
+        for i, row in enumerate(data.itertuples()):
+            # Unknown boundary: bracketed by the first failing count, or only bounded below.
+            upper = getattr(row, "upper_bound", None)
+            if row.boundary_known:
+                count = f"{row.consolidation_ratio}"
+            elif upper is not None and upper == upper:  # not NaN
+                count = f"{row.consolidation_ratio}–{int(upper)}"
+            else:
+                count = f"≥ {row.consolidation_ratio}"
+            ax.text(
+                row.consolidation_ratio,
+                i,
+                f" {count} VMs ({row.overcommit_ratio:.2f}× overcommit)",
+                va="center",
+                fontsize=8,
+            )
+        ax.set_ylabel("host policy")
+        ax.set_xlabel("")
+        if len(panels) > 1:
+            host = format_bytes(int(data.host_mem_bytes.iloc[0]))
+            ax.set_title(f"{workload} VMs on a {host} host", fontsize=9)
+    axes[-1, 0].set_xlabel("consolidation ratio (VMs per host)")
+    axes[0, 0].set_xlim(0, ratios.consolidation_ratio.max() * 1.6 + 1)
+    host = format_bytes(int(ratios.host_mem_bytes.iloc[0]))
+    where = f"per {host} host" if len(panels) == 1 else "per host"
+    fig.suptitle(
+        f"VMs {where} with every VM's slowdown ≤ {slo:.2f}×\nits slowdown on a dedicated host (SLO)"
+    )
+    fig.tight_layout()
     _finish(fig, out_path)
 
 
@@ -311,33 +338,59 @@ def plot_timeline(
 
 def plot_sharing(summary: pd.DataFrame, out_path: str | os.PathLike) -> None:
     """Figure 4 (the shape of Waldspurger's Fig. 4): memory shared and saved by page
-    sharing versus the number of VMs booted from one image."""
+    sharing versus the number of VMs booted from one image; one panel per workload and
+    policy (their bars at one VM count would stack on each other)."""
     sns = _theme()
     import matplotlib.pyplot as plt
 
     data = _ok(summary).sort_values("n_vms")
     if data.empty:
         return _no_data(out_path, "Page sharing", "no sharing experiment")
-    mib = data.page_size_bytes / MIB
-    zero = data.zero_shared_pages_end * mib
-    other = (data.shared_pages_end - data.zero_shared_pages_end) * mib
-    colours = sns.color_palette("colorblind", 6)
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.bar(data.n_vms, zero, color=colours[4], label="shared: zero pages")
-    ax.bar(data.n_vms, other, bottom=zero, color=colours[5], label="shared: other pages")
-    exact = bool(data.sharing_saved_exact.all()) if "sharing_saved_exact" in data else True
-    ax.plot(
-        data.n_vms,
-        data.bytes_saved_by_sharing / MIB,
-        "o-",
-        color="black",
-        label="saved" + ("" if exact else " (lower bound)"),
+    panels = [
+        (workload, policy, rows)
+        for (workload, policy), rows in data.groupby(["workload", "policy_display"], sort=True)
+    ]
+    columns = min(len(panels), 2)
+    rows_of_panels = -(-len(panels) // columns)
+    fig, axes = plt.subplots(
+        rows_of_panels,
+        columns,
+        figsize=(5.5 * columns, 3.5 * rows_of_panels),
+        sharey=True,
+        squeeze=False,
     )
-    ax.set_xlabel("VMs booted from one image")
-    ax.set_ylabel("guest memory (MiB)")
-    ax.set_xticks(sorted(data.n_vms.unique()))
-    ax.legend(fontsize=8)
-    ax.set_title("Memory shared and saved by page sharing")
+    colours = sns.color_palette("colorblind", 6)
+    exact = bool(data.sharing_saved_exact.all()) if "sharing_saved_exact" in data else True
+    several_workloads = data.workload.nunique() > 1
+    several_policies = data.policy_display.nunique() > 1
+    for ax, (workload, policy, rows) in zip(axes.flat, panels, strict=False):
+        mib = rows.page_size_bytes / MIB
+        zero = rows.zero_shared_pages_end * mib
+        other = (rows.shared_pages_end - rows.zero_shared_pages_end) * mib
+        ax.bar(rows.n_vms, zero, color=colours[4], label="shared: zero pages")
+        ax.bar(rows.n_vms, other, bottom=zero, color=colours[5], label="shared: other pages")
+        ax.plot(
+            rows.n_vms,
+            rows.bytes_saved_by_sharing / MIB,
+            "o-",
+            color="black",
+            label="saved" + ("" if exact else " (lower bound)"),
+        )
+        ax.set_xlabel("VMs booted from one image")
+        if ax in axes[:, 0]:
+            ax.set_ylabel("guest memory (MiB)")
+        ax.set_xticks(sorted(rows.n_vms.unique()))
+        if len(panels) > 1:
+            shown = [str(workload)] * several_workloads + [str(policy)] * several_policies
+            ax.set_title(", ".join(shown), fontsize=9)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_axis_off()
+    axes[0, 0].legend(fontsize=8)
+    if len(panels) == 1:
+        axes[0, 0].set_title("Memory shared and saved by page sharing")
+    else:
+        fig.suptitle("Memory shared and saved by page sharing")
+        fig.tight_layout()
     _finish(fig, out_path)
 
 
@@ -373,6 +426,7 @@ def balloon_equivalence_table(run_paths) -> pd.DataFrame:
     (its settled balloon, or M minus its configured memory), and its settled guest faults
     per 1,000 accesses (:func:`settled_faults`)."""
     from balloonreplay.metrics import read_metrics_metadata
+    from balloonreplay.summary import run_page_size_bytes
 
     rows = []
     for path in run_paths:
@@ -383,7 +437,7 @@ def balloon_equivalence_table(run_paths) -> pd.DataFrame:
         metrics = pd.read_parquet(path)
         if metrics.empty:
             continue
-        page_bytes = int(meta.get("config", {}).get("page_size_bytes") or 4096)
+        page_bytes = run_page_size_bytes(meta)
         repeat = int((run.get("clone") or {}).get("repeat", 1))
         window = settled_faults(metrics, repeat)
         params = run.get("policy_params") or {}
@@ -462,50 +516,72 @@ def plot_balloon_equivalence(
 
 
 def plot_double_paging(summary: pd.DataFrame, out_path: str | os.PathLike) -> None:
-    """Figure 6: VSwapper's double-paging pathologies per policy, at one sweep point."""
+    """Figure 6: VSwapper's double-paging pathologies per policy, at one sweep point per
+    workload (one panel each)."""
     sns = _theme()
     import matplotlib.pyplot as plt
 
     data = _ok(summary)
     if data.empty:
         return _no_data(out_path, "Double paging", "no completed runs")
-    long = data.melt(
-        id_vars=["policy_display"],
-        value_vars=list(DOUBLE_PAGING_EVENTS),
-        var_name="event",
-        value_name="events",
+    panels = _by_workload(data)
+    order = list(policy_palette(data.policy_display))
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(6.5, 3.5 * len(panels)), sharex=True, squeeze=False
     )
-    long["event"] = long.event.map(DOUBLE_PAGING_EVENTS)
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    order = list(policy_palette(long.policy_display))
-    sns.barplot(
-        data=long, x="policy_display", y="events", hue="event", order=order, ax=ax, errorbar=None
-    )
-    ax.set_xlabel("host policy")
-    # Stale reads can outnumber the others a hundredfold: a log scale keeps all three
-    # visible (symlog, so a zero count is a zero bar).
-    ax.set_yscale("symlog", linthresh=1)
-    if long.events.max() > 0:
-        ax.set_ylim(bottom=0)
-    else:
-        # Every bar is 0 (no host swapping at this point): autoscaling would make a
-        # degenerate axis up to 0.055 events; show 0..1 and say why the bars are empty.
-        ax.set_ylim(0, 1)
-        ax.text(
-            0.5,
-            0.5,
-            "no double paging at this point",
-            transform=ax.transAxes,
-            ha="center",
-            va="center",
+    for ax, (workload, rows) in zip(axes[:, 0], panels, strict=True):
+        long = rows.melt(
+            id_vars=["policy_display"],
+            value_vars=list(DOUBLE_PAGING_EVENTS),
+            var_name="event",
+            value_name="events",
         )
-    ax.set_ylabel("events (count, all VMs; log scale)")
-    ax.tick_params(axis="x", rotation=30)
-    for label in ax.get_xticklabels():
+        long["event"] = long.event.map(DOUBLE_PAGING_EVENTS)
+        sns.barplot(
+            data=long,
+            x="policy_display",
+            y="events",
+            hue="event",
+            order=order,
+            hue_order=list(DOUBLE_PAGING_EVENTS.values()),
+            ax=ax,
+            errorbar=None,
+        )
+        # Stale reads can outnumber the others a hundredfold: a log scale keeps all three
+        # visible (symlog, so a zero count is a zero bar).
+        ax.set_yscale("symlog", linthresh=1)
+        if long.events.max() > 0:
+            ax.set_ylim(bottom=0)
+        else:
+            # Every bar is 0 (no host swapping at this point): autoscaling would make a
+            # degenerate axis up to 0.055 events; show 0..1 and say why the bars are empty.
+            ax.set_ylim(0, 1)
+            ax.text(
+                0.5,
+                0.5,
+                "no double paging at this point",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+            )
+        ax.set_ylabel("events (count, all VMs; log scale)")
+        ax.set_xlabel("host policy")
+        ratio = rows.overcommit_ratio.max()
+        if len(panels) == 1:
+            ax.set_title(f"Double paging at {ratio:.2f}× overcommit")
+        else:
+            ax.set_title(f"{workload} VMs at {ratio:.2f}× overcommit", fontsize=9)
+        if ax is axes[0, 0]:
+            ax.legend(title=None, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        else:
+            ax.get_legend().remove()
+    bottom = axes[-1, 0]
+    bottom.tick_params(axis="x", rotation=30)
+    for label in bottom.get_xticklabels():
         label.set_horizontalalignment("right")
-    ratio = data.overcommit_ratio.max()
-    ax.set_title(f"Double paging at {ratio:.2f}× overcommit")
-    ax.legend(title=None, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if len(panels) > 1:
+        fig.suptitle("Double paging by host policy")
+        fig.tight_layout()
     _finish(fig, out_path)
 
 
@@ -535,7 +611,7 @@ def study_figures(
     of the balloon-equivalence experiment (its figure counts faults per epoch). Returns
     the files written."""
     from balloonreplay.metrics import read_metrics_metadata
-    from balloonreplay.summary import display_name
+    from balloonreplay.summary import display_name, run_page_size_bytes
 
     summary = pd.read_parquet(summary_path)
     ratios = pd.read_parquet(consolidation_path)
@@ -548,9 +624,10 @@ def study_figures(
     overcommit = roles.get("overcommit")  # resolved by experiments.figure_roles
     sweep = rows(overcommit)
     if roles.get("double_paging"):
-        # Its own experiment: the most overcommitted point of it.
+        # Its own experiment: the most overcommitted point of each of its workloads.
         paging = _ok(rows(roles["double_paging"]))
-        paging = paging[paging.overcommit_ratio == paging.overcommit_ratio.max()]
+        most = paging.groupby("workload").overcommit_ratio.transform("max")
+        paging = paging[paging.overcommit_ratio == most]
     else:
         at_vms = roles.get("double_paging_vms") or (int(sweep.n_vms.max()) if len(sweep) else 0)
         paging = sweep[sweep.n_vms == at_vms]
@@ -579,7 +656,8 @@ def study_figures(
             f"{display_name(run.get('policy', '?'), run.get('policy_name'))}: "
             f"{run.get('n_vms', '?')} VMs of {run.get('workload', '?')} on one host"
         )
-        draw["timeline"] = lambda out: plot_timeline(metrics, host_pages, out, title)
+        page_bytes = run_page_size_bytes(meta)
+        draw["timeline"] = lambda out: plot_timeline(metrics, host_pages, out, title, page_bytes)
     else:
         draw["timeline"] = lambda out: _no_data(out, "Timeline", "no run chosen (figures.timeline)")
     written = []

@@ -11,7 +11,9 @@ unstalled one, both from its own first access, so it also counts stalls that no 
 touches, the guest swapping inside its own configured memory). The SLO therefore compares
 a VM with *itself on a dedicated host*: relative slowdown = slowdown under the policy ÷
 slowdown of the same VMs replayed with host memory = their configured memory (policy
-``none``, a "baseline" run). Without a baseline the absolute slowdown is used.
+``none``, a "baseline" run). Without a baseline the absolute slowdown is used, and always
+in an experiment configured with ``slo: {baseline: none}`` (``absolute`` of
+:func:`summarize_runs`).
 """
 
 from __future__ import annotations
@@ -82,6 +84,14 @@ def display_name(policy_label: str, policy_name: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- one run
+def run_page_size_bytes(metadata: Mapping[str, Any]) -> int:
+    """The page size of a run's trace, from a metrics file's metadata (the trace's footer,
+    recorded under ``trace.metadata``; also by a refused run): every page count of the run
+    is in these pages. 4 KiB where a file records none."""
+    trace_meta = metadata.get("trace", {}).get("metadata", {})
+    return int(trace_meta.get("page_size_bytes") or PAGE_SIZE_BYTES)
+
+
 def read_run(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The metrics table and the footer metadata of one run."""
     return pq.read_table(path).to_pandas(), read_metrics_metadata(path)
@@ -125,8 +135,7 @@ def run_row(
     engine = metadata.get("summary", {})
     config = metadata.get("config", {})
     policy = metadata.get("policy", {})
-    trace_meta = metadata.get("trace", {}).get("metadata", {})
-    page_bytes = int(trace_meta.get("page_size_bytes") or PAGE_SIZE_BYTES)
+    page_bytes = run_page_size_bytes(metadata)
     status = run.get("status", STATUS_OK)
     config_pages = list(config.get("config_pages") or run.get("config_pages") or [])
     host_pages = int(config.get("host_pages") or run.get("host_pages") or 0)
@@ -222,7 +231,8 @@ def replays_baseline(run: Mapping[str, Any]) -> bool:
     """Whether a run replays exactly what its baseline would: policy none without
     parameters or page sharing (left out, none's default, or off) on a host of the VMs'
     own memory (no host_mem). It then serves as the baseline of its VM set, which the
-    workflow does not replay a second time."""
+    workflow does not replay a second time (in an experiment that has baselines:
+    summarize_runs' ``absolute`` lists those that have none)."""
     return (
         run.get("sweep") != "baseline"
         and run.get("policy_name") == BASELINE_POLICY
@@ -246,14 +256,19 @@ def summarize_runs(
     run_paths: Iterable[str | os.PathLike],
     baseline_paths: Iterable[str | os.PathLike] = (),
     slo: Mapping[str, float] | None = None,
+    absolute: Iterable[str] = (),
 ) -> pd.DataFrame:
     """One row per run, with relative slowdowns against the matching baseline run (same
     experiment, workload and VM set), then the consolidation ratio per experiment,
     workload and policy (NaN where the experiment does not sweep VMs per host).
 
     ``slo``: the SLO slowdown per experiment name (the workflow's ``slo.slowdown``); an
-    experiment not in it is judged by the SLO its runs record, else 1.10."""
+    experiment not in it is judged by the SLO its runs record, else 1.10.
+    ``absolute``: the experiments judged by the absolute slowdown (the workflow's
+    ``slo: {baseline: none}``): none of their runs is compared with a baseline, not even
+    with a run of policy none that would serve as one (:func:`replays_baseline`)."""
     slo = slo or {}
+    absolute = set(absolute)
     baselines: dict[tuple, dict[str, Any]] = {}
     for path in baseline_paths:
         metrics, meta = _read_checked_run(path)
@@ -261,6 +276,8 @@ def summarize_runs(
     run_paths = list(run_paths)
     for path in run_paths:
         run = read_metrics_metadata(path).get("run", {})
+        if run.get("experiment") in absolute:
+            continue
         if replays_baseline(run) and _baseline_key(run) not in baselines:
             metrics, meta = _read_checked_run(path)
             baselines[_baseline_key(run)] = run_row(metrics, meta)
@@ -268,7 +285,7 @@ def summarize_runs(
     for path in run_paths:
         metrics, meta = _read_checked_run(path)
         run = meta.get("run", {})
-        baseline = baselines.get(_baseline_key(run))
+        baseline = None if run.get("experiment") in absolute else baselines.get(_baseline_key(run))
         rows.append(run_row(metrics, meta, baseline, slo.get(run.get("experiment"))))
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -294,11 +311,12 @@ def summarize_study(
     paths: Iterable[str | os.PathLike],
     slo: Mapping[str, float] | None = None,
     records: list[Mapping[str, Any]] | None = None,
+    absolute: Iterable[str] = (),
 ) -> pd.DataFrame:
     """:func:`summarize_runs` of a study's metrics files, runs and baselines together (a
     baseline is known by its run record, ``sweep: baseline``): it serves the runs of its
     VM set and is not a row. ``records``: the files' run records, if the caller has read
-    them (one per path, in order)."""
+    them (one per path, in order); ``slo`` and ``absolute`` as in summarize_runs."""
     paths = list(paths)
     if records is None:
         records = [read_metrics_metadata(p).get("run", {}) for p in paths]
@@ -307,6 +325,7 @@ def summarize_study(
         [p for p, b in zip(paths, is_baseline, strict=True) if not b],
         [p for p, b in zip(paths, is_baseline, strict=True) if b],
         slo,
+        absolute,
     )
 
 
@@ -441,6 +460,7 @@ __all__ = [
     "next_points",
     "pages_saved_by_sharing",
     "read_run",
+    "run_page_size_bytes",
     "run_row",
     "summarize_runs",
     "summarize_study",

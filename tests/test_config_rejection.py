@@ -435,3 +435,80 @@ def test_host_sizes_equal_only_in_4_kib_pages_are_two_points():
     config = copy.deepcopy(TEST_CONFIG)
     set_value("experiments.balloon-eq.sweep.host_mem", ["1000p", "4000KiB"])(config)
     check_config(config, SCHEMA, REPO)
+
+
+def recorded_source(tmp_path: Path, n_vms: int) -> Path:
+    """A canonical trace of n_vms VMs as an ingest source (its footer records them)."""
+    from balloonreplay.traces.io import write_trace
+    from balloonreplay.traces.schema import TraceMetadata, make_batch
+
+    source = tmp_path / "recorded.parquet"
+    vms = list(range(n_vms))
+    batch = make_batch(vms, [0] * n_vms, [0] * n_vms, [True] * n_vms)
+    write_trace([batch], source, TraceMetadata(source="test", config_pages=[4] * n_vms))
+    return source
+
+
+@pytest.mark.parametrize(
+    ("workload", "n_vms"),
+    [
+        ("tiny", 3),  # generated: its spec's VMs
+        ("tiny-sqlite", 1),  # captured: one program
+        ("two-sizes", 2),  # ingested: one vm_mem per VM
+        ("recorded", 2),  # ingested: its source's footer
+    ],
+)
+def test_one_value_per_vm_of_the_trace_is_checked_at_load(tmp_path, workload, n_vms):
+    """An experiment without vms runs each trace's own VMs: a per-VM list of another
+    length passed the load and failed the replay job with a traceback."""
+    config = copy.deepcopy(TEST_CONFIG)
+    config["workloads"]["two-sizes"] = copy.deepcopy(config["workloads"]["tiny-csv"])
+    config["workloads"]["two-sizes"]["ingest"]["vm_mem"] = ["16MiB", "8MiB"]
+    config["workloads"]["recorded"] = {
+        "ingest": {"path": str(recorded_source(tmp_path, 2)), "format": "parquet"}
+    }
+    experiment = {"workloads": [workload], "epoch_ns": 100_000_000}
+    config["experiments"]["pv"] = experiment
+    shares = [1000 * (i + 1) for i in range(n_vms)]
+    experiment["policies"] = [{"name": "esx", "params": {"shares": shares}}]
+    experiment["engine"] = {"overhead_pages": [1] * n_vms}
+    check_config(config, SCHEMA, REPO)  # one value per VM of the trace
+    for key, setting in (
+        ("experiments.pv.policies[0].params.shares", experiment["policies"][0]["params"]),
+        ("experiments.pv.engine.overhead_pages", experiment["engine"]),
+    ):
+        (name,) = setting
+        setting[name] = setting[name] + [1]
+        with pytest.raises(ConfigError) as caught:
+            check_config(config, SCHEMA, REPO)
+        assert caught.value.key == key
+        assert f"workload {workload!r} runs its trace's {n_vms} VM" in str(caught.value)
+        setting[name] = setting[name][:-1]
+
+
+def test_one_value_per_vm_of_a_trace_only_its_data_tells_is_checked_at_replay(tmp_path):
+    """A CSV source's VMs are in its data (a vm column, or none): the load cannot count
+    them, the replay job does, naming the key as the load would."""
+    from balloonreplay.config_check import check_run_vms
+    from balloonreplay.experiments import baseline_run, grid_runs
+
+    config = copy.deepcopy(TEST_CONFIG)
+    experiment = {
+        "workloads": ["tiny-csv"],
+        "policies": ["none", {"name": "esx", "params": {"shares": [1000, 2000]}}],
+        "epoch_ns": 100_000_000,
+    }
+    config["experiments"]["pv"] = experiment
+    check_config(config, SCHEMA, REPO)  # passes: the count is not known yet
+    trace = recorded_source(tmp_path, 1)  # as the ingest will write it: one VM
+    none, esx = grid_runs("pv", experiment)
+    with pytest.raises(ConfigError) as caught:
+        check_run_vms(config["experiments"], esx, trace)
+    assert caught.value.key == "experiments.pv.policies[1].params.shares"
+    assert "2 values (one per VM), but workload 'tiny-csv' runs its trace's 1 VM" in str(
+        caught.value
+    )
+    # Policy none and the baseline run no esx: nothing per VM to check for them.
+    check_run_vms(config["experiments"], none, trace)
+    check_run_vms(config["experiments"], baseline_run("pv", experiment, "tiny-csv", None), trace)
+    check_run_vms(config["experiments"], esx, recorded_source(tmp_path, 2))

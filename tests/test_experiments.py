@@ -314,3 +314,28 @@ def test_host_points_are_named_by_the_size_as_configured_in_no_page_size():
     # Sizes in whole 4 KiB pages keep the names they had.
     assert X.host_point("w", None, "3584KiB") == "w-host3.5MiB"
     assert X.host_point("w", None, "1GiB") == X.host_point("w", None, "1024MiB") == "w-host1024MiB"
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {},
+        {"vms": 2},
+        {"sweep": {"vms": [1, 2]}, "host_mem": "8MiB"},
+        {"sweep": {"host_mem": ["4MiB", "8MiB"]}},
+        {"sweep": {"host_mem": ["4MiB"]}, "vms": 1},
+    ],
+)
+def test_a_baseline_point_names_the_workload_and_vms_of_its_baseline(shape):
+    """Workloads 'w' and 'w-n1': in an experiment without VM counts the baseline point
+    'w-n1' (workload w-n1) was read as workload w with 1 VM, and replayed w's trace."""
+    experiment = {"workloads": ["w", "w-n1"], "vm_mem": "2MiB", "policies": ["esx"], **shape}
+    runs = X.grid_runs("exp", experiment)
+    baselines = X.baseline_runs("exp", experiment, runs)
+    assert {b["workload"] for b in baselines} == {"w", "w-n1"}
+    for baseline in baselines:
+        assert X.parse_baseline_point(experiment, baseline["point"]) == (
+            baseline["workload"],
+            baseline["n_vms"],
+        )
+    assert X.parse_baseline_point(experiment, "w-n7-n1") is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -256,3 +258,174 @@ def test_the_double_paging_figure_draws_the_experiment_the_config_check_checked(
     data = drawn["double_paging"]
     assert set(data.experiment) == {"b-fixed"} and set(data.n_vms) == {4}
     assert len(data) == len(POLICIES)
+
+
+def two_workload_summary() -> pd.DataFrame:
+    """The synthetic sweep for two workloads whose policies fit differently: on 'w2' every
+    policy fits one VM fewer than on 'w' (static: 2 and 1)."""
+    one = synthetic_summary()
+    two = one.assign(
+        workload="w2",
+        point=one.point.str.replace("w-", "w2-"),
+        silent_swap_writes=one.silent_swap_writes + 1000,
+    )
+    two["within_slo"] = [
+        row.within_slo and row.n_vms < {"esx": 4, "mom": 3}.get(row.policy, 2)
+        for row in two.itertuples()
+    ]
+    return pd.concat([one, two], ignore_index=True)
+
+
+def bars_by_label(ax) -> dict[str, list[float]]:
+    """{tick label: bar widths} of a horizontal categorical bar plot (its figure drawn)."""
+    ax.figure.canvas.draw()
+    labels = {
+        round(float(t)): label.get_text()
+        for t, label in zip(ax.get_yticks(), ax.get_yticklabels(), strict=True)
+    }
+    out = {}
+    for patch in ax.patches:
+        centre = patch.get_y() + patch.get_height() / 2
+        out.setdefault(labels[round(centre)], []).append(patch.get_width())
+    return out
+
+
+def test_consolidation_draws_each_workload_of_the_sweep(tmp_path, monkeypatch):
+    """Two workloads: one bar per policy had averaged their ratios, and the count labels
+    of the second workload's rows were drawn below the axes."""
+    drawn = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out: drawn.update(fig=fig))
+    ratios = consolidation(two_workload_summary())
+    plots.plot_consolidation(ratios, tmp_path / "c.png")
+    axes = drawn["fig"].axes
+    assert len(axes) == 2
+    for ax, workload in zip(axes, ["w", "w2"], strict=True):
+        expected = ratios[ratios.workload == workload]
+        assert workload in ax.get_title()
+        bars = bars_by_label(ax)
+        assert bars == {
+            row.policy_display: [row.consolidation_ratio] for row in expected.itertuples()
+        }
+        low, high = sorted(ax.get_ylim())
+        assert len(ax.texts) == len(expected)
+        assert all(low <= text.get_position()[1] <= high for text in ax.texts)
+
+
+def test_double_paging_draws_each_workload_at_its_point(tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out: drawn.update(fig=fig))
+    summary = two_workload_summary()
+    at_point = summary[summary.n_vms == 2]
+    plots.plot_double_paging(at_point, tmp_path / "d.png")
+    axes = drawn["fig"].axes
+    assert len(axes) == 2
+    for ax, workload in zip(axes, ["w", "w2"], strict=True):
+        rows = at_point[(at_point.workload == workload) & (at_point.status == "ok")]
+        # One bar container per event, silent swap writes first; 'w2' has 1000 more.
+        heights = [bar.get_height() for bar in ax.containers[0]]
+        assert sorted(heights) == sorted(rows.silent_swap_writes.astype(float))
+
+
+def test_the_double_paging_experiment_is_drawn_at_each_workloads_most_overcommitted_point(
+    tmp_path, monkeypatch
+):
+    """Workload 'w2' has VMs half the size of 'w''s: the experiment's most overcommitted
+    point was only 'w''s, and 'w2' was left out of the figure."""
+    summary = two_workload_summary()
+    summary["overcommit_ratio"] = summary.overcommit_ratio.where(
+        summary.workload == "w", summary.overcommit_ratio / 2
+    )
+    summary.to_parquet(tmp_path / "summary.parquet")
+    consolidation(summary).to_parquet(tmp_path / "consolidation.parquet")
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_double_paging", lambda data, out: drawn.update(data=data))
+    plots.study_figures(
+        tmp_path / "summary.parquet",
+        tmp_path / "consolidation.parquet",
+        None,
+        {"overcommit": "exp", "double_paging": "exp"},
+        tmp_path / "figures",
+        suffixes=(".png",),
+    )
+    data = drawn["data"]
+    assert set(data.workload) == {"w", "w2"} and set(data.n_vms) == {6}
+
+
+@pytest.mark.parametrize("series", ["policy", "workload"])
+def test_sharing_draws_each_policy_and_workload_of_its_experiment(tmp_path, monkeypatch, series):
+    """Two policies (or workloads) of the sharing experiment: their bars at one VM count
+    were drawn over each other in one panel, and their 'saved' lines joined into one."""
+    drawn = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out: drawn.update(fig=fig))
+    summary = two_workload_summary()
+    if series == "policy":
+        data = summary[(summary.workload == "w") & summary.policy.isin(["esx", "mom"])].copy()
+        data.loc[data.policy == "mom", "shared_pages_end"] *= 2
+        names = ["VMware ESX", "oVirt MOM"]
+    else:
+        data = summary[summary.policy == "esx"].copy()
+        data.loc[data.workload == "w2", "shared_pages_end"] *= 2
+        names = ["w", "w2"]
+    plots.plot_sharing(data, tmp_path / "s.png")
+    axes = [ax for ax in drawn["fig"].axes if ax.axison]
+    assert [ax.get_title() for ax in axes] == names
+    column = "policy_display" if series == "policy" else "workload"
+    for ax, name in zip(axes, names, strict=True):
+        rows = data[data[column] == name].sort_values("n_vms")
+        zero, other = ax.containers  # zero pages, other shared pages on top
+        tops = [a.get_height() + b.get_height() for a, b in zip(zero, other, strict=True)]
+        assert tops == pytest.approx(list(rows.shared_pages_end * 4096 / 2**20))
+        (saved,) = ax.lines
+        assert list(saved.get_ydata()) == pytest.approx(list(rows.bytes_saved_by_sharing / 2**20))
+
+
+PAGE_16K = 16384
+
+
+def write_16k_run(path, metrics, **run) -> None:
+    """A metrics file of a trace of 16 KiB pages, its metadata as run_point writes it (the
+    page size is the trace's, under trace.metadata; the engine's config has none)."""
+    from balloonreplay.metrics import write_metrics
+
+    meta = {
+        "config": {"host_pages": 20000, "config_pages": [1000] * metrics.vm.nunique()},
+        "trace": {"metadata": {"page_size_bytes": PAGE_16K}},
+        "run": {"status": "ok", "n_vms": int(metrics.vm.nunique()), **run},
+    }
+    write_metrics(metrics, path, meta)
+
+
+def test_the_timeline_draws_the_trace_pages(tmp_path, monkeypatch):
+    """A balloon of 83 pages of 16 KiB is 1.30 MiB; in 4 KiB pages it showed as 0.32."""
+    metrics = synthetic_metrics(n_vms=1, epochs=3).assign(
+        balloon_pages=83, host_swapped_pages=10, shared_pages=0, zero_shared_pages=0
+    )
+    write_16k_run(tmp_path / "run.parquet", metrics, policy="esx", workload="w")
+    summary = synthetic_summary()
+    summary.to_parquet(tmp_path / "summary.parquet")
+    consolidation(summary).to_parquet(tmp_path / "consolidation.parquet")
+    drawn = {}
+
+    def capture(fig, out):
+        if "timeline" in os.fspath(out):
+            drawn.update({ax.get_ylabel(): ax.lines[0].get_ydata() for ax in fig.axes[1:3]})
+
+    monkeypatch.setattr(plots, "save_figure", capture)
+    plots.study_figures(
+        tmp_path / "summary.parquet",
+        tmp_path / "consolidation.parquet",
+        tmp_path / "run.parquet",
+        {},
+        tmp_path / "figures",
+        suffixes=(".png",),
+    )
+    assert max(drawn["balloon size (MiB)"]) == pytest.approx(83 * PAGE_16K / 2**20)
+    assert max(drawn["host-swapped (MiB)"]) == pytest.approx(10 * PAGE_16K / 2**20)
+
+
+def test_balloon_equivalence_counts_the_trace_pages(tmp_path):
+    metrics = balloon_metrics(balloon=[83] * 4, target=[83] * 4, faults=[1, 2, 3, 4])
+    write_16k_run(tmp_path / "run.parquet", metrics, policy="balloon", config_pages=[1000])
+    (row,) = plots.balloon_equivalence_table([tmp_path / "run.parquet"]).itertuples()
+    assert row.balloon_bytes == 83 * PAGE_16K
+    assert row.configured_bytes == 1000 * PAGE_16K

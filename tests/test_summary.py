@@ -306,3 +306,22 @@ def test_a_run_of_no_policy_on_the_vms_own_memory_serves_as_their_baseline(tmp_p
     write_run(base, slowdowns=[1.1, 1.5], policy="none", sweep="baseline")
     summary = summarize_runs([twin, esx], [base]).set_index("policy")
     assert summary.loc["esx", "max_relative_slowdown"] == pytest.approx(2.0)
+
+
+def test_an_experiment_without_baselines_judges_the_absolute_slowdown(tmp_path):
+    """slo: {baseline: none}: a run of no policy on the VMs' own memory is not made the
+    baseline of its VM set (it was, so it judged itself 1.0 and within any SLO, and the
+    other policies against it)."""
+    twin, esx = tmp_path / "none.parquet", tmp_path / "esx.parquet"
+    write_run(twin, slowdowns=[2.0, 1.5], policy="none", host_mem=None, policy_params={})
+    write_run(esx, slowdowns=[2.2, 1.5], policy="esx", host_mem=None)
+    for summary in (
+        summarize_runs([twin, esx], absolute=["exp"]),
+        summarize_study([twin, esx], absolute=["exp"]),
+    ):
+        summary = summary.set_index("policy")
+        assert summary.max_relative_slowdown.to_dict() == {"esx": 2.2, "none": 2.0}
+        assert not summary.within_slo.any()
+    # Another experiment's setting leaves this one compared with its baseline.
+    other = summarize_runs([twin, esx], absolute=["other"]).set_index("policy")
+    assert other.loc["esx", "max_relative_slowdown"] == pytest.approx(1.1)

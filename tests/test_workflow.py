@@ -140,6 +140,18 @@ def check_study_outputs(root: Path, config: dict) -> None:
     summary = pd.read_parquet(root / "results" / "summary.parquet")
     assert SUMMARY_COLUMNS <= set(summary.columns)
     assert len(summary) == len(runs)
+    # slo: {baseline: none} judges every run by its absolute slowdown, also a run of no
+    # policy on the VMs' own memory (which had served as its own baseline: 1.0).
+    absolute = [
+        name
+        for name, experiment in config["experiments"].items()
+        if experiment.get("slo", {}).get("baseline") == "none"
+    ]
+    judged = summary[summary.experiment.isin(absolute) & (summary.status == "ok")]
+    assert len(judged) and set(judged.policy) >= {"none"}
+    pd.testing.assert_series_equal(
+        judged.max_relative_slowdown, judged.max_slowdown, check_names=False
+    )
     ratios = pd.read_parquet(root / "results" / "consolidation.parquet")
     assert CONSOLIDATION_COLUMNS <= set(ratios.columns)
     # static never overcommits: its ratio is host memory / VM memory, rounded down, and
@@ -203,3 +215,31 @@ def test_bad_workload_spec_fails_at_load_naming_the_key(tmp_path):
     output = result.stderr + result.stdout
     assert "workloads.tiny.generate.spec" in output
     assert "vm_types.db.memory" in output
+
+
+def test_a_per_vm_list_its_trace_does_not_fit_fails_the_replay_in_one_line(tmp_path):
+    """The load cannot count a CSV source's VMs; the replay job refuses the run in one
+    line naming the config key (it was the policy's traceback, naming policy.shares)."""
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config = {
+        "workloads": {"tiny-csv": config["workloads"]["tiny-csv"]},
+        "experiments": {
+            "pv": {
+                "workloads": ["tiny-csv"],
+                "policies": [{"name": "esx", "params": {"shares": [1000, 2000, 3000]}}],
+                "epoch_ns": 100_000_000,
+            }
+        },
+    }
+    path = tmp_path / "pv.yaml"
+    path.write_text(yaml.safe_dump(config))
+    target = "results/runs/pv/esx/tiny-csv.parquet"
+    result = snakemake(tmp_path, path, target)
+    assert result.returncode != 0
+    assert not (tmp_path / target).exists()
+    log = (tmp_path / "logs" / "runs" / "pv" / "esx" / "tiny-csv.log").read_text()
+    assert log.splitlines() == [
+        "error: config: experiments.pv.policies[0].params.shares: 3 values (one per VM), "
+        "but workload 'tiny-csv' runs its trace's 1 VM (the experiment sets no vms); give "
+        "one value for every VM, or set vms"
+    ]

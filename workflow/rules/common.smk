@@ -109,22 +109,14 @@ def _grid(experiment):
     return X.grid_runs(experiment, EXPERIMENTS[experiment])
 
 
-def _parse_vm_point(experiment, point):
-    """(workload, n_vms) of a point named by X.vm_point, else None."""
-    for workload in EXPERIMENTS[experiment]["workloads"]:
-        match = re.fullmatch(re.escape(workload) + r"-n([0-9]+)", point)
-        if match:
-            return workload, int(match.group(1))
-    return None
-
-
 def run_spec(wildcards):
     """The run a replay job performs: a grid point, or a point the search added."""
     for run in _grid(wildcards.experiment):
         if run["policy"] == wildcards.policy and run["point"] == wildcards.point:
             return run
-    parsed = _parse_vm_point(wildcards.experiment, wildcards.point)
-    if parsed is None or not X.refines(EXPERIMENTS[wildcards.experiment]):
+    experiment = EXPERIMENTS[wildcards.experiment]
+    parsed = X.parse_vm_point(experiment, wildcards.point)
+    if parsed is None or not X.refines(experiment):
         raise WorkflowError(
             f"no run {wildcards.point!r} in experiment {wildcards.experiment!r}"
         )
@@ -140,14 +132,12 @@ def run_spec(wildcards):
 
 def baseline_spec(wildcards):
     experiment = EXPERIMENTS[wildcards.experiment]
-    parsed = _parse_vm_point(wildcards.experiment, wildcards.point)
-    if parsed is not None:
-        return X.baseline_run(wildcards.experiment, experiment, *parsed)
-    if wildcards.point in experiment["workloads"]:
-        return X.baseline_run(wildcards.experiment, experiment, wildcards.point, None)
-    raise WorkflowError(
-        f"no baseline {wildcards.point!r} in experiment {wildcards.experiment!r}"
-    )
+    parsed = X.parse_baseline_point(experiment, wildcards.point)
+    if parsed is None:
+        raise WorkflowError(
+            f"no baseline {wildcards.point!r} in experiment {wildcards.experiment!r}"
+        )
+    return X.baseline_run(wildcards.experiment, experiment, *parsed)
 
 
 def run_trace(wildcards):

@@ -21,6 +21,11 @@ rule summarize:
     params:
         # Applied here, not recorded by each replay: another SLO reruns no replay.
         slo={name: X.slo_slowdown(EXPERIMENTS[name]) for name in sorted(EXPERIMENTS)},
+        # slo: {baseline: none}: judged by the absolute slowdown, even where a run of
+        # policy none would serve as the baseline.
+        absolute=sorted(
+            name for name in EXPERIMENTS if not X.needs_baseline(EXPERIMENTS[name])
+        ),
     script:
         "../scripts/summarize.py"
 

@@ -17,7 +17,7 @@ paths = list(sm.input.runs)
 for listing in sm.input.sweeps:
     with open(listing) as fh:
         paths += [line.strip() for line in fh if line.strip()]
-summary = summarize_study(paths, dict(sm.params.slo))
+summary = summarize_study(paths, dict(sm.params.slo), absolute=list(sm.params.absolute))
 ratios = consolidation(summary)
 write_summary(summary, sm.output.summary)
 write_summary(ratios, sm.output.consolidation)
