@@ -698,12 +698,20 @@ def replay_command(
     help="the SLO slowdown (every experiment's, or one's; repeatable); default: what each "
     "run records, else 1.10",
 )
+@click.option(
+    "--absolute",
+    "absolute",
+    multiple=True,
+    metavar="EXPERIMENT",
+    help="judge EXPERIMENT's runs by their absolute slowdown, with no baseline (the "
+    "workflow's slo: {baseline: none}; repeatable)",
+)
 @reports_errors
-def summarize_command(runs, run_lists, output, consolidation_path, slo_settings):
+def summarize_command(runs, run_lists, output, consolidation_path, slo_settings, absolute):
     """Summarise metrics files (one row per run) and find each policy's consolidation
     ratio. Baseline runs among RUNS (the workflow's results/baselines/) are matched to
     the runs they serve, not summarised; a run of policy none without host_mem serves
-    as the baseline of its VM set."""
+    as the baseline of its VM set, unless its experiment is judged --absolute."""
     from balloonreplay.metrics import read_metrics_metadata
     from balloonreplay.summary import (
         consolidation,
@@ -723,8 +731,15 @@ def summarize_command(runs, run_lists, output, consolidation_path, slo_settings)
     _check_parquet_name(consolidation_path, "its ratios as Parquet", option="--consolidation")
     _check_distinct_outputs(output, consolidation_path, "-o", "--consolidation")
     records = [read_metrics_metadata(p).get("run", {}) for p in runs]
-    slo = _parse_slo(slo_settings, {run.get("experiment") for run in records})
-    summary = summarize_study(runs, slo, records)
+    experiments = {run.get("experiment") for run in records}
+    slo = _parse_slo(slo_settings, experiments)
+    for name in absolute:
+        if name not in experiments:
+            known = ", ".join(sorted(str(e) for e in experiments if e)) or "none"
+            raise click.BadParameter(
+                f"no run of experiment {name!r} (the runs': {known})", param_hint="--absolute"
+            )
+    summary = summarize_study(runs, slo, records, absolute)
     write_summary(summary, output)
     ratios = consolidation(summary)
     if consolidation_path:

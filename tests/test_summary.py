@@ -325,3 +325,17 @@ def test_an_experiment_without_baselines_judges_the_absolute_slowdown(tmp_path):
     # Another experiment's setting leaves this one compared with its baseline.
     other = summarize_runs([twin, esx], absolute=["other"]).set_index("policy")
     assert other.loc["esx", "max_relative_slowdown"] == pytest.approx(1.1)
+    # The command line says it with --absolute, and refuses an experiment it has no run of.
+    from click.testing import CliRunner
+
+    from balloonreplay.cli import main
+
+    out = tmp_path / "s.parquet"
+    paths = [str(twin), str(esx)]
+    for args, esx_relative in (((), 1.1), (("--absolute", "exp"), 2.2)):
+        result = CliRunner().invoke(main, ["summarize", *paths, "-o", str(out), *args])
+        assert result.exit_code == 0, result.output
+        table = pd.read_parquet(out).set_index("policy")
+        assert table.loc["esx", "max_relative_slowdown"] == pytest.approx(esx_relative)
+    result = CliRunner().invoke(main, ["summarize", *paths, "-o", str(out), "--absolute", "x"])
+    assert result.exit_code == 2 and "no run of experiment 'x' (the runs': exp)" in result.output
