@@ -174,7 +174,7 @@ def _trace_vm_count(workload: str, settings: Mapping[str, Any], repo_root, recor
 
     if "generate" in settings:
         # Checked by _check_workload already; a small YAML file read again.
-        return len(load_spec(_repo_path(settings["generate"]["spec"], repo_root)).vms)
+        return len(load_spec(repo_path(settings["generate"]["spec"], repo_root)).vms)
     if "capture" in settings:
         return 1  # one program, ingested as VM 0 (workflow/scripts/capture-memtrace.sh)
     ingest = settings["ingest"]
