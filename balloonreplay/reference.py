@@ -160,12 +160,15 @@ completes; the last (partial) epoch's row has t_ns = that quantum's end.
 
 Slowdown of VM v = (T + S_v) / T with T = max(t of its last access - t of its first, 1):
 the VM's own unstalled run time, so a VM that starts late is not credited with the time
-before its start. S_v is the stall and blocked time the VM suffered from the moment it
-first issued an access (a blocked first attempt included) to the completion of its last:
-its stalled run time less T. Balloon work a policy makes a VM do before its first access
-or after its last (idle VMs are what ESX's tax and Xen's self-ballooning reclaim) delays
-no access of its run, so it is in ``stall_ns`` but not in S_v.
-``stall_ns`` counts latency stalls only; ``blocked_ns`` counts blocked time; S_v is both.
+before its start. S_v is its stalled run time less T: the stall and blocked time the VM
+suffered from the moment it first issued an access (a blocked first attempt included) to
+the completion of its last, plus how late its balloon work before its first access made
+its start. That work is done in the idle guest: each balloon step (at its quantum's start
+s, stalling the VM w) keeps it busy until b := max(b, s) + w (b from 0), and its start is
+late by max(0, b - t of its first access). Balloon work after its last access delays
+nothing of its run. (Idle VMs are what ESX's tax and Xen's self-ballooning reclaim.)
+``stall_ns`` counts every latency stall and ``blocked_ns`` all blocked time, in or out of
+the run.
 Latencies: guest swap-in/out, disk read, disk write (write-back of a dirty file page),
 host swap-in (also for silent writes, stale and false reads), host swap-out (per page
 the host swaps synchronously for the VM), COW break, zero-fill, balloon page. Balloon work
@@ -378,6 +381,8 @@ class VM:
         # completed: S_v, the stall its slowdown counts, is what lies between.
         self.stall_at_first_issue_ns: int | None = None
         self.stall_at_last_done_ns = 0
+        # Before its first access: the host time its idle guest finished its balloon work.
+        self.pre_start_busy_ns = 0
         self.balloon_target = 0
         self.balloon_credit = 0
         self.scan_rate = 0
@@ -848,7 +853,11 @@ class ReferenceModel:
             used_before = self.host_used
             ballooned_before = sum(len(vm.balloon_stack) for vm in self.vms)
             for vm in self.vms:
+                stall_before = vm.stall_total_ns
                 self.balloon_step(vm)
+                worked = vm.stall_total_ns - stall_before
+                if vm.stall_at_first_issue_ns is None and worked > 0:
+                    vm.pre_start_busy_ns = max(vm.pre_start_busy_ns, now) + worked
             ballooned = sum(len(vm.balloon_stack) for vm in self.vms) - ballooned_before
             progress = self.host_used < used_before or ballooned > 0
             if cfg.sharing:
@@ -911,7 +920,12 @@ class ReferenceModel:
         return summarize_slowdowns(
             [vm.accesses[0].t_ns if vm.accesses else None for vm in self.vms],
             [vm.accesses[-1].t_ns if vm.accesses else None for vm in self.vms],
-            [vm.stall_at_last_done_ns - (vm.stall_at_first_issue_ns or 0) for vm in self.vms],
+            [
+                vm.stall_at_last_done_ns
+                - (vm.stall_at_first_issue_ns or 0)
+                + (max(0, vm.pre_start_busy_ns - vm.accesses[0].t_ns) if vm.accesses else 0)
+                for vm in self.vms
+            ],
             [vm.stall_total_ns for vm in self.vms],
         )
 

@@ -1198,7 +1198,10 @@ def _run_engine(trace, config, policy, pages_per_vm, batch_rows, progress, timed
     first_t = [int(t) if d else None for t, d in zip(buffers.first_t, done, strict=True)]
     last_t = [int(state.VS[v, S.V_LAST_T]) if done[v] else None for v in range(config.num_vms)]
     stall_in_run = [
-        int(state.VS[v, S.V_STALL_LAST] - state.VS[v, S.V_STALL_FIRST]) if done[v] else 0
+        int(state.VS[v, S.V_STALL_LAST] - state.VS[v, S.V_STALL_FIRST])
+        + max(0, int(state.VS[v, S.V_PRE_BUSY]) - first_t[v])
+        if done[v]
+        else 0
         for v in range(config.num_vms)
     ]
     stall_total = state.VS[:, S.V_STALL].tolist()

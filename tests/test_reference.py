@@ -269,7 +269,7 @@ def test_balloon_work_before_a_vms_first_access_or_after_its_last_is_no_slowdown
     latencies = Latencies(zero_fill_ns=10 * US, balloon_page_ns=100 * US)
     table = trace_table([0, 0, 1, 1], [0, ms, 5 * ms, 6 * ms], [0, 1, 0, 1], [True] * 4)
     ballooned = 1 if late_vm_ballooned else 0
-    # Epoch 2 ends at 2 ms: VM 0 has finished, VM 1 has not started.
+    # Epoch 19 ends at 2 ms: VM 0 has finished, VM 1 has not started.
     targets = [0, 2] if late_vm_ballooned else [2, 0]
     summary, metrics = both(
         table,
@@ -282,6 +282,37 @@ def test_balloon_work_before_a_vms_first_access_or_after_its_last_is_no_slowdown
     assert stall[ballooned] == 2 * 10 * US + 2 * 100 * US
     assert stall[1 - ballooned] == 2 * 10 * US
     assert summary["slowdown"] == [(ms + 2 * 10 * US) / ms] * 2
+
+
+@pytest.mark.parametrize(
+    ("start_ms", "ballooned_at_ms", "late_us"),
+    [
+        (0, None, 200),  # due at once: the work at host time 0 delays its start by all of it
+        (1, 0.95, 150),  # idle until 1 ms: the work from 0.95 ms makes it 150 µs late
+        (1, 0.5, 0),  # done by 0.7 ms, while it was idle
+    ],
+)
+def test_balloon_work_that_delays_a_vms_start_is_slowdown(start_ms, ballooned_at_ms, late_us):
+    """A VM idle until its first access does balloon work for 200 µs (two pages) from
+    host time B; it was due at start_ms. Only what runs past start_ms made it late, and
+    counts in its slowdown. (Found by review: first the slowdown had dropped all of it,
+    so a policy inflating a VM at its start delayed it for free.)"""
+    ms = 1_000_000
+    start = start_ms * ms
+    latencies = Latencies(zero_fill_ns=10 * US, balloon_page_ns=100 * US)
+    # VM 1 starts at host time 0 and runs past the balloon work, so time runs from 0.
+    table = trace_table([0, 0, 1, 1], [start, start + ms, 0, 3 * ms], [0, 1, 0, 1], [True] * 4)
+    epoch = -1 if ballooned_at_ms is None else round(ballooned_at_ms * 20) - 1  # 50 µs each
+    summary, metrics = both(
+        table,
+        policy_factory=lambda: BalloonAtEpoch(BalloonAtEpoch.Params(epoch=epoch, targets=[2, 0])),
+        vms="4p",
+        latencies=latencies,
+        quantum_ns=50 * US,
+        epoch_ns=50 * US,
+    )
+    assert metrics.groupby("vm")["balloon_inflated"].sum()[0] == 2
+    assert summary["slowdown"][0] == (ms + 2 * 10 * US + late_us * US) / ms
 
 
 def test_host_time_0_is_the_earliest_access_in_a_file(tmp_path):

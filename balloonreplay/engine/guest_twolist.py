@@ -3,9 +3,10 @@
 New pages enter the inactive head referenced (the fault was their first reference), so
 their first hit promotes them to the active head; a page aged out of the active list
 enters the inactive head unreferenced, and a hit there marks it, a second promotes it;
-an active hit moves it to the active head. ``balance`` ages the active tail into the inactive head while the
-active list holds more than active_percent of the resident pages; it runs after each
-promotion and before each victim choice. Victim = inactive tail."""
+an active hit moves it to the active head. ``balance`` ages the active tail into the
+inactive head while the active list holds more than active_percent of the resident
+pages; it runs after each promotion and before each victim choice. Victim = inactive
+tail."""
 
 from __future__ import annotations
 

@@ -78,6 +78,7 @@ from balloonreplay.engine.state import (
     V_LAST_T,
     V_NTOUCH,
     V_POS,
+    V_PRE_BUSY,
     V_SCAN_CREDIT,
     V_SCAN_RATE,
     V_SHARED,
@@ -162,8 +163,12 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, BT, BP, BW, BK, BC, BF
                     VS[v, V_BAL_CREDIT] = 0  # what balloon_step does at its target, without a call
                 else:
                     before = VS[v, V_BAL_N]
+                    stall_before = VS[v, V_STALL]
                     balloon_step(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, v)
                     ballooned += VS[v, V_BAL_N] - before
+                    worked = VS[v, V_STALL] - stall_before
+                    if VS[v, V_STALL_FIRST] < 0 and worked > 0:  # not started yet
+                        VS[v, V_PRE_BUSY] = max(VS[v, V_PRE_BUSY], G[G_NOW]) + worked
             progress = G[G_HOST_USED] < used_before or ballooned > 0
             G[G_BALLOON_PROGRESS_Q] = 1 if progress else 0
             if G[G_SHARING] == 1:

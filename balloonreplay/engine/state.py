@@ -138,7 +138,10 @@ V_ALLOW = 33  # 1: the VM may make the full host swap on demand (policy's allow_
 # completed: its slowdown counts the stall between the two.
 V_STALL_FIRST = 34
 V_STALL_LAST = 35
-VM_FIELDS = 36
+# Before its first access, when the VM's idle guest has done its balloon work (host time):
+# what goes past its first access's t delayed its start.
+V_PRE_BUSY = 36
+VM_FIELDS = 37
 
 # globals
 G_HOST_PAGES = 0
