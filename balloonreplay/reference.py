@@ -165,7 +165,9 @@ suffered from the moment it first issued an access (a blocked first attempt incl
 the completion of its last, plus how late its balloon work before its first access made
 its start. That work is done in the idle guest: each balloon step (at its quantum's start
 s, stalling the VM w) keeps it busy until b := max(b, s) + w (b from 0), and its start is
-late by max(0, b - t of its first access). Balloon work after its last access delays
+late by max(0, b - t of its first access); only that lateness enters the stalls its
+accesses issue after (the VM's clock), so it issues its first access at max(t, b) - the
+``stall_ns`` counter still counts all of w. Balloon work after its last access delays
 nothing of its run. (Idle VMs are what ESX's tax and Xen's self-ballooning reclaim.)
 ``stall_ns`` counts every latency stall and ``blocked_ns`` all blocked time, in or out of
 the run.
@@ -856,8 +858,12 @@ class ReferenceModel:
                 stall_before = vm.stall_total_ns
                 self.balloon_step(vm)
                 worked = vm.stall_total_ns - stall_before
-                if vm.stall_at_first_issue_ns is None and worked > 0:
+                if vm.stall_at_first_issue_ns is None and worked > 0 and vm.accesses:
+                    t_first = vm.accesses[0].t_ns
+                    late_before = max(0, vm.pre_start_busy_ns - t_first)
                     vm.pre_start_busy_ns = max(vm.pre_start_busy_ns, now) + worked
+                    late = max(0, vm.pre_start_busy_ns - t_first)
+                    vm.stall_total_ns = stall_before + late - late_before
             ballooned = sum(len(vm.balloon_stack) for vm in self.vms) - ballooned_before
             progress = self.host_used < used_before or ballooned > 0
             if cfg.sharing:

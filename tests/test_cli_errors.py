@@ -229,7 +229,7 @@ def test_overhead_sizes_are_in_the_trace_pages_and_one_is_every_vm(tmp_path):
         (["--scan-rate", str(10**20)], "is not in the range 0<=x<=1000000000"),
         # Found by an audit: 1000 read as bytes (0 pages) was not said, and --overhead's
         # count was named overhead_pages without the VMs'.
-        (["--vm-mem", "1000"], "got [0, 0] (a size without a unit is bytes, rounded down"),
+        (["--vm-mem", "1000"], "got [0, 0] (sizes round down to whole pages, and one without"),
         (
             ["--overhead", "1MiB,2MiB,3MiB"],
             "error: --overhead: expected one size per VM (2 VMs), got 3",

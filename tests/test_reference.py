@@ -295,8 +295,8 @@ def test_balloon_work_before_a_vms_first_access_or_after_its_last_is_no_slowdown
 def test_balloon_work_that_delays_a_vms_start_is_slowdown(start_ms, ballooned_at_ms, late_us):
     """A VM idle until its first access does balloon work for 200 µs (two pages) from
     host time B; it was due at start_ms. Only what runs past start_ms made it late, and
-    counts in its slowdown. (Found by review: first the slowdown had dropped all of it,
-    so a policy inflating a VM at its start delayed it for free.)"""
+    counts in its slowdown and in its clock. (Found by review: first the slowdown had
+    dropped all of it, so a policy inflating a VM at its start delayed it for free.)"""
     ms = 1_000_000
     start = start_ms * ms
     latencies = Latencies(zero_fill_ns=10 * US, balloon_page_ns=100 * US)
@@ -313,6 +313,10 @@ def test_balloon_work_that_delays_a_vms_start_is_slowdown(start_ms, ballooned_at
     )
     assert metrics.groupby("vm")["balloon_inflated"].sum()[0] == 2
     assert summary["slowdown"][0] == (ms + 2 * 10 * US + late_us * US) / ms
+    # The VM's clock agrees: it issues its first access that late, no later. (Review found
+    # it issued after all 200 µs of the work however idle it had been.)
+    first_epoch = metrics[(metrics.vm == 0) & (metrics.accesses > 0)].epoch.min()
+    assert first_epoch == (start + late_us * US) // (50 * US)
 
 
 def test_host_time_0_is_the_earliest_access_in_a_file(tmp_path):

@@ -77,8 +77,8 @@ class ReplayConfig:
         if any(c < 1 for c in self.config_pages):
             raise ConfigError(
                 "vm_mem",
-                f"every VM needs at least 1 page, got {self.config_pages} (a size without a "
-                "unit is bytes, rounded down to whole pages: 1000p is 1000 pages)",
+                f"every VM needs at least 1 page, got {self.config_pages} (sizes round down "
+                "to whole pages, and one without a unit is bytes: 1000p is 1000 pages)",
             )
         if len(self.overhead_pages) != len(self.config_pages):
             raise ConfigError(

@@ -167,8 +167,14 @@ def run(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, CA, BT, BP, BW, BK, BC, BF
                     balloon_step(F, FC, P, PC, VS, G, L, CNT, RNG, FS, BS, SH, v)
                     ballooned += VS[v, V_BAL_N] - before
                     worked = VS[v, V_STALL] - stall_before
-                    if VS[v, V_STALL_FIRST] < 0 and worked > 0:  # not started yet
+                    pos = VS[v, V_POS]
+                    if VS[v, V_STALL_FIRST] < 0 and worked > 0 and pos < VS[v, V_END]:
+                        # Not started: the idle guest does the work, and the VM's clock
+                        # takes only what runs past its first access's time.
+                        late_before = max(0, VS[v, V_PRE_BUSY] - BT[pos])
                         VS[v, V_PRE_BUSY] = max(VS[v, V_PRE_BUSY], G[G_NOW]) + worked
+                        late = max(0, VS[v, V_PRE_BUSY] - BT[pos])
+                        VS[v, V_STALL] = stall_before + late - late_before
             progress = G[G_HOST_USED] < used_before or ballooned > 0
             G[G_BALLOON_PROGRESS_Q] = 1 if progress else 0
             if G[G_SHARING] == 1:
